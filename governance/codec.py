@@ -1,0 +1,271 @@
+"""JSON-safe dictionaries for the model and commands, in the wire spelling (ISO-8601 UTC)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from governance.commands import (
+    Command,
+    MoveToPendingArgs,
+    RequirementArgs,
+    ResolveVersionArgs,
+    SubmitArgs,
+    SupersedeArgs,
+)
+from governance.model import (
+    Actor,
+    ActorType,
+    ApprovalRequirement,
+    ApprovalStatus,
+    BlastRadius,
+    BlastScope,
+    Decision,
+    DecisionCategory,
+    Intent,
+    MutationRequest,
+    PendingReason,
+    RequestContext,
+    RiskLevel,
+    Status,
+)
+
+
+def timestamp_to_wire(value: datetime | None) -> str | None:
+    """ISO-8601 in UTC with a ``Z`` suffix, or None."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def timestamp_from_wire(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def actor_to_dict(actor: Actor) -> dict[str, Any]:
+    return {"id": actor.id, "name": actor.name, "type": actor.type.value}
+
+
+def actor_from_dict(data: Mapping[str, Any]) -> Actor:
+    return Actor(id=data["id"], name=data.get("name"), type=ActorType(data.get("type", "user")))
+
+
+def intent_to_dict(intent: Intent) -> dict[str, Any]:
+    return {
+        "operation_name": intent.operation_name,
+        "category": intent.category,
+        "description": intent.description,
+        "risk_level": intent.risk_level.value,
+        "is_reversible": intent.is_reversible,
+        "blast_radius": {
+            "scope": intent.blast_radius.scope.value,
+            "estimated_affected_count": intent.blast_radius.estimated_affected_count,
+            "description": intent.blast_radius.description,
+        },
+        "tags": list(intent.tags),
+        "metadata": intent.metadata,
+    }
+
+
+def intent_from_dict(data: Mapping[str, Any]) -> Intent:
+    blast = data.get("blast_radius") or {}
+    return Intent(
+        operation_name=data["operation_name"],
+        category=data.get("category", "general"),
+        description=data.get("description", ""),
+        risk_level=RiskLevel(data.get("risk_level", "low")),
+        is_reversible=data.get("is_reversible", True),
+        blast_radius=BlastRadius(
+            scope=BlastScope(blast.get("scope", "single")),
+            estimated_affected_count=blast.get("estimated_affected_count", 1),
+            description=blast.get("description", ""),
+        ),
+        tags=tuple(data.get("tags", ())),
+        metadata=dict(data.get("metadata") or {}),
+    )
+
+
+def requirement_to_dict(requirement: ApprovalRequirement) -> dict[str, Any]:
+    return {
+        "approval_id": requirement.approval_id,
+        "approver_id": requirement.approver_id,
+        "approver_name": requirement.approver_name,
+        "description": requirement.description,
+        "step_order": requirement.step_order,
+        "status": requirement.status.value,
+        "decided_at": timestamp_to_wire(requirement.decided_at),
+        "decided_by": requirement.decided_by,
+        "reason": requirement.reason,
+    }
+
+
+def requirement_from_dict(data: Mapping[str, Any]) -> ApprovalRequirement:
+    return ApprovalRequirement(
+        approval_id=data["approval_id"],
+        approver_id=data["approver_id"],
+        approver_name=data.get("approver_name"),
+        description=data.get("description"),
+        step_order=data.get("step_order", 1),
+        status=ApprovalStatus(data.get("status", "pending")),
+        decided_at=timestamp_from_wire(data.get("decided_at")),
+        decided_by=data.get("decided_by"),
+        reason=data.get("reason"),
+    )
+
+
+def decision_to_dict(decision: Decision) -> dict[str, Any]:
+    return {
+        "category": decision.category.value,
+        "type": decision.type,
+        "actor": actor_to_dict(decision.actor),
+        "reason": decision.reason,
+        "metadata": decision.metadata,
+        "occurred_at": timestamp_to_wire(decision.occurred_at),
+    }
+
+
+def decision_from_dict(data: Mapping[str, Any]) -> Decision:
+    occurred_at = timestamp_from_wire(data["occurred_at"])
+    assert occurred_at is not None
+    return Decision(
+        category=DecisionCategory(data["category"]),
+        type=data["type"],
+        actor=actor_from_dict(data["actor"]),
+        occurred_at=occurred_at,
+        reason=data.get("reason"),
+        metadata=dict(data.get("metadata") or {}),
+    )
+
+
+def request_to_dict(request: MutationRequest, *, with_decisions: bool = False) -> dict[str, Any]:
+    """The request as the events carry it (``with_decisions`` adds the history)."""
+    body: dict[str, Any] = {
+        "request_id": request.request_id,
+        "state_id": request.state_id,
+        "state_type": request.state_type,
+        "mutation_type": request.mutation_type,
+        "intent": intent_to_dict(request.intent),
+        "context": {
+            "actor": actor_to_dict(request.context.actor),
+            "reason": request.context.reason,
+        },
+        "status": request.status.value,
+        "pending_reason": request.pending_reason.value if request.pending_reason else None,
+        "approval_requirements": [requirement_to_dict(r) for r in request.approval_requirements],
+        "revision": request.revision,
+        "expected_state_version": request.expected_state_version,
+        "expires_at": timestamp_to_wire(request.expires_at),
+        "created_at": timestamp_to_wire(request.created_at),
+        "updated_at": timestamp_to_wire(request.updated_at),
+        "metadata": request.metadata,
+    }
+    if with_decisions:
+        body["decisions"] = [decision_to_dict(d) for d in request.decisions]
+    return body
+
+
+def request_from_dict(data: Mapping[str, Any]) -> MutationRequest:
+    context = data["context"]
+    created_at = timestamp_from_wire(data["created_at"])
+    updated_at = timestamp_from_wire(data["updated_at"])
+    assert created_at is not None and updated_at is not None
+    return MutationRequest(
+        request_id=data["request_id"],
+        state_id=data["state_id"],
+        state_type=data["state_type"],
+        mutation_type=data["mutation_type"],
+        intent=intent_from_dict(data["intent"]),
+        context=RequestContext(
+            actor=actor_from_dict(context["actor"]), reason=context.get("reason")
+        ),
+        status=Status(data["status"]),
+        pending_reason=PendingReason(data["pending_reason"])
+        if data.get("pending_reason")
+        else None,
+        approval_requirements=tuple(
+            requirement_from_dict(r) for r in data.get("approval_requirements") or ()
+        ),
+        decisions=tuple(decision_from_dict(d) for d in data.get("decisions") or ()),
+        revision=data["revision"],
+        expected_state_version=data.get("expected_state_version"),
+        expires_at=timestamp_from_wire(data.get("expires_at")),
+        created_at=created_at,
+        updated_at=updated_at,
+        metadata=dict(data.get("metadata") or {}),
+    )
+
+
+def command_to_dict(command: Command) -> dict[str, Any]:
+    """The wire form of a validated command; ``parse_command`` reads it back unchanged."""
+    body: dict[str, Any] = {
+        "command_id": command.command_id,
+        "type": command.type.value,
+        "request_id": command.request_id,
+        "actor": {k: v for k, v in actor_to_dict(command.actor).items() if v is not None},
+    }
+    if command.expected_revision is not None:
+        body["expected_revision"] = command.expected_revision
+    if command.reason is not None:
+        body["reason"] = command.reason
+    if command.metadata:
+        body["metadata"] = command.metadata
+    args = _args_to_dict(command)
+    if args:
+        body["args"] = args
+    if command.issued_at is not None:
+        body["issued_at"] = timestamp_to_wire(command.issued_at)
+    return body
+
+
+def _args_to_dict(command: Command) -> dict[str, Any]:
+    args = command.args
+    if isinstance(args, SubmitArgs):
+        out: dict[str, Any] = {
+            "state_id": args.state_id,
+            "state_type": args.state_type,
+            "mutation_type": args.mutation_type,
+            "intent": intent_to_dict(args.intent),
+            "initial_status": args.initial_status.value,
+        }
+        if args.pending_reason is not None:
+            out["pending_reason"] = args.pending_reason.value
+        if args.approval_requirements:
+            out["approval_requirements"] = [
+                {
+                    k: v
+                    for k, v in {
+                        "approval_id": spec.approval_id,
+                        "approver_id": spec.approver_id,
+                        "approver_name": spec.approver_name,
+                        "description": spec.description,
+                        "step_order": spec.step_order,
+                    }.items()
+                    if v is not None
+                }
+                for spec in args.approval_requirements
+            ]
+        if args.expected_state_version is not None:
+            out["expected_state_version"] = args.expected_state_version
+        if args.expires_at is not None:
+            out["expires_at"] = timestamp_to_wire(args.expires_at)
+        if args.metadata:
+            out["metadata"] = args.metadata
+        return out
+    if isinstance(args, MoveToPendingArgs):
+        out = {"pending_reason": args.pending_reason.value}
+        if args.expires_at is not None:
+            out["expires_at"] = timestamp_to_wire(args.expires_at)
+        return out
+    if isinstance(args, SupersedeArgs):
+        return {"superseding_request_id": args.superseding_request_id}
+    if isinstance(args, RequirementArgs):
+        return {"approval_id": args.approval_id}
+    if isinstance(args, ResolveVersionArgs):
+        return {
+            "current_state_version": args.current_state_version,
+            "strategy": args.strategy.value,
+        }
+    return {}

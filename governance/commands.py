@@ -1,0 +1,635 @@
+"""The command contract: transition commands, their arguments, parsing and validation.
+
+``parse_command`` turns a decoded JSON message into a :class:`Command` or raises
+:class:`InvalidCommand` naming the offending field and what was expected. The limits are
+those of the wire contract (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, NoReturn, TypeVar
+
+from governance.model import (
+    Actor,
+    ActorType,
+    BlastRadius,
+    BlastScope,
+    Intent,
+    PendingReason,
+    RiskLevel,
+    Status,
+)
+
+MAX_ID_LENGTH = 128
+MAX_REASON_LENGTH = 2_000
+MAX_TEXT_LENGTH = 2_000
+MAX_NAME_LENGTH = 200
+MAX_METADATA_BYTES = 16 * 1024
+MAX_NESTING_DEPTH = 32
+MAX_REQUIREMENTS = 100
+MAX_TAGS = 64
+MAX_REVISION = 2**63 - 1
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class CommandType(StrEnum):
+    """The transition commands of the contract."""
+
+    SUBMIT = "submit"
+    MOVE_TO_PENDING = "move_to_pending"
+    APPROVE = "approve"
+    REJECT = "reject"
+    CANCEL = "cancel"
+    EXPIRE = "expire"
+    SUPERSEDE = "supersede"
+    MARK_EXECUTED = "mark_executed"
+    APPROVE_REQUIREMENT = "approve_requirement"
+    REJECT_REQUIREMENT = "reject_requirement"
+    RESOLVE_VERSION = "resolve_version"
+
+
+class ResolutionStrategy(StrEnum):
+    REJECT_STALE = "reject_stale"
+    REQUIRE_RENEWED_APPROVAL = "require_renewed_approval"
+    REVALIDATE_ON_LATEST_STATE = "revalidate_on_latest_state"
+
+
+class InvalidCommand(ValueError):
+    """A command that fails validation; ``field`` is the dotted path of the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = f"{field}: {message}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequirementSpec:
+    """An approval requirement as a submitter asks for it."""
+
+    approver_id: str
+    approval_id: str | None = None
+    approver_name: str | None = None
+    description: str | None = None
+    step_order: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitArgs:
+    state_id: str
+    state_type: str
+    mutation_type: str
+    intent: Intent
+    initial_status: Status
+    pending_reason: PendingReason | None = None
+    approval_requirements: tuple[RequirementSpec, ...] = ()
+    expected_state_version: str | None = None
+    expires_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MoveToPendingArgs:
+    pending_reason: PendingReason
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NoArgs:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SupersedeArgs:
+    superseding_request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequirementArgs:
+    approval_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveVersionArgs:
+    current_state_version: str
+    strategy: ResolutionStrategy
+
+
+CommandArgs = (
+    SubmitArgs | MoveToPendingArgs | NoArgs | SupersedeArgs | RequirementArgs | ResolveVersionArgs
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A validated transition command."""
+
+    command_id: str
+    type: CommandType
+    request_id: str
+    expected_revision: int | None
+    actor: Actor
+    args: CommandArgs = field(default_factory=NoArgs)
+    reason: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    issued_at: datetime | None = None
+
+
+# --------------------------------------------------------------------------- primitives
+
+_T = TypeVar("_T", bound=StrEnum)
+
+
+def _fail(field: str, message: str) -> NoReturn:
+    raise InvalidCommand(field, message)
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return json.dumps(shown)
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _object(value: object, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        _fail(field, f"expected a JSON object, got {_describe(value)}")
+    for key in value:
+        if not isinstance(key, str):
+            _fail(field, "expected an object with string keys")
+    return value
+
+
+def _no_unknown_keys(obj: Mapping[str, Any], allowed: frozenset[str], prefix: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        _fail(
+            f"{prefix}{unknown[0]}", f"unknown field; expected one of {', '.join(sorted(allowed))}"
+        )
+
+
+def _string(
+    value: object, field: str, *, max_length: int, min_length: int = 1, strip_check: bool = True
+) -> str:
+    if not isinstance(value, str):
+        _fail(field, f"expected a string, got {_describe(value)}")
+    if len(value) < min_length:
+        _fail(field, f"expected at least {min_length} character(s), got an empty string")
+    if len(value) > max_length:
+        _fail(field, f"expected at most {max_length} characters, got {len(value)}")
+    if strip_check and min_length > 0 and not value.strip():
+        _fail(field, "expected a non-blank string")
+    if any(ch in value for ch in "\x00"):
+        _fail(field, "expected no NUL characters")
+    return value
+
+
+def _optional_string(value: object, field: str, *, max_length: int) -> str | None:
+    if value is None:
+        return None
+    return _string(value, field, max_length=max_length, min_length=0, strip_check=False)
+
+
+def _identifier(value: object, field: str) -> str:
+    text = _string(value, field, max_length=MAX_ID_LENGTH)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        _fail(field, "expected no control characters")
+    return text
+
+
+def _request_id(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        _fail(field, f"expected a string, got {_describe(value)}")
+    if not REQUEST_ID_PATTERN.fullmatch(value):
+        _fail(field, f"expected 1..128 characters of [A-Za-z0-9._:-], got {_describe(value)}")
+    return value
+
+
+def _integer(value: object, field: str, *, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(field, f"expected an integer, got {_describe(value)}")
+    if value < minimum or value > maximum:
+        _fail(field, f"expected an integer from {minimum} to {maximum}, got {value}")
+    return value
+
+
+def _boolean(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        _fail(field, f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _enum(enum_type: type[_T], value: object, field: str) -> _T:
+    allowed = ", ".join(member.value for member in enum_type)
+    if not isinstance(value, str):
+        _fail(field, f"expected one of {allowed}, got {_describe(value)}")
+    try:
+        return enum_type(value)
+    except ValueError:
+        _fail(field, f"expected one of {allowed}, got {_describe(value)}")
+
+
+def parse_timestamp(value: object, field: str) -> datetime:
+    """An ISO-8601 timestamp with a time zone, returned in UTC."""
+    if not isinstance(value, str):
+        _fail(field, f"expected an ISO-8601 timestamp string, got {_describe(value)}")
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        _fail(field, f"expected an ISO-8601 timestamp, got {_describe(value)}")
+    if parsed.tzinfo is None:
+        _fail(field, f"expected a timestamp with a time zone (e.g. Z), got {_describe(value)}")
+    return parsed.astimezone(UTC)
+
+
+def _optional_timestamp(value: object, field: str) -> datetime | None:
+    return None if value is None else parse_timestamp(value, field)
+
+
+def _check_json_value(value: object, field: str, depth: int = 0) -> None:
+    if depth > MAX_NESTING_DEPTH:
+        _fail(field, f"expected at most {MAX_NESTING_DEPTH} levels of nesting")
+    if isinstance(value, float) and not math.isfinite(value):
+        _fail(field, f"expected a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                _fail(field, "expected an object with string keys")
+            _check_json_value(item, f"{field}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json_value(item, f"{field}[{index}]", depth + 1)
+    elif not (value is None or isinstance(value, str | int | float | bool)):
+        _fail(field, f"expected a JSON value, got {type(value).__name__}")
+
+
+def _metadata(value: object, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    obj = _object(value, field)
+    _check_json_value(obj, field)
+    size = len(canonical_json(obj).encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        _fail(field, f"expected at most {MAX_METADATA_BYTES} bytes serialized, got {size}")
+    return dict(obj)
+
+
+def canonical_json(value: object) -> str:
+    """Compact, key-sorted JSON: the same value always gives the same text."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def payload_hash(payload: Mapping[str, Any]) -> str:
+    """The idempotency fingerprint of a raw command payload.
+
+    ``issued_at`` is left out: a producer re-sending the same command with a fresh stamp is
+    still sending the same command.
+    """
+    material = {key: value for key, value in payload.items() if key != "issued_at"}
+    try:
+        text = canonical_json(material)
+    except (TypeError, ValueError):
+        text = repr(sorted(material.items(), key=lambda item: str(item[0])))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# --------------------------------------------------------------------------- sections
+
+_TOP_LEVEL = frozenset(
+    {
+        "command_id",
+        "type",
+        "request_id",
+        "expected_revision",
+        "actor",
+        "reason",
+        "metadata",
+        "args",
+        "issued_at",
+    }
+)
+_ACTOR_FIELDS = frozenset({"id", "name", "type"})
+_INTENT_FIELDS = frozenset(
+    {
+        "operation_name",
+        "category",
+        "description",
+        "risk_level",
+        "is_reversible",
+        "blast_radius",
+        "tags",
+        "metadata",
+    }
+)
+_BLAST_FIELDS = frozenset({"scope", "estimated_affected_count", "description"})
+_REQUIREMENT_FIELDS = frozenset(
+    {"approval_id", "approver_id", "approver_name", "description", "step_order"}
+)
+_ARGS_FIELDS: dict[CommandType, frozenset[str]] = {
+    CommandType.SUBMIT: frozenset(
+        {
+            "state_id",
+            "state_type",
+            "mutation_type",
+            "intent",
+            "initial_status",
+            "pending_reason",
+            "approval_requirements",
+            "expected_state_version",
+            "expires_at",
+            "metadata",
+        }
+    ),
+    CommandType.MOVE_TO_PENDING: frozenset({"pending_reason", "expires_at"}),
+    CommandType.SUPERSEDE: frozenset({"superseding_request_id"}),
+    CommandType.APPROVE_REQUIREMENT: frozenset({"approval_id"}),
+    CommandType.REJECT_REQUIREMENT: frozenset({"approval_id"}),
+    CommandType.RESOLVE_VERSION: frozenset({"current_state_version", "strategy"}),
+}
+
+
+def parse_actor(value: object, field: str = "actor") -> Actor:
+    """An actor object: ``{"id": ..., "name"?: ..., "type"?: user|service|...}``."""
+    obj = _object(value, field)
+    _no_unknown_keys(obj, _ACTOR_FIELDS, f"{field}.")
+    if "id" not in obj:
+        _fail(f"{field}.id", "required")
+    return Actor(
+        id=_identifier(obj["id"], f"{field}.id"),
+        name=_optional_string(obj.get("name"), f"{field}.name", max_length=MAX_NAME_LENGTH),
+        type=_enum(ActorType, obj.get("type", "user"), f"{field}.type"),
+    )
+
+
+def _parse_blast_radius(value: object, field: str) -> BlastRadius:
+    if value is None:
+        return BlastRadius()
+    obj = _object(value, field)
+    _no_unknown_keys(obj, _BLAST_FIELDS, f"{field}.")
+    return BlastRadius(
+        scope=_enum(BlastScope, obj.get("scope", "single"), f"{field}.scope"),
+        estimated_affected_count=_integer(
+            obj.get("estimated_affected_count", 1),
+            f"{field}.estimated_affected_count",
+            minimum=0,
+            maximum=MAX_REVISION,
+        ),
+        description=_optional_string(
+            obj.get("description"), f"{field}.description", max_length=MAX_TEXT_LENGTH
+        )
+        or "",
+    )
+
+
+def _parse_intent(value: object, field: str) -> Intent:
+    obj = _object(value, field)
+    _no_unknown_keys(obj, _INTENT_FIELDS, f"{field}.")
+    if "operation_name" not in obj:
+        _fail(f"{field}.operation_name", "required")
+    tags_value = obj.get("tags", [])
+    if not isinstance(tags_value, list):
+        _fail(f"{field}.tags", f"expected a list of strings, got {_describe(tags_value)}")
+    if len(tags_value) > MAX_TAGS:
+        _fail(f"{field}.tags", f"expected at most {MAX_TAGS} tags, got {len(tags_value)}")
+    tags = tuple(
+        _string(tag, f"{field}.tags[{index}]", max_length=MAX_NAME_LENGTH)
+        for index, tag in enumerate(tags_value)
+    )
+    return Intent(
+        operation_name=_string(
+            obj["operation_name"], f"{field}.operation_name", max_length=MAX_NAME_LENGTH
+        ),
+        category=_string(
+            obj.get("category", "general"), f"{field}.category", max_length=MAX_NAME_LENGTH
+        ),
+        description=_optional_string(
+            obj.get("description"), f"{field}.description", max_length=MAX_TEXT_LENGTH
+        )
+        or "",
+        risk_level=_enum(RiskLevel, obj.get("risk_level", "low"), f"{field}.risk_level"),
+        is_reversible=_boolean(obj.get("is_reversible", True), f"{field}.is_reversible"),
+        blast_radius=_parse_blast_radius(obj.get("blast_radius"), f"{field}.blast_radius"),
+        tags=tags,
+        metadata=_metadata(obj.get("metadata"), f"{field}.metadata"),
+    )
+
+
+def _parse_requirement(value: object, field: str) -> RequirementSpec:
+    obj = _object(value, field)
+    _no_unknown_keys(obj, _REQUIREMENT_FIELDS, f"{field}.")
+    if "approver_id" not in obj:
+        _fail(f"{field}.approver_id", "required")
+    approval_id = obj.get("approval_id")
+    return RequirementSpec(
+        approver_id=_identifier(obj["approver_id"], f"{field}.approver_id"),
+        approval_id=None
+        if approval_id is None
+        else _identifier(approval_id, f"{field}.approval_id"),
+        approver_name=_optional_string(
+            obj.get("approver_name"), f"{field}.approver_name", max_length=MAX_NAME_LENGTH
+        ),
+        description=_optional_string(
+            obj.get("description"), f"{field}.description", max_length=MAX_TEXT_LENGTH
+        ),
+        step_order=_integer(
+            obj.get("step_order", 1), f"{field}.step_order", minimum=1, maximum=1_000
+        ),
+    )
+
+
+def _parse_submit_args(args: Mapping[str, Any]) -> SubmitArgs:
+    for name in ("state_id", "state_type", "mutation_type", "intent"):
+        if name not in args:
+            _fail(f"args.{name}", "required")
+    raw_requirements = args.get("approval_requirements") or []
+    if not isinstance(raw_requirements, list):
+        _fail(
+            "args.approval_requirements",
+            f"expected a list of requirement objects, got {_describe(raw_requirements)}",
+        )
+    if len(raw_requirements) > MAX_REQUIREMENTS:
+        _fail(
+            "args.approval_requirements",
+            f"expected at most {MAX_REQUIREMENTS} requirements, got {len(raw_requirements)}",
+        )
+    requirements = tuple(
+        _parse_requirement(item, f"args.approval_requirements[{index}]")
+        for index, item in enumerate(raw_requirements)
+    )
+    given_ids = [spec.approval_id for spec in requirements if spec.approval_id is not None]
+    if len(given_ids) != len(set(given_ids)):
+        _fail("args.approval_requirements", "expected unique approval_id values")
+
+    pending_reason = (
+        None
+        if args.get("pending_reason") is None
+        else _enum(PendingReason, args["pending_reason"], "args.pending_reason")
+    )
+    if args.get("initial_status") is None:
+        initial_status = (
+            Status.PENDING if requirements or pending_reason is not None else Status.CREATED
+        )
+    else:
+        initial_status = _enum(Status, args["initial_status"], "args.initial_status")
+        if initial_status not in (Status.CREATED, Status.PENDING, Status.APPROVED):
+            _fail(
+                "args.initial_status",
+                "expected one of created, pending, approved, "
+                f"got {_describe(initial_status.value)}",
+            )
+    if requirements:
+        if initial_status is not Status.PENDING:
+            _fail(
+                "args.initial_status",
+                "approval_requirements imply pending; expected pending or no initial_status, "
+                f"got {_describe(initial_status.value)}",
+            )
+        if pending_reason not in (None, PendingReason.APPROVAL):
+            _fail(
+                "args.pending_reason",
+                "approval_requirements imply pending_reason approval, "
+                f"got {_describe(pending_reason)}",
+            )
+        pending_reason = PendingReason.APPROVAL
+    if initial_status is Status.PENDING and pending_reason is None:
+        pending_reason = PendingReason.APPROVAL
+    if initial_status is not Status.PENDING and pending_reason is not None:
+        _fail(
+            "args.pending_reason",
+            f"only allowed when initial_status is pending, "
+            f"got initial_status {initial_status.value}",
+        )
+    expires_at = _optional_timestamp(args.get("expires_at"), "args.expires_at")
+    if expires_at is not None and initial_status is not Status.PENDING:
+        _fail("args.expires_at", "only allowed when initial_status is pending")
+
+    return SubmitArgs(
+        state_id=_identifier(args["state_id"], "args.state_id"),
+        state_type=_string(args["state_type"], "args.state_type", max_length=MAX_NAME_LENGTH),
+        mutation_type=_string(
+            args["mutation_type"], "args.mutation_type", max_length=MAX_NAME_LENGTH
+        ),
+        intent=_parse_intent(args["intent"], "args.intent"),
+        initial_status=initial_status,
+        pending_reason=pending_reason,
+        approval_requirements=requirements,
+        expected_state_version=_optional_string(
+            args.get("expected_state_version"),
+            "args.expected_state_version",
+            max_length=MAX_ID_LENGTH,
+        ),
+        expires_at=expires_at,
+        metadata=_metadata(args.get("metadata"), "args.metadata"),
+    )
+
+
+def _parse_args(command_type: CommandType, value: object) -> CommandArgs:
+    args = _object({} if value is None else value, "args")
+    allowed = _ARGS_FIELDS.get(command_type, frozenset())
+    if not allowed and args:
+        _fail(f"args.{sorted(args)[0]}", f"unknown field; {command_type.value} takes no args")
+    _no_unknown_keys(args, allowed, "args.")
+    match command_type:
+        case CommandType.SUBMIT:
+            return _parse_submit_args(args)
+        case CommandType.MOVE_TO_PENDING:
+            if "pending_reason" not in args:
+                _fail("args.pending_reason", "required")
+            return MoveToPendingArgs(
+                pending_reason=_enum(PendingReason, args["pending_reason"], "args.pending_reason"),
+                expires_at=_optional_timestamp(args.get("expires_at"), "args.expires_at"),
+            )
+        case CommandType.SUPERSEDE:
+            if "superseding_request_id" not in args:
+                _fail("args.superseding_request_id", "required")
+            return SupersedeArgs(
+                _request_id(args["superseding_request_id"], "args.superseding_request_id")
+            )
+        case CommandType.APPROVE_REQUIREMENT | CommandType.REJECT_REQUIREMENT:
+            if "approval_id" not in args:
+                _fail("args.approval_id", "required")
+            return RequirementArgs(_identifier(args["approval_id"], "args.approval_id"))
+        case CommandType.RESOLVE_VERSION:
+            for name in ("current_state_version", "strategy"):
+                if name not in args:
+                    _fail(f"args.{name}", "required")
+            return ResolveVersionArgs(
+                current_state_version=_string(
+                    args["current_state_version"],
+                    "args.current_state_version",
+                    max_length=MAX_ID_LENGTH,
+                ),
+                strategy=_enum(ResolutionStrategy, args["strategy"], "args.strategy"),
+            )
+        case _:
+            return NoArgs()
+
+
+def command_id_of(payload: object) -> str | None:
+    """The command's usable ``command_id``, or None when the message cannot be answered."""
+    if not isinstance(payload, dict):
+        return None
+    value = payload.get("command_id")
+    try:
+        return _identifier(value, "command_id")
+    except InvalidCommand:
+        return None
+
+
+def parse_command(payload: object) -> Command:
+    """Validate a decoded command message; raise :class:`InvalidCommand` naming the field."""
+    obj = _object(payload, "command")
+    for name in ("command_id", "type", "request_id"):
+        if name not in obj:
+            _fail(name, "required")
+    command_id = _identifier(obj["command_id"], "command_id")
+    command_type = _enum(CommandType, obj["type"], "type")
+    _no_unknown_keys(obj, _TOP_LEVEL, "")
+    request_id = _request_id(obj["request_id"], "request_id")
+
+    raw_revision = obj.get("expected_revision")
+    if command_type is CommandType.SUBMIT:
+        if raw_revision is not None:
+            _integer(raw_revision, "expected_revision", minimum=0, maximum=0)
+        expected_revision = None
+    else:
+        if raw_revision is None:
+            _fail("expected_revision", f"required for {command_type.value}")
+        expected_revision = _integer(
+            raw_revision, "expected_revision", minimum=0, maximum=MAX_REVISION
+        )
+
+    if "actor" not in obj:
+        _fail("actor", "required")
+    return Command(
+        command_id=command_id,
+        type=command_type,
+        request_id=request_id,
+        expected_revision=expected_revision,
+        actor=parse_actor(obj["actor"]),
+        args=_parse_args(command_type, obj.get("args")),
+        reason=_optional_string(obj.get("reason"), "reason", max_length=MAX_REASON_LENGTH),
+        metadata=_metadata(obj.get("metadata"), "metadata"),
+        issued_at=_optional_timestamp(obj.get("issued_at"), "issued_at"),
+    )

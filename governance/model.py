@@ -1,0 +1,178 @@
+"""The governance domain model: mutation requests, their intent, approvals and decisions.
+
+Everything here is an immutable value. Enum values are the wire spelling of the contract
+(lowercase), so ``Status.APPROVED == "approved"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """Where a mutation request stands in its lifecycle (**contract**)."""
+
+    CREATED = "created"
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+    EXECUTED = "executed"
+
+
+class PendingReason(StrEnum):
+    """Why a pending request waits."""
+
+    APPROVAL = "approval"
+    EXTERNAL_CHECK = "external_check"
+    SCHEDULE = "schedule"
+    DEPENDENCY = "dependency"
+    QUOTA = "quota"
+    MANUAL_REVIEW = "manual_review"
+
+
+class RiskLevel(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class BlastScope(StrEnum):
+    SINGLE = "single"
+    MODULE = "module"
+    SYSTEM = "system"
+    GLOBAL = "global"
+
+
+class ActorType(StrEnum):
+    USER = "user"
+    SERVICE = "service"
+    SYSTEM = "system"
+    SCHEDULER = "scheduler"
+    ADMINISTRATOR = "administrator"
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class DecisionCategory(StrEnum):
+    LIFECYCLE = "lifecycle"
+    APPROVAL = "approval"
+    VERSION_RESOLUTION = "version_resolution"
+
+
+#: The decision types each category admits.
+DECISION_TYPES: dict[DecisionCategory, frozenset[str]] = {
+    DecisionCategory.LIFECYCLE: frozenset(
+        {"submitted", "pending", "approved", "rejected", "canceled", "expired"}
+        | {"superseded", "executed"}
+    ),
+    DecisionCategory.APPROVAL: frozenset({"requested", "granted", "rejected"}),
+    DecisionCategory.VERSION_RESOLUTION: frozenset(
+        {"validated", "revalidation_required", "renewed_approval_required", "rejected_as_stale"}
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who issued a command or took a decision."""
+
+    id: str
+    name: str | None = None
+    type: ActorType = ActorType.USER
+
+
+#: The actor that takes decisions nobody issued by hand (expiry).
+SYSTEM_ACTOR = Actor(id="system", name="System", type=ActorType.SYSTEM)
+
+
+@dataclass(frozen=True, slots=True)
+class BlastRadius:
+    scope: BlastScope = BlastScope.SINGLE
+    estimated_affected_count: int = 1
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What the mutation means to do and how risky it is."""
+
+    operation_name: str
+    category: str = "general"
+    description: str = ""
+    risk_level: RiskLevel = RiskLevel.LOW
+    is_reversible: bool = True
+    blast_radius: BlastRadius = field(default_factory=BlastRadius)
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """The actor that submitted the request and why."""
+
+    actor: Actor
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequirement:
+    """One approval a request pending for ``approval`` still needs (or has had)."""
+
+    approval_id: str
+    approver_id: str
+    approver_name: str | None = None
+    description: str | None = None
+    step_order: int = 1
+    status: ApprovalStatus = ApprovalStatus.PENDING
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One entry of a request's append-only decision history."""
+
+    category: DecisionCategory
+    type: str
+    actor: Actor
+    occurred_at: datetime
+    reason: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MutationRequest:
+    """A governed change and where it stands.
+
+    ``revision`` counts the commands applied to the request: a submitted request is at
+    revision 1, and every applied command raises it by exactly one.
+    """
+
+    request_id: str
+    state_id: str
+    state_type: str
+    mutation_type: str
+    intent: Intent
+    context: RequestContext
+    status: Status
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+    pending_reason: PendingReason | None = None
+    approval_requirements: tuple[ApprovalRequirement, ...] = ()
+    decisions: tuple[Decision, ...] = ()
+    expected_state_version: str | None = None
+    expires_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
