@@ -16,7 +16,7 @@ from governance.commands import Command
 from governance.model import Actor, MutationRequest
 from governance.rules import Applied, Rejection
 
-EVENTS_EXCHANGE = "governance.events"
+
 APPLIED = "transition.applied"
 REJECTED = "transition.rejected"
 

@@ -1,0 +1,19 @@
+"""Names of the broker topology the contract fixes, shared by worker and producer.
+
+Plain constants, so that every process declares the queues with the same arguments (RabbitMQ
+refuses a redeclaration that differs).
+"""
+
+from __future__ import annotations
+
+APPLY_COMMAND_TASK = "governance.apply_command"
+COMMANDS_QUEUE = "governance.commands"
+DEAD_LETTER_QUEUE = "governance.commands.dead"
+EVENTS_EXCHANGE = "governance.events"
+
+# The command queue is declared exactly as a plain Celery client auto-declares it (direct
+# exchange of the same name, no queue arguments), so any client's ``send_task`` and the worker
+# agree. Dead-lettering is therefore done by the worker, explicitly, not by queue arguments.
+
+#: Header that carries why a message was dead-lettered.
+DEAD_LETTER_REASON_HEADER = "x-governance-dead-letter-reason"

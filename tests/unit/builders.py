@@ -1,0 +1,252 @@
+"""Builders shared by the unit tests: valid command payloads, parsed commands, and mutation
+requests constructed directly in any status.
+
+Every builder returns a fresh object, so a test may change what it gets without touching
+any other test.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from governance.commands import Command, parse_command
+from governance.model import (
+    Actor,
+    ApprovalRequirement,
+    ApprovalStatus,
+    Decision,
+    DecisionCategory,
+    Intent,
+    MutationRequest,
+    PendingReason,
+    RequestContext,
+    Status,
+)
+from governance.rules import Applied, Outcome, Rejection, decide
+
+NOW = datetime(2026, 11, 28, 14, 0, tzinfo=UTC)
+EARLIER = NOW - timedelta(hours=1)
+LATER = NOW + timedelta(hours=1)
+REQUEST_ID = "req-42"
+OPERATOR = "operator"
+
+#: The args each non-submit command needs to be valid.
+DEFAULT_ARGS: dict[str, dict[str, Any]] = {
+    "move_to_pending": {"pending_reason": "manual_review"},
+    "approve": {},
+    "reject": {},
+    "cancel": {},
+    "expire": {},
+    "supersede": {"superseding_request_id": "req-43"},
+    "mark_executed": {},
+    "approve_requirement": {"approval_id": "approval-1"},
+    "reject_requirement": {"approval_id": "approval-1"},
+    "resolve_version": {"current_state_version": "v2", "strategy": "reject_stale"},
+}
+
+NON_SUBMIT_TYPES: tuple[str, ...] = tuple(DEFAULT_ARGS)
+ALL_TYPES: tuple[str, ...] = ("submit", *NON_SUBMIT_TYPES)
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def actor_payload(actor_id: str = OPERATOR, actor_type: str = "user") -> dict[str, Any]:
+    return {"id": actor_id, "name": actor_id.title(), "type": actor_type}
+
+
+def intent_payload(**overrides: Any) -> dict[str, Any]:
+    intent: dict[str, Any] = {
+        "operation_name": "rotate-signing-keys",
+        "category": "security",
+        "description": "Rotate the signing keys of the billing service",
+        "risk_level": "high",
+        "is_reversible": False,
+        "blast_radius": {
+            "scope": "module",
+            "estimated_affected_count": 12,
+            "description": "billing",
+        },
+        "tags": ["keys", "billing"],
+        "metadata": {"ticket": "SEC-101"},
+    }
+    intent.update(overrides)
+    return intent
+
+
+def submit_payload(
+    *,
+    request_id: str = REQUEST_ID,
+    command_id: str = "cmd-submit",
+    actor_id: str = OPERATOR,
+    **args_overrides: Any,
+) -> dict[str, Any]:
+    """A valid ``submit`` command; keyword arguments replace or add ``args`` fields."""
+    args: dict[str, Any] = {
+        "state_id": "state-7",
+        "state_type": "service-config",
+        "mutation_type": "update",
+        "intent": intent_payload(),
+    }
+    args.update(args_overrides)
+    return {
+        "command_id": command_id,
+        "type": "submit",
+        "request_id": request_id,
+        "actor": actor_payload(actor_id),
+        "args": args,
+    }
+
+
+def command_payload(
+    type_: str,
+    *,
+    expected_revision: int | None = 1,
+    actor_id: str = OPERATOR,
+    request_id: str = REQUEST_ID,
+    command_id: str | None = None,
+    reason: str | None = None,
+    **args_overrides: Any,
+) -> dict[str, Any]:
+    """A valid non-submit command; keyword arguments replace or add ``args`` fields."""
+    payload: dict[str, Any] = {
+        "command_id": command_id or f"cmd-{type_}",
+        "type": type_,
+        "request_id": request_id,
+        "actor": actor_payload(actor_id),
+    }
+    if expected_revision is not None:
+        payload["expected_revision"] = expected_revision
+    if reason is not None:
+        payload["reason"] = reason
+    args = {**DEFAULT_ARGS[type_], **args_overrides}
+    if args:
+        payload["args"] = args
+    return payload
+
+
+def command(
+    type_: str,
+    expected_revision: int,
+    *,
+    actor_id: str = OPERATOR,
+    reason: str | None = None,
+    **args_overrides: Any,
+) -> Command:
+    return parse_command(
+        command_payload(
+            type_,
+            expected_revision=expected_revision,
+            actor_id=actor_id,
+            reason=reason,
+            **args_overrides,
+        )
+    )
+
+
+THREE_APPROVERS: list[dict[str, Any]] = [
+    {"approval_id": "alice-1", "approver_id": "alice", "step_order": 1},
+    {"approval_id": "bob-2", "approver_id": "bob", "step_order": 2},
+    {"approval_id": "carol-2", "approver_id": "carol", "step_order": 2},
+]
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def requirement(
+    approval_id: str,
+    approver_id: str,
+    step_order: int = 1,
+    status: ApprovalStatus = ApprovalStatus.PENDING,
+) -> ApprovalRequirement:
+    decided = status is not ApprovalStatus.PENDING
+    return ApprovalRequirement(
+        approval_id=approval_id,
+        approver_id=approver_id,
+        approver_name=approver_id.title(),
+        step_order=step_order,
+        status=status,
+        decided_at=EARLIER if decided else None,
+        decided_by=approver_id if decided else None,
+        reason="checked" if decided else None,
+    )
+
+
+def request_in_status(
+    status: Status,
+    *,
+    revision: int = 3,
+    pending_reason: PendingReason | None = None,
+    expires_at: datetime | None = None,
+    requirements: tuple[ApprovalRequirement, ...] = (),
+    expected_state_version: str | None = None,
+    request_id: str = REQUEST_ID,
+) -> MutationRequest:
+    """A request constructed directly in ``status``.
+
+    A pending request waits for ``manual_review`` until ``LATER`` unless told otherwise; any
+    other status has neither a pending reason nor an expiry.
+    """
+    if status is Status.PENDING:
+        pending_reason = pending_reason or PendingReason.MANUAL_REVIEW
+        expires_at = expires_at or LATER
+    submitter = Actor(id="submitter")
+    history = [Decision(DecisionCategory.LIFECYCLE, "submitted", submitter, EARLIER)]
+    if status is not Status.CREATED:
+        history.append(Decision(DecisionCategory.LIFECYCLE, status.value, submitter, EARLIER))
+    return MutationRequest(
+        request_id=request_id,
+        state_id="state-7",
+        state_type="service-config",
+        mutation_type="update",
+        intent=Intent(operation_name="rotate-signing-keys"),
+        context=RequestContext(actor=submitter, reason="routine"),
+        status=status,
+        revision=revision,
+        created_at=EARLIER,
+        updated_at=EARLIER,
+        pending_reason=pending_reason,
+        approval_requirements=requirements,
+        decisions=tuple(history),
+        expected_state_version=expected_state_version,
+        expires_at=expires_at,
+        metadata={"origin": "unit-test"},
+    )
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def applied(outcome: Outcome) -> Applied:
+    assert isinstance(outcome, Applied), f"expected the command to be applied, got {outcome}"
+    return outcome
+
+
+def rejected(outcome: Outcome) -> Rejection:
+    assert isinstance(outcome, Rejection), f"expected a rejection, got {outcome}"
+    return outcome
+
+
+def submitted(payload: dict[str, Any] | None = None) -> MutationRequest:
+    """The request a valid submit creates."""
+    return applied(decide(None, parse_command(payload or submit_payload()), NOW)).request
+
+
+def issue(
+    request: MutationRequest,
+    type_: str,
+    *,
+    actor_id: str = OPERATOR,
+    reason: str | None = None,
+    **args: Any,
+) -> Outcome:
+    """Decide ``type_`` against ``request`` with the right expected revision."""
+    cmd = command(type_, request.revision, actor_id=actor_id, reason=reason, **args)
+    return decide(request, cmd, NOW)
+
+
+def kinds(decisions: tuple[Decision, ...]) -> list[str]:
+    """Decisions as ``category.type`` strings, in order."""
+    return [f"{d.category.value}.{d.type}" for d in decisions]

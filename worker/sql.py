@@ -1,0 +1,141 @@
+"""Every statement of the worker's hot path, built once at import.
+
+The guarded transaction is two round trips: ``LOOKUP`` and ``LOCK_REQUEST`` are pipelined
+with ``BEGIN``; one of the ``WRITE`` statements is pipelined with ``COMMIT``. A write is a
+single statement whose data-modifying CTEs all hang off the request write, so when the
+``WHERE revision = expected`` guard (or the submit's ``ON CONFLICT DO NOTHING``) matches no
+row, nothing at all is written and the statement returns no sequence.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+REQUEST_COLUMNS = (
+    "request_id, state_id, state_type, mutation_type, intent, context, status, pending_reason, "
+    "approval_requirements, revision, expected_state_version, expires_at, created_at, "
+    "updated_at, metadata"
+)
+
+#: The database clock and what the idempotency ledger knows of the command, in one row.
+LOOKUP = """
+SELECT now() AS db_now, p.payload_hash, o.sequence, o.routing_key, o.body
+FROM (SELECT 1) AS one
+LEFT JOIN processed_commands AS p ON p.command_id = %(command_id)s
+LEFT JOIN outbox_events AS o ON o.sequence = p.event_sequence
+"""
+
+LOCK_REQUEST = f"""
+SELECT {REQUEST_COLUMNS} FROM mutation_requests WHERE request_id = %(request_id)s FOR UPDATE
+"""
+
+
+class RequestWrite(Enum):
+    """What the transaction does to the request row."""
+
+    INSERT = "insert"
+    UPDATE = "update"
+    NONE = "none"
+
+
+_INSERT_REQUEST = """
+request_write AS (
+    INSERT INTO mutation_requests (
+        request_id, state_id, state_type, mutation_type, intent, context, status,
+        pending_reason, approval_requirements, revision, expected_state_version, expires_at,
+        created_at, updated_at, metadata)
+    VALUES (
+        %(request_id)s, %(state_id)s, %(state_type)s, %(mutation_type)s, %(intent)s::jsonb,
+        %(context)s::jsonb, %(status)s, %(pending_reason)s, %(approval_requirements)s::jsonb,
+        %(revision)s, %(expected_state_version)s, %(expires_at)s, %(created_at)s,
+        %(updated_at)s, %(metadata)s::jsonb)
+    ON CONFLICT (request_id) DO NOTHING
+    RETURNING revision
+)"""
+
+_UPDATE_REQUEST = """
+request_write AS (
+    UPDATE mutation_requests SET
+        status = %(status)s,
+        pending_reason = %(pending_reason)s,
+        approval_requirements = %(approval_requirements)s::jsonb,
+        revision = revision + 1,
+        expected_state_version = %(expected_state_version)s,
+        expires_at = %(expires_at)s,
+        updated_at = %(updated_at)s,
+        metadata = %(metadata)s::jsonb
+    WHERE request_id = %(request_id)s AND revision = %(expected_revision)s
+    RETURNING revision
+)"""
+
+_DECISIONS = """
+decision_write AS (
+    INSERT INTO request_decisions (
+        request_id, revision, position, command_id, category, type, actor, actor_id, reason,
+        metadata, occurred_at)
+    SELECT %(request_id)s, w.revision, d.position, %(command_id)s, d.value->>'category',
+           d.value->>'type', d.value->'actor', d.value->'actor'->>'id', d.value->>'reason',
+           d.value->'metadata', (d.value->>'occurred_at')::timestamptz
+    FROM request_write AS w,
+         jsonb_array_elements(%(decisions)s::jsonb) WITH ORDINALITY AS d(value, position)
+)"""
+
+_EVENT = """
+event_write AS (
+    INSERT INTO outbox_events (event_id, event_type, command_id, request_id, routing_key, body)
+    SELECT %(event_id)s, %(event_type)s, %(command_id)s, %(event_request_id)s,
+           %(routing_key)s, %(body)s::jsonb
+    {source}
+    RETURNING sequence
+)"""
+
+_LEDGER = """
+ledger_write AS (
+    INSERT INTO processed_commands (command_id, payload_hash, event_sequence, request_id, outcome)
+    SELECT %(command_id)s, %(payload_hash)s, sequence, %(event_request_id)s, %(event_type)s
+    FROM event_write
+)"""
+
+
+def _write(request_write: RequestWrite, record: bool) -> str:
+    parts = []
+    if request_write is RequestWrite.INSERT:
+        parts += [_INSERT_REQUEST, _DECISIONS]
+    elif request_write is RequestWrite.UPDATE:
+        parts += [_UPDATE_REQUEST, _DECISIONS]
+    source = "" if request_write is RequestWrite.NONE else "FROM request_write"
+    parts.append(_EVENT.format(source=source))
+    if record:
+        parts.append(_LEDGER)
+    return "WITH " + ",".join(parts) + "\nSELECT sequence FROM event_write"
+
+
+#: The write statement for each (request write, record in the ledger) combination.
+WRITE: dict[tuple[RequestWrite, bool], str] = {
+    (kind, record): _write(kind, record) for kind in RequestWrite for record in (True, False)
+}
+
+MARK_PUBLISHED = """
+UPDATE outbox_events SET published_at = now()
+WHERE sequence = ANY(%(sequences)s) AND published_at IS NULL
+"""
+
+#: The relay's sweep: unpublished rows old enough that their writer has had its chance,
+#: oldest first, skipping rows another relay holds.
+CLAIM_UNPUBLISHED = """
+SELECT sequence, routing_key, body FROM outbox_events
+WHERE published_at IS NULL AND created_at < now() - make_interval(secs => %(grace_seconds)s)
+ORDER BY sequence
+LIMIT %(batch_size)s
+FOR UPDATE SKIP LOCKED
+"""
+
+#: Due pending requests, judged by the database clock, skipping rows another sweeper or a
+#: command holds.
+CLAIM_DUE = """
+SELECT request_id, revision FROM mutation_requests
+WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= now()
+ORDER BY expires_at
+LIMIT %(batch_size)s
+FOR UPDATE SKIP LOCKED
+"""
