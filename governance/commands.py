@@ -462,7 +462,9 @@ def _parse_submit_args(args: Mapping[str, Any]) -> SubmitArgs:
     for name in ("state_id", "state_type", "mutation_type", "intent"):
         if name not in args:
             _fail(f"args.{name}", "required")
-    raw_requirements = args.get("approval_requirements") or []
+    raw_requirements = args.get("approval_requirements")
+    if raw_requirements is None:
+        raw_requirements = []
     if not isinstance(raw_requirements, list):
         _fail(
             "args.approval_requirements",

@@ -120,10 +120,27 @@ UPDATE outbox_events SET published_at = now()
 WHERE sequence = ANY(%(sequences)s) AND published_at IS NULL
 """
 
+#: A request's unpublished events up to and including the one just committed, locked in
+#: sequence order: whoever publishes a request's event first publishes its predecessors, so a
+#: request's events leave in revision order even when an earlier writer died before publishing.
+CLAIM_REQUEST_BACKLOG = """
+SELECT sequence, routing_key, body FROM outbox_events
+WHERE request_id = %(request_id)s AND sequence <= %(sequence)s AND published_at IS NULL
+ORDER BY sequence
+FOR UPDATE
+"""
+
+#: Unpublished sequences of some requests, to keep the relay from overtaking a locked one.
+UNPUBLISHED_OF_REQUESTS = """
+SELECT request_id, sequence FROM outbox_events
+WHERE published_at IS NULL AND request_id = ANY(%(request_ids)s)
+ORDER BY sequence
+"""
+
 #: The relay's sweep: unpublished rows old enough that their writer has had its chance,
 #: oldest first, skipping rows another relay holds.
 CLAIM_UNPUBLISHED = """
-SELECT sequence, routing_key, body FROM outbox_events
+SELECT sequence, routing_key, body, request_id FROM outbox_events
 WHERE published_at IS NULL AND created_at < now() - make_interval(secs => %(grace_seconds)s)
 ORDER BY sequence
 LIMIT %(batch_size)s

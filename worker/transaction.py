@@ -321,5 +321,3 @@ def request_from_row(row: tuple[Any, ...]) -> MutationRequest:
         updated_at=updated_at,
         metadata=metadata,
     )
-
-

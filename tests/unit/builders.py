@@ -250,3 +250,27 @@ def issue(
 def kinds(decisions: tuple[Decision, ...]) -> list[str]:
     """Decisions as ``category.type`` strings, in order."""
     return [f"{d.category.value}.{d.type}" for d in decisions]
+
+
+def valid_commands() -> dict[str, dict[str, Any]]:
+    """One valid, fully populated command payload of each of the eleven types, by type."""
+    commands: dict[str, dict[str, Any]] = {
+        "submit": submit_payload(
+            approval_requirements=[
+                {"approver_id": "alice", "approver_name": "Alice", "description": "security"},
+                {"approval_id": "bob-2", "approver_id": "bob", "step_order": 2},
+            ],
+            expected_state_version="v1",
+            expires_at="2026-12-01T00:00:00+02:00",
+            metadata={"pipeline": {"stage": 3, "ok": True, "ratio": 0.5, "none": None}},
+        ),
+        **{type_: command_payload(type_, expected_revision=7) for type_ in NON_SUBMIT_TYPES},
+    }
+    commands["move_to_pending"]["args"]["expires_at"] = "2026-12-01T00:00:00Z"
+    for payload in commands.values():
+        payload.update(
+            reason="routine change",
+            metadata={"ticket": "OPS-1", "labels": ["a", "b"]},
+            issued_at="2026-11-28T14:00:00.123456Z",
+        )
+    return commands

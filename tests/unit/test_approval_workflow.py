@@ -90,9 +90,7 @@ def test_a_second_step_approver_deciding_before_the_first_step_is_refused() -> N
     request = three_approvals()
 
     # When bob decides his step-2 requirement first
-    rejection = rejected(
-        issue(request, "approve_requirement", actor_id="bob", approval_id="bob-2")
-    )
+    rejection = rejected(issue(request, "approve_requirement", actor_id="bob", approval_id="bob-2"))
 
     # Then he is refused: step 1 is still open
     assert_refused(rejection, request, "step 1 is still open")

@@ -147,7 +147,9 @@ def test_moving_to_pending_records_the_reason_and_expiry(source: Status) -> None
 
 
 def test_moving_to_pending_without_an_expiry_leaves_none() -> None:
-    outcome = applied(issue(request_in_status(S.APPROVED), "move_to_pending", pending_reason="quota"))
+    outcome = applied(
+        issue(request_in_status(S.APPROVED), "move_to_pending", pending_reason="quota")
+    )
 
     assert outcome.request.pending_reason is PendingReason.QUOTA
     assert outcome.request.expires_at is None

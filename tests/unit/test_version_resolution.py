@@ -46,7 +46,9 @@ def approved_after_three_approvals() -> MutationRequest:
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("status", LIVE_STATUSES, ids=str)
-def test_without_an_expected_version_the_request_is_validated(status: Status, strategy: str) -> None:
+def test_without_an_expected_version_the_request_is_validated(
+    status: Status, strategy: str
+) -> None:
     # Given a request made against no particular version
     request = request_in_status(status, expected_state_version=None)
 
@@ -187,14 +189,10 @@ def test_renewed_approval_on_a_pending_request_resets_its_grants_without_a_lifec
     assert outcome.request.status is Status.PENDING
     assert outcome.request.pending_reason is PendingReason.APPROVAL
     assert outcome.request.expires_at is None
-    assert [r.status for r in outcome.request.approval_requirements] == [
-        ApprovalStatus.PENDING
-    ] * 2
+    assert [r.status for r in outcome.request.approval_requirements] == [ApprovalStatus.PENDING] * 2
 
 
-def test_renewed_approval_on_a_pending_request_waiting_for_something_else_now_waits_for_approval() -> (
-    None
-):
+def test_renewed_approval_makes_a_request_pending_for_another_reason_wait_for_approval() -> None:
     request = request_in_status(
         Status.PENDING, pending_reason=PendingReason.QUOTA, expected_state_version="v1"
     )

@@ -1,0 +1,175 @@
+"""The wire forms of commands and requests read back to what they were written from."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from governance.codec import (
+    command_to_dict,
+    request_from_dict,
+    request_to_dict,
+    timestamp_from_wire,
+    timestamp_to_wire,
+)
+from governance.commands import parse_command
+from governance.model import ApprovalStatus, PendingReason, Status
+
+from .builders import (
+    ALL_TYPES,
+    THREE_APPROVERS,
+    applied,
+    issue,
+    request_in_status,
+    requirement,
+    submit_payload,
+    submitted,
+    valid_commands,
+)
+
+VALID_COMMANDS = valid_commands()
+
+
+@pytest.mark.parametrize("type_", ALL_TYPES)
+def test_a_command_written_to_the_wire_parses_back_to_an_equal_command(type_: str) -> None:
+    command = parse_command(copy.deepcopy(VALID_COMMANDS[type_]))
+
+    wire = json.loads(json.dumps(command_to_dict(command), allow_nan=False))
+
+    assert parse_command(wire) == command
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(submit_payload(), id="minimal-submit"),
+        pytest.param(submit_payload(initial_status="approved"), id="approved-submit"),
+        pytest.param(
+            submit_payload(initial_status="pending", pending_reason="schedule"),
+            id="pending-submit",
+        ),
+        pytest.param(
+            {
+                "command_id": "c",
+                "type": "cancel",
+                "request_id": "r",
+                "expected_revision": 0,
+                "actor": {"id": "a"},
+            },
+            id="minimal-cancel",
+        ),
+        pytest.param(
+            {
+                "command_id": "c",
+                "type": "move_to_pending",
+                "request_id": "r",
+                "expected_revision": 2,
+                "actor": {"id": "a"},
+                "args": {"pending_reason": "quota"},
+            },
+            id="pending-without-expiry",
+        ),
+    ],
+)
+def test_a_minimal_command_round_trips_without_gaining_fields(payload: dict[str, object]) -> None:
+    command = parse_command(payload)
+
+    wire = command_to_dict(command)
+
+    assert parse_command(wire) == command
+    assert "reason" not in wire and "metadata" not in wire and "issued_at" not in wire
+
+
+def test_a_submit_on_the_wire_states_no_expected_revision() -> None:
+    assert "expected_revision" not in command_to_dict(parse_command(submit_payload()))
+
+
+def test_a_request_round_trips_through_its_dictionary_with_its_history() -> None:
+    # Given a request with a rich history: requirements granted, a schedule, metadata
+    request = submitted(
+        submit_payload(
+            approval_requirements=THREE_APPROVERS,
+            expected_state_version="v1",
+            expires_at="2026-12-01T00:00:00Z",
+            metadata={"pipeline": {"stage": 2}},
+        )
+    )
+    request = applied(
+        issue(request, "approve_requirement", actor_id="alice", approval_id="alice-1")
+    ).request
+
+    # When it is written as JSON and read back
+    data = json.loads(json.dumps(request_to_dict(request, with_decisions=True), allow_nan=False))
+
+    # Then it is the same request
+    assert request_from_dict(data) == request
+
+
+@pytest.mark.parametrize("status", list(Status), ids=str)
+def test_a_request_in_any_status_round_trips(status: Status) -> None:
+    request = request_in_status(
+        status,
+        requirements=(
+            requirement("a-1", "alice", 1, ApprovalStatus.APPROVED),
+            requirement("b-2", "bob", 2, ApprovalStatus.REJECTED),
+            requirement("c-2", "carol", 2),
+        ),
+        expected_state_version="v3",
+    )
+
+    assert request_from_dict(request_to_dict(request, with_decisions=True)) == request
+
+
+def test_a_request_dictionary_leaves_out_the_history_unless_asked() -> None:
+    request = request_in_status(Status.APPROVED)
+
+    assert "decisions" not in request_to_dict(request)
+    assert request_from_dict(request_to_dict(request)).decisions == ()
+
+
+def test_a_request_dictionary_uses_the_wire_spelling() -> None:
+    data = request_to_dict(request_in_status(Status.PENDING, pending_reason=PendingReason.QUOTA))
+
+    assert data["status"] == "pending"
+    assert data["pending_reason"] == "quota"
+    assert data["expires_at"] == "2026-11-28T15:00:00Z"
+    assert data["intent"]["risk_level"] == "low"
+    assert data["context"]["actor"] == {"id": "submitter", "name": None, "type": "user"}
+
+
+def test_a_request_read_from_a_sparse_dictionary_takes_the_defaults() -> None:
+    data = request_to_dict(request_in_status(Status.CREATED))
+    for optional in ("pending_reason", "approval_requirements", "expires_at", "metadata"):
+        del data[optional]
+    data["intent"] = {"operation_name": "noop"}
+    data["context"] = {"actor": {"id": "ci"}}
+
+    request = request_from_dict(data)
+
+    assert request.pending_reason is None
+    assert request.approval_requirements == ()
+    assert request.expires_at is None
+    assert request.metadata == {}
+    assert request.intent.operation_name == "noop"
+    assert request.context.reason is None
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 28, 14, 0, tzinfo=UTC),
+        datetime(2026, 11, 28, 16, 0, tzinfo=timezone(timedelta(hours=2))),
+    ],
+    ids=["utc", "plus-two"],
+)
+def test_timestamps_go_on_the_wire_in_utc_with_a_z(moment: datetime) -> None:
+    assert timestamp_to_wire(moment) == "2026-11-28T14:00:00Z"
+    assert timestamp_from_wire("2026-11-28T14:00:00Z") == moment
+
+
+def test_a_missing_timestamp_stays_missing() -> None:
+    assert timestamp_to_wire(None) is None
+    assert timestamp_from_wire(None) is None

@@ -1,0 +1,850 @@
+"""Command validation (DESIGN.md §4): every malformed command names its field and says what
+was expected; every valid command parses."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from governance.commands import (
+    MAX_METADATA_BYTES,
+    Command,
+    CommandType,
+    InvalidCommand,
+    MoveToPendingArgs,
+    NoArgs,
+    RequirementArgs,
+    ResolutionStrategy,
+    ResolveVersionArgs,
+    SubmitArgs,
+    SupersedeArgs,
+    command_id_of,
+    parse_command,
+    payload_hash,
+)
+from governance.model import ActorType, BlastScope, PendingReason, RiskLevel, Status
+
+from .builders import ALL_TYPES, THREE_APPROVERS, command_payload, submit_payload, valid_commands
+
+VALID_COMMANDS = valid_commands()
+
+DELETE = object()
+MAX_INT = 2**63 - 1
+
+
+def changed(payload: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """``payload`` with the dotted ``path`` set to ``value`` (or removed, for DELETE)."""
+    result = copy.deepcopy(payload)
+    *parents, last = path.split(".")
+    target = result
+    for part in parents:
+        target = target.setdefault(part, {})
+    if value is DELETE:
+        del target[last]
+    else:
+        target[last] = value
+    return result
+
+
+def approve(path: str, value: Any) -> dict[str, Any]:
+    return changed(command_payload("approve", expected_revision=3), path, value)
+
+
+def submit(path: str, value: Any) -> dict[str, Any]:
+    return changed(submit_payload(), path, value)
+
+
+def of(type_: str, path: str, value: Any) -> dict[str, Any]:
+    return changed(command_payload(type_, expected_revision=3), path, value)
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """``levels`` objects inside one another, the innermost holding a number."""
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+ACTOR_TYPES = "user, service, system, scheduler, administrator"
+STRATEGIES = "reject_stale, require_renewed_approval, revalidate_on_latest_state"
+
+# (payload, the field named, a fragment of the message after "<field>: ")
+BAD_COMMANDS = [
+    # ---- the envelope
+    pytest.param(["approve"], "command", "expected a JSON object, got a list", id="not-an-object"),
+    pytest.param(approve("command_id", DELETE), "command_id", "required", id="no-command-id"),
+    pytest.param(
+        approve("command_id", ""),
+        "command_id",
+        "expected at least 1 character(s), got an empty string",
+        id="empty-command-id",
+    ),
+    pytest.param(
+        approve("command_id", "c" * 129),
+        "command_id",
+        "expected at most 128 characters, got 129",
+        id="command-id-over-128",
+    ),
+    pytest.param(
+        approve("command_id", 42), "command_id", "expected a string, got the number 42", id="int-id"
+    ),
+    pytest.param(
+        approve("command_id", ("a",)), "command_id", "expected a string, got tuple", id="tuple-id"
+    ),
+    pytest.param(
+        approve("command_id", "   "), "command_id", "expected a non-blank string", id="blank-id"
+    ),
+    pytest.param(
+        approve("command_id", "cmd\n1"),
+        "command_id",
+        "expected no control characters",
+        id="control-char-id",
+    ),
+    pytest.param(approve("type", DELETE), "type", "required", id="no-type"),
+    pytest.param(
+        approve("type", "approve_all"),
+        "type",
+        "expected one of submit, move_to_pending, approve, reject, cancel, expire, supersede, "
+        "mark_executed, approve_requirement, reject_requirement, resolve_version, "
+        'got "approve_all"',
+        id="unknown-type",
+    ),
+    pytest.param(approve("type", None), "type", "got null", id="null-type"),
+    pytest.param(
+        approve("priority", "high"),
+        "priority",
+        "unknown field; expected one of actor, args, command_id, expected_revision, issued_at, "
+        "metadata, reason, request_id, type",
+        id="unknown-top-level-field",
+    ),
+    pytest.param(approve("request_id", DELETE), "request_id", "required", id="no-request-id"),
+    pytest.param(
+        approve("request_id", "req 42"),
+        "request_id",
+        'expected 1..128 characters of [A-Za-z0-9._:-], got "req 42"',
+        id="request-id-space",
+    ),
+    pytest.param(
+        approve("request_id", "req/42"),
+        "request_id",
+        "expected 1..128 characters of [A-Za-z0-9._:-]",
+        id="request-id-slash",
+    ),
+    pytest.param(
+        approve("request_id", "r" * 129),
+        "request_id",
+        f'got "{"r" * 37}..."',
+        id="request-id-over-128",
+    ),
+    pytest.param(approve("request_id", ""), "request_id", 'got ""', id="request-id-empty"),
+    pytest.param(
+        approve("request_id", 5), "request_id", "expected a string, got the number 5", id="int-rid"
+    ),
+    # ---- expected_revision
+    pytest.param(
+        approve("expected_revision", DELETE),
+        "expected_revision",
+        "required for approve",
+        id="no-expected-revision",
+    ),
+    pytest.param(
+        approve("expected_revision", None),
+        "expected_revision",
+        "required for approve",
+        id="null-expected-revision",
+    ),
+    pytest.param(
+        approve("expected_revision", -1),
+        "expected_revision",
+        f"expected an integer from 0 to {MAX_INT}, got -1",
+        id="negative-revision",
+    ),
+    pytest.param(
+        approve("expected_revision", True),
+        "expected_revision",
+        "expected an integer, got a boolean",
+        id="boolean-revision",
+    ),
+    pytest.param(
+        approve("expected_revision", "3"),
+        "expected_revision",
+        'expected an integer, got "3"',
+        id="string-revision",
+    ),
+    pytest.param(
+        approve("expected_revision", 3.0),
+        "expected_revision",
+        "expected an integer, got the number 3.0",
+        id="float-revision",
+    ),
+    pytest.param(
+        approve("expected_revision", 2**63),
+        "expected_revision",
+        f"expected an integer from 0 to {MAX_INT}, got {2**63}",
+        id="revision-over-bigint",
+    ),
+    pytest.param(
+        submit("expected_revision", 1),
+        "expected_revision",
+        "expected an integer from 0 to 0, got 1",
+        id="submit-expects-a-revision",
+    ),
+    # ---- actor
+    pytest.param(approve("actor", DELETE), "actor", "required", id="no-actor"),
+    pytest.param(
+        approve("actor", "alice"),
+        "actor",
+        'expected a JSON object, got "alice"',
+        id="actor-not-object",
+    ),
+    pytest.param(approve("actor.id", DELETE), "actor.id", "required", id="actor-without-id"),
+    pytest.param(
+        approve("actor.id", "a" * 129),
+        "actor.id",
+        "expected at most 128 characters, got 129",
+        id="actor-id-over-128",
+    ),
+    pytest.param(
+        approve("actor.type", "robot"),
+        "actor.type",
+        f'expected one of {ACTOR_TYPES}, got "robot"',
+        id="unknown-actor-type",
+    ),
+    pytest.param(
+        approve("actor.email", "a@example.org"),
+        "actor.email",
+        "unknown field; expected one of id, name, type",
+        id="unknown-actor-field",
+    ),
+    pytest.param(
+        approve("actor.name", "n" * 201),
+        "actor.name",
+        "expected at most 200 characters, got 201",
+        id="actor-name-over-200",
+    ),
+    # ---- reason, metadata, issued_at
+    pytest.param(
+        approve("reason", "r" * 2001),
+        "reason",
+        "expected at most 2000 characters, got 2001",
+        id="reason-over-2000",
+    ),
+    pytest.param(
+        approve("reason", 1), "reason", "expected a string, got the number 1", id="reason-number"
+    ),
+    pytest.param(
+        approve("reason", "ok\x00"), "reason", "expected no NUL characters", id="reason-with-nul"
+    ),
+    pytest.param(
+        approve("metadata", {"blob": "x" * MAX_METADATA_BYTES}),
+        "metadata",
+        f"expected at most {MAX_METADATA_BYTES} bytes serialized, got {MAX_METADATA_BYTES + 11}",
+        id="metadata-over-16KiB",
+    ),
+    pytest.param(
+        approve("metadata", [1, 2]),
+        "metadata",
+        "expected a JSON object, got a list",
+        id="metadata-not-object",
+    ),
+    pytest.param(
+        approve("metadata", {"score": math.nan}),
+        "metadata.score",
+        "expected a finite number, got nan",
+        id="metadata-nan",
+    ),
+    pytest.param(
+        approve("metadata", {"limit": math.inf}),
+        "metadata.limit",
+        "expected a finite number, got inf",
+        id="metadata-infinity",
+    ),
+    pytest.param(
+        approve("metadata", {"values": [1, -math.inf]}),
+        "metadata.values[1]",
+        "expected a finite number, got -inf",
+        id="metadata-negative-infinity-in-list",
+    ),
+    pytest.param(
+        approve("metadata", nested(40)),
+        "metadata" + ".a" * 33,
+        "expected at most 32 levels of nesting",
+        id="metadata-nested-40-levels",
+    ),
+    pytest.param(
+        approve("metadata", {"tags": {"a", "b"}}),
+        "metadata.tags",
+        "expected a JSON value, got set",
+        id="metadata-non-json-value",
+    ),
+    pytest.param(
+        approve("metadata", {1: "one"}),
+        "metadata",
+        "expected an object with string keys",
+        id="metadata-non-string-key",
+    ),
+    pytest.param(
+        approve("metadata", {"inner": {2: "two"}}),
+        "metadata.inner",
+        "expected an object with string keys",
+        id="metadata-nested-non-string-key",
+    ),
+    pytest.param(
+        approve("issued_at", "2026-11-28T14:00:00"),
+        "issued_at",
+        'expected a timestamp with a time zone (e.g. Z), got "2026-11-28T14:00:00"',
+        id="timestamp-without-zone",
+    ),
+    pytest.param(
+        approve("issued_at", "yesterday"),
+        "issued_at",
+        'expected an ISO-8601 timestamp, got "yesterday"',
+        id="not-a-timestamp",
+    ),
+    pytest.param(
+        approve("issued_at", 1_700_000_000),
+        "issued_at",
+        "expected an ISO-8601 timestamp string, got the number 1700000000",
+        id="epoch-timestamp",
+    ),
+    # ---- args of the simple commands
+    pytest.param(
+        approve("args", [1]), "args", "expected a JSON object, got a list", id="args-not-object"
+    ),
+    pytest.param(
+        approve("args", {"note": "x"}),
+        "args.note",
+        "unknown field; approve takes no args",
+        id="args-on-a-command-without-args",
+    ),
+    pytest.param(
+        of("resolve_version", "args.strategy", "later"),
+        "args.strategy",
+        f'expected one of {STRATEGIES}, got "later"',
+        id="unknown-strategy",
+    ),
+    pytest.param(
+        of("resolve_version", "args.force", True),
+        "args.force",
+        "unknown field; expected one of current_state_version, strategy",
+        id="unknown-args-field",
+    ),
+    pytest.param(
+        of("resolve_version", "args.current_state_version", DELETE),
+        "args.current_state_version",
+        "required",
+        id="resolve-without-current-version",
+    ),
+    pytest.param(
+        of("resolve_version", "args.strategy", DELETE),
+        "args.strategy",
+        "required",
+        id="resolve-without-strategy",
+    ),
+    pytest.param(
+        of("resolve_version", "args.current_state_version", "v" * 129),
+        "args.current_state_version",
+        "expected at most 128 characters, got 129",
+        id="state-version-over-128",
+    ),
+    pytest.param(
+        of("move_to_pending", "args.pending_reason", DELETE),
+        "args.pending_reason",
+        "required",
+        id="pending-without-reason",
+    ),
+    pytest.param(
+        of("move_to_pending", "args.pending_reason", "vacation"),
+        "args.pending_reason",
+        "expected one of approval, external_check, schedule, dependency, quota, manual_review, "
+        'got "vacation"',
+        id="unknown-pending-reason",
+    ),
+    pytest.param(
+        of("move_to_pending", "args.expires_at", "2026-12-01"),
+        "args.expires_at",
+        "expected a timestamp with a time zone",
+        id="expiry-without-zone",
+    ),
+    pytest.param(
+        of("supersede", "args.superseding_request_id", DELETE),
+        "args.superseding_request_id",
+        "required",
+        id="supersede-without-successor",
+    ),
+    pytest.param(
+        of("supersede", "args.superseding_request_id", "req 43!"),
+        "args.superseding_request_id",
+        "expected 1..128 characters of [A-Za-z0-9._:-]",
+        id="supersede-bad-successor-id",
+    ),
+    pytest.param(
+        of("approve_requirement", "args.approval_id", DELETE),
+        "args.approval_id",
+        "required",
+        id="requirement-without-approval-id",
+    ),
+    pytest.param(
+        of("reject_requirement", "args.approval_id", "a" * 129),
+        "args.approval_id",
+        "expected at most 128 characters, got 129",
+        id="approval-id-over-128",
+    ),
+    # ---- submit
+    pytest.param(submit("args.state_id", DELETE), "args.state_id", "required", id="no-state-id"),
+    pytest.param(submit("args.intent", DELETE), "args.intent", "required", id="no-intent"),
+    pytest.param(
+        submit("args.state_id", "s" * 129),
+        "args.state_id",
+        "expected at most 128 characters, got 129",
+        id="state-id-over-128",
+    ),
+    pytest.param(
+        submit("args.state_type", "  "),
+        "args.state_type",
+        "expected a non-blank string",
+        id="blank-state-type",
+    ),
+    pytest.param(
+        submit("args.priority", 1),
+        "args.priority",
+        "unknown field; expected one of approval_requirements, expected_state_version,",
+        id="unknown-submit-field",
+    ),
+    pytest.param(
+        submit("args.expected_state_version", "v" * 129),
+        "args.expected_state_version",
+        "expected at most 128 characters, got 129",
+        id="expected-state-version-over-128",
+    ),
+    pytest.param(
+        submit("args.intent", "rotate"),
+        "args.intent",
+        'expected a JSON object, got "rotate"',
+        id="intent-not-object",
+    ),
+    pytest.param(
+        submit("args.intent.operation_name", DELETE),
+        "args.intent.operation_name",
+        "required",
+        id="intent-without-operation",
+    ),
+    pytest.param(
+        submit("args.intent.risk_level", "extreme"),
+        "args.intent.risk_level",
+        'expected one of low, medium, high, critical, got "extreme"',
+        id="unknown-risk-level",
+    ),
+    pytest.param(
+        submit("args.intent.is_reversible", "yes"),
+        "args.intent.is_reversible",
+        'expected true or false, got "yes"',
+        id="reversible-not-boolean",
+    ),
+    pytest.param(
+        submit("args.intent.tags", "a,b"),
+        "args.intent.tags",
+        'expected a list of strings, got "a,b"',
+        id="tags-not-list",
+    ),
+    pytest.param(
+        submit("args.intent.tags", ["t"] * 65),
+        "args.intent.tags",
+        "expected at most 64 tags, got 65",
+        id="too-many-tags",
+    ),
+    pytest.param(
+        submit("args.intent.tags", ["ok", 7]),
+        "args.intent.tags[1]",
+        "expected a string, got the number 7",
+        id="tag-not-string",
+    ),
+    pytest.param(
+        submit("args.intent.owner", "alice"),
+        "args.intent.owner",
+        "unknown field; expected one of blast_radius, category,",
+        id="unknown-intent-field",
+    ),
+    pytest.param(
+        submit("args.intent.metadata", {"x": math.nan}),
+        "args.intent.metadata.x",
+        "expected a finite number, got nan",
+        id="intent-metadata-nan",
+    ),
+    pytest.param(
+        submit("args.intent.blast_radius.scope", "universe"),
+        "args.intent.blast_radius.scope",
+        'expected one of single, module, system, global, got "universe"',
+        id="unknown-blast-scope",
+    ),
+    pytest.param(
+        submit("args.intent.blast_radius.estimated_affected_count", -1),
+        "args.intent.blast_radius.estimated_affected_count",
+        "expected an integer from 0 to",
+        id="negative-affected-count",
+    ),
+    pytest.param(
+        submit("args.intent.blast_radius.radius", 3),
+        "args.intent.blast_radius.radius",
+        "unknown field; expected one of description, estimated_affected_count, scope",
+        id="unknown-blast-field",
+    ),
+    pytest.param(
+        submit("args.initial_status", "rejected"),
+        "args.initial_status",
+        'expected one of created, pending, approved, got "rejected"',
+        id="initial-status-terminal",
+    ),
+    pytest.param(
+        submit("args.initial_status", "draft"),
+        "args.initial_status",
+        "expected one of created, pending, approved, rejected, canceled, expired, superseded, "
+        'executed, got "draft"',
+        id="initial-status-unknown",
+    ),
+    pytest.param(
+        changed(
+            submit("args.approval_requirements", THREE_APPROVERS), "args.initial_status", "approved"
+        ),
+        "args.initial_status",
+        "approval_requirements imply pending; expected pending or no initial_status, "
+        'got "approved"',
+        id="requirements-but-approved",
+    ),
+    pytest.param(
+        changed(
+            submit("args.approval_requirements", THREE_APPROVERS), "args.pending_reason", "quota"
+        ),
+        "args.pending_reason",
+        'approval_requirements imply pending_reason approval, got "quota"',
+        id="requirements-but-another-reason",
+    ),
+    pytest.param(
+        changed(submit("args.initial_status", "approved"), "args.pending_reason", "quota"),
+        "args.pending_reason",
+        "only allowed when initial_status is pending, got initial_status approved",
+        id="pending-reason-when-approved",
+    ),
+    pytest.param(
+        submit("args.expires_at", "2026-11-29T00:00:00Z"),
+        "args.expires_at",
+        "only allowed when initial_status is pending",
+        id="expiry-when-created",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", {"approver_id": "bob"}),
+        "args.approval_requirements",
+        "expected a list of requirement objects, got an object",
+        id="requirements-not-list",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", {}),
+        "args.approval_requirements",
+        "expected a list of requirement objects, got an object",
+        id="requirements-empty-object",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", False),
+        "args.approval_requirements",
+        "expected a list of requirement objects, got a boolean",
+        id="requirements-false",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_id": "bob"}] * 101),
+        "args.approval_requirements",
+        "expected at most 100 requirements, got 101",
+        id="too-many-requirements",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", ["bob"]),
+        "args.approval_requirements[0]",
+        'expected a JSON object, got "bob"',
+        id="requirement-not-object",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approval_id": "a-1"}]),
+        "args.approval_requirements[0].approver_id",
+        "required",
+        id="requirement-without-approver",
+    ),
+    pytest.param(
+        submit(
+            "args.approval_requirements",
+            [{"approver_id": "alice"}, {"approver_id": "bob", "step_order": 0}],
+        ),
+        "args.approval_requirements[1].step_order",
+        "expected an integer from 1 to 1000, got 0",
+        id="requirement-step-zero",
+    ),
+    pytest.param(
+        submit(
+            "args.approval_requirements",
+            [{"approval_id": "x", "approver_id": "a"}, {"approval_id": "x", "approver_id": "b"}],
+        ),
+        "args.approval_requirements",
+        "expected unique approval_id values",
+        id="duplicate-approval-ids",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_id": "bob", "weight": 2}]),
+        "args.approval_requirements[0].weight",
+        "unknown field; expected one of approval_id, approver_id,",
+        id="unknown-requirement-field",
+    ),
+    pytest.param(
+        submit("args.metadata", {"blob": "x" * MAX_METADATA_BYTES}),
+        "args.metadata",
+        f"expected at most {MAX_METADATA_BYTES} bytes serialized",
+        id="submit-metadata-over-16KiB",
+    ),
+]
+
+
+@pytest.mark.parametrize(("payload", "field", "expected"), BAD_COMMANDS)
+def test_a_malformed_command_is_refused_naming_the_field_and_what_was_expected(
+    payload: Any, field: str, expected: str
+) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command(payload)
+
+    assert caught.value.field == field
+    assert caught.value.message.startswith(f"{field}: ")
+    assert expected in caught.value.message
+    assert str(caught.value) == caught.value.message
+
+
+def test_an_unknown_strategy_is_refused_with_the_issue_example_message() -> None:
+    payload = command_payload(
+        "resolve_version", expected_revision=3, current_state_version="v2", strategy="later"
+    )
+
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command(payload)
+
+    assert caught.value.message == (
+        "args.strategy: expected one of reject_stale, require_renewed_approval, "
+        'revalidate_on_latest_state, got "later"'
+    )
+
+
+def test_there_are_at_least_thirty_malformed_commands() -> None:
+    assert len(BAD_COMMANDS) >= 30
+
+
+def test_metadata_nested_thirty_two_levels_deep_is_accepted() -> None:
+    command = parse_command(changed(command_payload("approve"), "metadata", nested(32)))
+
+    assert command.metadata == nested(32)
+
+
+def test_metadata_of_exactly_16_kib_is_accepted() -> None:
+    filler = "x" * (MAX_METADATA_BYTES - len('{"blob":""}'))
+    command = parse_command(changed(command_payload("approve"), "metadata", {"blob": filler}))
+
+    assert len(json.dumps(command.metadata, separators=(",", ":"))) == MAX_METADATA_BYTES
+
+
+def test_a_reason_of_exactly_2000_characters_is_accepted() -> None:
+    assert parse_command(changed(command_payload("approve"), "reason", "r" * 2000)).reason
+
+
+# --------------------------------------------------------------------------- valid commands
+
+ARGS_TYPE = {
+    "submit": SubmitArgs,
+    "move_to_pending": MoveToPendingArgs,
+    "approve": NoArgs,
+    "reject": NoArgs,
+    "cancel": NoArgs,
+    "expire": NoArgs,
+    "supersede": SupersedeArgs,
+    "mark_executed": NoArgs,
+    "approve_requirement": RequirementArgs,
+    "reject_requirement": RequirementArgs,
+    "resolve_version": ResolveVersionArgs,
+}
+
+
+def test_there_is_a_valid_command_of_each_of_the_eleven_types() -> None:
+    assert set(VALID_COMMANDS) == {t.value for t in CommandType} == set(ARGS_TYPE)
+    assert len(VALID_COMMANDS) == 11
+
+
+@pytest.mark.parametrize("type_", ALL_TYPES)
+def test_a_valid_command_parses(type_: str) -> None:
+    command = parse_command(copy.deepcopy(VALID_COMMANDS[type_]))
+
+    assert command.type is CommandType(type_)
+    assert isinstance(command.args, ARGS_TYPE[type_])
+    assert command.expected_revision == (None if type_ == "submit" else 7)
+    assert command.reason == "routine change"
+    assert command.metadata == {"ticket": "OPS-1", "labels": ["a", "b"]}
+    assert command.issued_at == datetime(2026, 11, 28, 14, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_parsing_does_not_change_the_payload() -> None:
+    payload = copy.deepcopy(VALID_COMMANDS["submit"])
+
+    parse_command(payload)
+
+    assert payload == VALID_COMMANDS["submit"]
+
+
+def test_a_parsed_submit_carries_every_argument() -> None:
+    command = parse_command(copy.deepcopy(VALID_COMMANDS["submit"]))
+
+    args = command.args
+    assert isinstance(args, SubmitArgs)
+    assert args.initial_status is Status.PENDING
+    assert args.pending_reason is PendingReason.APPROVAL
+    assert [(r.approval_id, r.approver_id, r.step_order) for r in args.approval_requirements] == [
+        (None, "alice", 1),
+        ("bob-2", "bob", 2),
+    ]
+    assert args.expires_at == datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
+    assert args.intent.risk_level is RiskLevel.HIGH
+    assert args.intent.blast_radius.scope is BlastScope.MODULE
+    assert args.intent.blast_radius.estimated_affected_count == 12
+
+
+def test_a_parsed_resolve_version_carries_its_strategy() -> None:
+    args = parse_command(command_payload("resolve_version")).args
+
+    assert args == ResolveVersionArgs("v2", ResolutionStrategy.REJECT_STALE)
+
+
+def test_an_actor_defaults_to_a_user_without_a_name() -> None:
+    command = parse_command(changed(command_payload("approve"), "actor", {"id": "alice"}))
+
+    assert (command.actor.id, command.actor.name, command.actor.type) == (
+        "alice",
+        None,
+        ActorType.USER,
+    )
+
+
+def test_a_minimal_intent_takes_the_defaults() -> None:
+    args = parse_command(submit("args.intent", {"operation_name": "noop"})).args
+
+    assert isinstance(args, SubmitArgs)
+    intent = args.intent
+    assert (intent.category, intent.description, intent.risk_level, intent.is_reversible) == (
+        "general",
+        "",
+        RiskLevel.LOW,
+        True,
+    )
+    assert intent.blast_radius.scope is BlastScope.SINGLE
+    assert (intent.tags, intent.metadata) == ((), {})
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "reason"),
+    [
+        pytest.param({}, Status.CREATED, None, id="nothing-means-created"),
+        pytest.param({"pending_reason": "quota"}, Status.PENDING, PendingReason.QUOTA, id="reason"),
+        pytest.param(
+            {"approval_requirements": THREE_APPROVERS},
+            Status.PENDING,
+            PendingReason.APPROVAL,
+            id="requirements-mean-pending-approval",
+        ),
+        pytest.param(
+            {"initial_status": "pending"},
+            Status.PENDING,
+            PendingReason.APPROVAL,
+            id="pending-defaults-to-approval",
+        ),
+        pytest.param({"initial_status": "approved"}, Status.APPROVED, None, id="approved"),
+        pytest.param(
+            {"approval_requirements": [], "pending_reason": None}, Status.CREATED, None, id="nulls"
+        ),
+    ],
+)
+def test_a_submit_derives_its_initial_status_and_pending_reason(
+    args: dict[str, Any], status: Status, reason: PendingReason | None
+) -> None:
+    parsed = parse_command(submit_payload(**args)).args
+
+    assert isinstance(parsed, SubmitArgs)
+    assert (parsed.initial_status, parsed.pending_reason) == (status, reason)
+
+
+def test_a_submit_may_state_expected_revision_zero() -> None:
+    assert parse_command(submit("expected_revision", 0)).expected_revision is None
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["2026-11-28T14:00:00Z", "2026-11-28T14:00:00z", "2026-11-28T15:00:00+01:00"],
+)
+def test_timestamps_with_a_zone_are_read_as_utc(stamp: str) -> None:
+    issued_at = parse_command(changed(command_payload("approve"), "issued_at", stamp)).issued_at
+
+    assert issued_at == datetime(2026, 11, 28, 14, 0, tzinfo=UTC)
+    assert issued_at is not None and issued_at.utcoffset() == timedelta(0)
+
+
+# --------------------------------------------------------------------------- command_id_of
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        pytest.param({"command_id": "cmd-1", "type": "nonsense"}, "cmd-1", id="usable"),
+        pytest.param({"command_id": ""}, None, id="empty"),
+        pytest.param({"command_id": 7}, None, id="not-a-string"),
+        pytest.param({}, None, id="missing"),
+        pytest.param(["cmd-1"], None, id="not-an-object"),
+    ],
+)
+def test_command_id_of_finds_a_usable_command_id_even_in_an_invalid_command(
+    payload: Any, expected: str | None
+) -> None:
+    assert command_id_of(payload) == expected
+
+
+# --------------------------------------------------------------------------- payload_hash
+
+
+def test_payload_hash_ignores_issued_at() -> None:
+    payload = command_payload("approve", expected_revision=3)
+
+    assert payload_hash({**payload, "issued_at": "2026-11-28T14:00:00Z"}) == payload_hash(
+        {**payload, "issued_at": "2026-11-28T15:30:00Z"}
+    )
+    assert payload_hash(payload) == payload_hash({**payload, "issued_at": "2026-11-28T14:00:00Z"})
+
+
+def test_payload_hash_ignores_key_order() -> None:
+    payload = command_payload("approve", expected_revision=3)
+
+    assert payload_hash(payload) == payload_hash(dict(reversed(list(payload.items()))))
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [("expected_revision", 4), ("actor.id", "bob"), ("reason", "other"), ("metadata", {"a": 1})],
+)
+def test_payload_hash_differs_for_different_payloads(path: str, value: Any) -> None:
+    payload = command_payload("approve", expected_revision=3)
+
+    assert payload_hash(payload) != payload_hash(changed(payload, path, value))
+
+
+def test_payload_hash_of_a_payload_that_is_not_json_is_still_stable() -> None:
+    payload = {"command_id": "c-1", "metadata": {"x": math.nan}}
+
+    assert payload_hash(payload) == payload_hash(copy.deepcopy(payload))
+    assert len(payload_hash(payload)) == 64
+
+
+def test_a_command_parsed_twice_is_equal() -> None:
+    first: Command = parse_command(copy.deepcopy(VALID_COMMANDS["submit"]))
+    assert first == parse_command(copy.deepcopy(VALID_COMMANDS["submit"]))

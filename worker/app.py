@@ -1,0 +1,208 @@
+"""The Celery wiring: the app, its queues, the tasks, and dead-lettering of what isn't a command.
+
+``celery -A worker worker`` and ``celery -A worker beat`` find ``app`` here with no other
+flags. Tasks only decode and call the per-process runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from celery import Celery, Task, signals
+from celery.exceptions import Reject
+from celery.worker.consumer import Consumer
+from kombu import Exchange, Queue
+
+from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE
+from worker import runtime
+from worker.config import Settings
+from worker.errors import InfrastructureError
+from worker.outbox import EventPublisher
+from worker.transaction import NotACommand
+
+log = logging.getLogger(__name__)
+
+EXPIRE_DUE_TASK = "governance.expire_due"
+RELAY_OUTBOX_TASK = "governance.relay_outbox"
+MAINTENANCE_QUEUE = "governance.maintenance"
+
+#: Declared exactly as a plain Celery client auto-declares a queue it is told to send to.
+COMMANDS = Queue(COMMANDS_QUEUE, Exchange(COMMANDS_QUEUE, type="direct"), COMMANDS_QUEUE)
+MAINTENANCE = Queue(
+    MAINTENANCE_QUEUE, Exchange(MAINTENANCE_QUEUE, type="direct"), MAINTENANCE_QUEUE
+)
+
+#: In-process waits before a command hit by an infrastructure fault goes back to the broker.
+INFRASTRUCTURE_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+
+T = TypeVar("T")
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """Apply the governance worker's settings to a Celery app."""
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_connection_retry_on_startup=True,
+        # Confirms for everything the worker publishes through Celery (task retries).
+        broker_transport_options={"confirm_publish": True},
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        # Acknowledge only after the transaction committed; a killed child's message returns.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=settings.prefetch_multiplier,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_default_queue=COMMANDS_QUEUE,
+        task_queues=(COMMANDS, MAINTENANCE),
+        task_routes={
+            APPLY_COMMAND_TASK: {"queue": COMMANDS_QUEUE},
+            EXPIRE_DUE_TASK: {"queue": MAINTENANCE_QUEUE},
+            RELAY_OUTBOX_TASK: {"queue": MAINTENANCE_QUEUE},
+        },
+        worker_consumer="worker.app:GovernanceConsumer",
+        beat_schedule={
+            "expire-due-requests": {
+                "task": EXPIRE_DUE_TASK,
+                "schedule": settings.expiry_interval,
+                "options": {"expires": settings.expiry_interval * 2},
+            },
+            "relay-outbox": {
+                "task": RELAY_OUTBOX_TASK,
+                "schedule": settings.relay_interval,
+                "options": {"expires": settings.relay_interval * 2},
+            },
+        },
+    )
+
+
+settings = Settings.from_env()
+app = Celery("governance", set_as_current=False)
+configure(app, settings)
+
+
+def _with_backoff(operation: Callable[[], T]) -> T:
+    """Run ``operation``, waiting and rerunning while infrastructure faults last a little."""
+    for delay in INFRASTRUCTURE_BACKOFF:
+        try:
+            return operation()
+        except InfrastructureError as exc:
+            log.warning("infrastructure fault, retrying in %.2fs: %s", delay, exc)
+            time.sleep(delay * (0.5 + random.random()))
+    return operation()
+
+
+@app.task(
+    name=APPLY_COMMAND_TASK,
+    bind=True,
+    typing=False,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    max_retries=None,
+)
+def apply_command(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+    """Apply one transition command; its outcome goes out as an event, never as a result."""
+    if len(args) != 1 or kwargs:
+        return _dead_letter_task(
+            self,
+            args,
+            kwargs,
+            f"expected exactly one positional argument (the command object), got {len(args)} "
+            f"positional and {len(kwargs)} keyword argument(s)",
+        )
+    try:
+        stored = _with_backoff(lambda: runtime.current().handle(args[0]))
+    except NotACommand as exc:
+        return _dead_letter_task(self, args, kwargs, str(exc))
+    except InfrastructureError as exc:
+        # Not a rejection: the broker keeps the command and delivers it again.
+        raise Reject(exc, requeue=True) from exc
+    except Exception as exc:
+        retries = self.request.retries or 0
+        if retries >= settings.poison_retry_limit:
+            return _dead_letter_task(
+                self, args, kwargs, f"the handler failed {retries + 1} times: {exc!r}"
+            )
+        raise self.retry(exc=exc, countdown=min(30.0, 0.5 * 2**retries)) from exc
+    return {"event_id": stored.event["event_id"], "sequence": stored.sequence}
+
+
+def _dead_letter_task(self: Task, args: Any, kwargs: Any, reason: str) -> None:
+    body = args[0] if len(args) == 1 and not kwargs else {"args": args, "kwargs": kwargs}
+    encoded = json.dumps(body, default=repr).encode("utf-8")
+    headers = {
+        "x-governance-task-id": self.request.id,
+        "x-governance-retries": self.request.retries,
+    }
+    log.error("dead-lettering task %s: %s", self.request.id, reason)
+    try:
+        runtime.current().dead_letter(encoded, "application/json", reason, headers)
+    except InfrastructureError as exc:
+        raise Reject(exc, requeue=True) from exc
+    return None
+
+
+@app.task(name=EXPIRE_DUE_TASK, acks_late=False, ignore_result=True)
+def expire_due() -> int:
+    """Expire the requests whose deadline the database clock says has passed."""
+    return runtime.current().expire_due()
+
+
+@app.task(name=RELAY_OUTBOX_TASK, acks_late=False, ignore_result=True)
+def relay_outbox() -> int:
+    """Publish outbox events their writers could not."""
+    return runtime.current().relay()
+
+
+class GovernanceConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer, but a message it cannot turn into a task is dead-lettered with the
+    reason instead of being dropped, and the worker goes on."""
+
+    _publisher: EventPublisher | None = None
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        self._dead_letter(message, f"undecodable message: {exc}")
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        self._dead_letter(message, "not a task message (no task header)")
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self._dead_letter(message, f"unknown task: {exc}")
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self._dead_letter(message, f"invalid task message: {exc}")
+
+    def _dead_letter(self, message: Any, reason: str) -> None:
+        from worker import deadletter
+
+        raw = message.body
+        body = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogateescape")
+        log.error("dead-lettering message: %s", reason)
+        try:
+            if GovernanceConsumer._publisher is None:
+                GovernanceConsumer._publisher = EventPublisher(settings.broker_url)
+            deadletter.publish(
+                GovernanceConsumer._publisher, body, message.content_type, reason, {}
+            )
+        except Exception:
+            log.exception("could not dead-letter; returning the message to the queue")
+            message.reject(requeue=True)
+            return
+        message.ack()
+
+
+@signals.worker_process_init.connect
+def _fresh_runtime_after_fork(**_: Any) -> None:
+    runtime.reset()
+
+
+@signals.worker_process_shutdown.connect
+def _close_runtime(**_: Any) -> None:
+    runtime.reset()

@@ -1,0 +1,192 @@
+"""Publishing outcome events from the outbox: right after commit, and by the relay's sweep.
+
+Delivery is at least once: an event is marked published only after the broker confirmed it,
+so a crash between the two publishes it again later (subscribers dedupe on ``event_id``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kombu
+import psycopg
+
+from governance.events import with_sequence
+from governance.topology import EVENTS_EXCHANGE
+from worker import sql
+
+log = logging.getLogger(__name__)
+
+EVENTS = kombu.Exchange(EVENTS_EXCHANGE, type="topic", durable=True)
+
+
+def encode_event(event: Mapping[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class EventPublisher:
+    """Publishes events to ``governance.events`` with publisher confirms.
+
+    One per process; thread-safe. Reconnects on its own when the broker comes back.
+    """
+
+    def __init__(self, broker_url: str) -> None:
+        self._connection = kombu.Connection(
+            broker_url, transport_options={"confirm_publish": True}, connect_timeout=5
+        )
+        self._lock = threading.Lock()
+        self._producer: kombu.Producer | None = None
+
+    def publish(self, event: Mapping[str, Any], routing_key: str) -> None:
+        """Publish one event and return once the broker has confirmed it; raise if it can't."""
+        self.publish_many([(event, routing_key)])
+
+    def publish_many(self, events: Iterable[tuple[Mapping[str, Any], str]]) -> None:
+        with self._lock:
+            producer = self._ensure_producer()
+            publish = self._connection.ensure(
+                producer, producer.publish, max_retries=2, interval_start=0.2, interval_step=0.5
+            )
+            for event, routing_key in events:
+                publish(
+                    encode_event(event),
+                    exchange=EVENTS,
+                    routing_key=routing_key,
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    delivery_mode=2,
+                    message_id=event["event_id"],
+                    headers={"sequence": event.get("sequence")},
+                )
+
+    def publish_raw(
+        self,
+        body: bytes,
+        *,
+        exchange: str,
+        routing_key: str,
+        content_type: str,
+        headers: dict[str, Any],
+        declare: list[kombu.Queue],
+    ) -> None:
+        """Publish one message as given (confirmed, persistent)."""
+        with self._lock:
+            producer = self._ensure_producer()
+            publish = self._connection.ensure(
+                producer, producer.publish, max_retries=2, interval_start=0.2, interval_step=0.5
+            )
+            publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                content_type=content_type,
+                content_encoding="binary"
+                if content_type == "application/octet-stream"
+                else "utf-8",
+                delivery_mode=2,
+                headers=headers,
+                declare=declare,
+            )
+
+    def _ensure_producer(self) -> kombu.Producer:
+        if self._producer is None:
+            self._producer = kombu.Producer(self._connection.default_channel)
+            EVENTS.declare(channel=self._producer.channel)
+        return self._producer
+
+    def close(self) -> None:
+        with self._lock:
+            self._producer = None
+            self._connection.release()
+
+
+def mark_published(conn: psycopg.Connection[Any], sequences: list[int]) -> None:
+    conn.execute(sql.MARK_PUBLISHED, {"sequences": sequences})
+
+
+def publish_in_order(
+    conn: psycopg.Connection[Any],
+    publisher: EventPublisher,
+    event: Mapping[str, Any],
+    routing_key: str,
+    sequence: int,
+) -> bool:
+    """Publish a committed event after any unpublished predecessors of its request, then mark
+    them published. ``conn`` must be in autocommit mode (no transaction open).
+
+    A broker that cannot take them now is not an error of the command: the rows stay
+    unpublished for the relay (or the request's next publisher). Returns whether they went out.
+    """
+    request_id = event.get("request_id")
+    try:
+        with conn.transaction():
+            backlog: list[tuple[int, str, Mapping[str, Any]]] = []
+            if request_id is not None:
+                backlog = conn.execute(
+                    sql.CLAIM_REQUEST_BACKLOG, {"request_id": request_id, "sequence": sequence}
+                ).fetchall()
+            batch = [(with_sequence(body, seq), key) for seq, key, body in backlog]
+            if not any(seq == sequence for seq, _, _ in backlog):
+                # Already published (a redelivery re-announces it), or not tied to a request.
+                batch.append((event, routing_key))
+            publisher.publish_many(batch)
+            mark_published(conn, [seq for seq, _, _ in backlog] or [sequence])
+    except psycopg.Error:
+        raise
+    except Exception as exc:  # any broker fault: the rows wait for the relay
+        log.warning("event %s left to the relay: %s", event.get("event_id"), exc)
+        return False
+    return True
+
+
+def relay_unpublished(
+    conn: psycopg.Connection[Any],
+    publisher: EventPublisher,
+    *,
+    batch_size: int = 500,
+    grace_seconds: float = 2.0,
+) -> int:
+    """Publish outbox rows their writer did not (killed, broker down); return how many.
+
+    Rows are claimed oldest first with ``FOR UPDATE SKIP LOCKED`` so several relays share the
+    backlog, and marked published in the claiming transaction. For each request only the
+    claimed rows before its first unclaimed unpublished one go out, so the relay never
+    overtakes an earlier event that someone else is publishing.
+    """
+    total = 0
+    while True:
+        with conn.transaction():
+            claimed = conn.execute(
+                sql.CLAIM_UNPUBLISHED, {"batch_size": batch_size, "grace_seconds": grace_seconds}
+            ).fetchall()
+            if not claimed:
+                return total
+            publishable = _request_ordered_prefix(conn, claimed)
+            publisher.publish_many(
+                (with_sequence(body, seq), key) for seq, key, body, _ in publishable
+            )
+            mark_published(conn, [row[0] for row in publishable])
+        total += len(publishable)
+        if len(claimed) < batch_size or not publishable:
+            return total
+
+
+def _request_ordered_prefix(
+    conn: psycopg.Connection[Any], claimed: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    claimed_sequences = {row[0] for row in claimed}
+    request_ids = sorted({row[3] for row in claimed if row[3] is not None})
+    blocked_from: dict[str, int] = {}
+    if request_ids:
+        for request_id, seq in conn.execute(
+            sql.UNPUBLISHED_OF_REQUESTS, {"request_ids": request_ids}
+        ).fetchall():
+            if seq not in claimed_sequences and request_id not in blocked_from:
+                blocked_from[request_id] = seq
+    return [
+        row for row in claimed if row[3] is None or row[0] < blocked_from.get(row[3], row[0] + 1)
+    ]

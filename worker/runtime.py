@@ -1,0 +1,114 @@
+"""The per-process composition root: one connection pool and one publisher per process.
+
+Created lazily on first use in the process that uses it, so a prefork child never inherits
+its parent's sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from worker import deadletter, expiry, outbox
+from worker.config import Settings
+from worker.errors import InfrastructureError, translate
+from worker.transaction import StoredOutcome, apply_command
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """What a worker process needs to apply commands and publish their outcomes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            settings.database_url,
+            min_size=1,
+            max_size=settings.pool_size,
+            kwargs={"autocommit": True},
+            name="governance",
+            open=True,
+        )
+        self.publisher = outbox.EventPublisher(settings.broker_url)
+
+    def handle(self, payload: object) -> StoredOutcome:
+        """Apply one command, then publish its outcome (left to the relay if the broker is
+        unavailable). Raises ``NotACommand`` or ``InfrastructureError``."""
+        try:
+            with self.pool.connection() as conn:
+                stored = apply_command(conn, payload)
+                outbox.publish_in_order(
+                    conn, self.publisher, stored.event, stored.routing_key, stored.sequence
+                )
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        return stored
+
+    def expire_due(self) -> int:
+        """One expiry sweep; returns how many requests it expired."""
+        try:
+            with self.pool.connection() as conn:
+                outcomes = expiry.expire_due(conn, batch_size=self.settings.expiry_batch_size)
+                for stored in outcomes:
+                    outbox.publish_in_order(
+                        conn, self.publisher, stored.event, stored.routing_key, stored.sequence
+                    )
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        return sum(1 for stored in outcomes if stored.applied and not stored.replayed)
+
+    def relay(self) -> int:
+        """One outbox sweep; returns how many events it published."""
+        try:
+            with self.pool.connection() as conn:
+                return outbox.relay_unpublished(
+                    conn, self.publisher, grace_seconds=self.settings.relay_grace_seconds
+                )
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    def dead_letter(
+        self,
+        body: bytes,
+        content_type: str | None,
+        reason: str,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        try:
+            deadletter.publish(self.publisher, body, content_type, reason, headers or {})
+        except Exception as exc:
+            raise InfrastructureError(f"cannot dead-letter: {exc}") from exc
+
+    def close(self) -> None:
+        self.pool.close()
+        self.publisher.close()
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_runtime_pid: int | None = None
+
+
+def current(settings: Settings | None = None) -> Runtime:
+    """This process's runtime, created on first use (after any fork)."""
+    global _runtime, _runtime_pid
+    with _lock:
+        if _runtime is None or _runtime_pid != os.getpid():
+            _runtime = Runtime(settings or Settings.from_env())
+            _runtime_pid = os.getpid()
+        return _runtime
+
+
+def reset() -> None:
+    """Forget this process's runtime (closing it if it is ours)."""
+    global _runtime, _runtime_pid
+    with _lock:
+        if _runtime is not None and _runtime_pid == os.getpid():
+            _runtime.close()
+        _runtime, _runtime_pid = None, None
