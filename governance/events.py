@@ -16,7 +16,6 @@ from governance.commands import Command
 from governance.model import Actor, MutationRequest
 from governance.rules import Applied, Rejection
 
-
 APPLIED = "transition.applied"
 REJECTED = "transition.rejected"
 

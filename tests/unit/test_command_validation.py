@@ -63,7 +63,7 @@ def of(type_: str, path: str, value: Any) -> dict[str, Any]:
     return changed(command_payload(type_, expected_revision=3), path, value)
 
 
-def nested(levels: int) -> dict[str, Any]:
+def nested(levels: int) -> Any:
     """``levels`` objects inside one another, the innermost holding a number."""
     value: Any = 1
     for _ in range(levels):

@@ -11,6 +11,7 @@ sequence is also a stream of valid commands.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +28,8 @@ from .builders import NON_SUBMIT_TYPES, NOW, REQUEST_ID, command_payload, submit
 ACTORS = ["alice", "bob", "carol", "operator"]
 VERSIONS = ["v1", "v2", "v3"]
 STRATEGIES = ["reject_stale", "require_renewed_approval", "revalidate_on_latest_state"]
+#: What ``st.data().draw`` and a composite's ``draw`` both are.
+Draw = Callable[[st.SearchStrategy[Any]], Any]
 PROPERTY_SETTINGS = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -65,7 +68,7 @@ WEIGHTED_TYPES: list[str] = [
 
 
 def draw_command(
-    draw: st.DrawFn, request: MutationRequest, step: int, *, with_submit: bool = True
+    draw: Draw, request: MutationRequest, step: int, *, with_submit: bool = True
 ) -> dict[str, Any]:
     """A valid command against ``request``, usually at its revision and by the right actor."""
     type_ = draw(st.sampled_from(["submit", *WEIGHTED_TYPES] if with_submit else WEIGHTED_TYPES))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from governance.commands import parse_command
 from governance.model import ActorType, DecisionCategory, PendingReason, RiskLevel, Status
-from governance.rules import RejectionCode, decide
+from governance.rules import Outcome, RejectionCode, decide
 
 from .builders import (
     LATER,
@@ -20,7 +22,7 @@ from .builders import (
 )
 
 
-def submit(**args: object) -> object:
+def submit(**args: Any) -> Outcome:
     return decide(None, parse_command(submit_payload(**args)), NOW)
 
 

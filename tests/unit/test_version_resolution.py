@@ -6,7 +6,7 @@ import pytest
 
 from governance.lifecycle import TERMINAL_STATUSES
 from governance.model import ApprovalStatus, MutationRequest, PendingReason, Status
-from governance.rules import RejectionCode
+from governance.rules import Outcome, RejectionCode
 
 from .builders import (
     LATER,
@@ -25,7 +25,7 @@ STRATEGIES = ["reject_stale", "require_renewed_approval", "revalidate_on_latest_
 LIVE_STATUSES = [Status.CREATED, Status.PENDING, Status.APPROVED]
 
 
-def resolve(request: MutationRequest, current_version: str, strategy: str) -> object:
+def resolve(request: MutationRequest, current_version: str, strategy: str) -> Outcome:
     return issue(
         request, "resolve_version", current_state_version=current_version, strategy=strategy
     )

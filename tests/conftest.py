@@ -1,0 +1,94 @@
+"""Fixtures for the real services (DESIGN.md §8): one database per test run, one broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kombu
+import psycopg
+import pytest
+
+from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE
+from tests.support.events import EventListener
+from tests.support.processes import WorkerProcess
+from tests.support.services import find_broker, find_postgres, fresh_database, unavailable
+from worker.migrate import migrate
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A PostgreSQL server's maintenance-database URL."""
+    found = find_postgres()
+    if found.url is None:
+        unavailable(found.reason)
+    try:
+        yield found.url  # type: ignore[misc]
+    finally:
+        found.close()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A database of this test run, migrated to the newest schema, dropped afterwards."""
+    with fresh_database(postgres_server_url) as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the test database."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    """A RabbitMQ URL; the command and dead-letter queues start empty."""
+    found = find_broker()
+    if found.url is None:
+        unavailable(found.reason)
+    assert found.url is not None
+    purge_queues(found.url)
+    try:
+        yield found.url
+    finally:
+        found.close()
+
+
+def purge_queues(
+    broker_url: str, names: tuple[str, ...] = (COMMANDS_QUEUE, DEAD_LETTER_QUEUE)
+) -> None:
+    with kombu.Connection(broker_url) as conn:
+        channel = conn.channel()
+        for name in names:
+            try:
+                channel.queue_purge(name)
+            except Exception:  # the queue does not exist yet; reopen the closed channel
+                channel = conn.channel()
+
+
+@pytest.fixture
+def events(broker_url: str) -> Iterator[EventListener]:
+    """Every outcome event published while the test runs."""
+    listener = EventListener(broker_url)
+    try:
+        yield listener
+    finally:
+        listener.close()
+
+
+@pytest.fixture(scope="module")
+def running_worker(
+    database_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """A real ``celery -A worker worker`` process on the test database, for one module."""
+    log_path = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
+    worker = WorkerProcess(database_url, broker_url, concurrency=2, log_path=log_path)
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        worker.stop()

