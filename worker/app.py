@@ -134,7 +134,7 @@ def apply_command(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any] | Non
     return {"event_id": stored.event["event_id"], "sequence": stored.sequence}
 
 
-def _dead_letter_task(self: Task, args: Any, kwargs: Any, reason: str) -> None:
+def _dead_letter_task(self: Task, args: Any, kwargs: Any, reason: str) -> dict[str, Any] | None:
     body = args[0] if len(args) == 1 and not kwargs else {"args": args, "kwargs": kwargs}
     encoded = json.dumps(body, default=repr).encode("utf-8")
     headers = {
@@ -161,7 +161,7 @@ def relay_outbox() -> int:
     return runtime.current().relay()
 
 
-class GovernanceConsumer(Consumer):  # type: ignore[misc]
+class GovernanceConsumer(Consumer):
     """Celery's consumer, but a message it cannot turn into a task is dead-lettered with the
     reason instead of being dropped, and the worker goes on."""
 

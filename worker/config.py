@@ -6,8 +6,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-DEFAULT_DATABASE_URL = "postgresql://governance:governance@localhost:5432/governance"
-DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672//"
+from governance.topology import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL
 
 
 class ConfigurationError(ValueError):

@@ -129,7 +129,9 @@ def publish_in_order(
                 backlog = conn.execute(
                     sql.CLAIM_REQUEST_BACKLOG, {"request_id": request_id, "sequence": sequence}
                 ).fetchall()
-            batch = [(with_sequence(body, seq), key) for seq, key, body in backlog]
+            batch: list[tuple[Mapping[str, Any], str]] = [
+                (with_sequence(body, seq), key) for seq, key, body in backlog
+            ]
             if not any(seq == sequence for seq, _, _ in backlog):
                 # Already published (a redelivery re-announces it), or not tied to a request.
                 batch.append((event, routing_key))

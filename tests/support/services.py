@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -143,8 +145,32 @@ def find_broker() -> Found:
             stack = contextlib.ExitStack()
     local = "amqp://guest:guest@127.0.0.1:5672//"
     if _port_open("127.0.0.1", 5672) and broker_answers(local):
+        vhost = _private_vhost(stack)
+        if vhost is not None:
+            return Found(
+                f"amqp://guest:guest@127.0.0.1:5672/{vhost}", "localhost:5672", _stack=stack
+            )
         return Found(local, "localhost:5672", _stack=stack)
     return Found(None, "", "no RabbitMQ (no Docker engine, nothing on localhost:5672)")
+
+
+def _private_vhost(stack: contextlib.ExitStack) -> str | None:
+    """A virtual host of this test run on the local broker, so that concurrent runs never
+    consume each other's commands; None where ``rabbitmqctl`` cannot make one."""
+    if shutil.which("rabbitmqctl") is None:
+        return None
+    name = f"governance-test-{os.getpid()}-{os.urandom(3).hex()}"
+
+    def ctl(*args: str) -> bool:
+        done = subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60, check=False)
+        return done.returncode == 0
+
+    if not (
+        ctl("add_vhost", name) and ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    ):
+        return None
+    stack.callback(ctl, "delete_vhost", name)
+    return name
 
 
 @contextlib.contextmanager
