@@ -20,4 +20,4 @@ DEAD_LETTER_REASON_HEADER = "x-governance-dead-letter-reason"
 
 #: Where the docker-compose services listen on localhost; every process's default.
 DEFAULT_DATABASE_URL = "postgresql://governance:governance@localhost:5432/governance"
-DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672//"
+DEFAULT_BROKER_URL = "amqp://governance:governance@localhost:5672//"

