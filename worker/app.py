@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery import Celery, Task, signals
+from celery import Celery, Task, bootsteps, signals
 from celery.exceptions import Reject
 from celery.worker.consumer import Consumer
+from kombu import Consumer as Consumer_
 from kombu import Exchange, Queue
 
 from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE
-from worker import runtime
+from worker import batching, runtime
 from worker.config import Settings
 from worker.errors import InfrastructureError
 from worker.outbox import EventPublisher
@@ -30,12 +31,15 @@ log = logging.getLogger(__name__)
 EXPIRE_DUE_TASK = "governance.expire_due"
 RELAY_OUTBOX_TASK = "governance.relay_outbox"
 MAINTENANCE_QUEUE = "governance.maintenance"
+#: In batch mode, where a command that failed inside a batch goes to be retried on its own.
+RETRY_QUEUE = "governance.commands.retry"
 
 #: Declared exactly as a plain Celery client auto-declares a queue it is told to send to.
 COMMANDS = Queue(COMMANDS_QUEUE, Exchange(COMMANDS_QUEUE, type="direct"), COMMANDS_QUEUE)
 MAINTENANCE = Queue(
     MAINTENANCE_QUEUE, Exchange(MAINTENANCE_QUEUE, type="direct"), MAINTENANCE_QUEUE
 )
+RETRY = Queue(RETRY_QUEUE, Exchange(RETRY_QUEUE, type="direct"), RETRY_QUEUE)
 
 #: In-process waits before a command hit by an infrastructure fault goes back to the broker.
 INFRASTRUCTURE_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
@@ -60,7 +64,8 @@ def configure(app: Celery, settings: Settings) -> None:
         worker_prefetch_multiplier=settings.prefetch_multiplier,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_default_queue=COMMANDS_QUEUE,
-        task_queues=(COMMANDS, MAINTENANCE),
+        # In batch mode the command queue is consumed by the batch step, not by the pool.
+        task_queues=(COMMANDS, MAINTENANCE) if settings.batch_size == 1 else (MAINTENANCE, RETRY),
         task_routes={
             APPLY_COMMAND_TASK: {"queue": COMMANDS_QUEUE},
             EXPIRE_DUE_TASK: {"queue": MAINTENANCE_QUEUE},
@@ -196,6 +201,89 @@ class GovernanceConsumer(Consumer):
             message.reject(requeue=True)
             return
         message.ack()
+
+
+class BatchCommandConsumer(bootsteps.ConsumerStep):
+    """Batch mode (``GOVERNANCE_BATCH_SIZE`` > 1): consume ``governance.commands`` in the main
+    process and apply the commands in batches (see :mod:`worker.batching`).
+
+    Messages are acknowledged only after their batch committed and its events went out (or
+    were left to the relay); a batch hit by an infrastructure fault goes back to the queue.
+    """
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.buffer: list[Any] = []
+        self.timer_entry: Any = None
+
+    def get_consumers(self, channel: Any) -> list[Any]:
+        channel.basic_qos(0, settings.batch_size * 2, False)
+        return [Consumer_(channel, queues=[COMMANDS], on_message=self.on_message)]
+
+    def start(self, c: Any) -> None:
+        super().start(c)
+        self.timer_entry = c.timer.call_repeatedly(settings.batch_linger_ms / 1000, self.flush)
+
+    def stop(self, c: Any) -> None:
+        if self.timer_entry is not None:
+            self.timer_entry.cancel()
+        # Unacknowledged messages go back to the queue when the channel closes.
+        self.buffer = []
+        super().stop(c)
+
+    def on_message(self, message: Any) -> None:
+        self.buffer.append(message)
+        if len(self.buffer) >= settings.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        messages, self.buffer = self.buffer, []
+        if not messages:
+            return
+        commands: list[tuple[Any, object]] = []
+        for message in messages:
+            payload, reason = batching.decode_task_message(
+                message.headers, message.body, message.content_type
+            )
+            if reason is not None:
+                self._dead_letter(message, reason)
+            else:
+                commands.append((message, payload))
+        if not commands:
+            return
+        try:
+            results = _with_backoff(
+                lambda: runtime.current().handle_batch([payload for _, payload in commands])
+            )
+        except InfrastructureError as exc:
+            log.warning("batch of %d returned to the queue: %s", len(commands), exc)
+            for message, _ in commands:
+                message.reject(requeue=True)
+            return
+        for (message, payload), result in zip(commands, results, strict=True):
+            if isinstance(result, NotACommand):
+                self._dead_letter(message, str(result))
+            elif isinstance(result, batching.Failed):
+                # Alone on the retry queue, the task path's bounded retries and
+                # dead-lettering apply to it.
+                app.send_task(APPLY_COMMAND_TASK, args=[payload], queue=RETRY_QUEUE)
+                message.ack()
+            else:
+                message.ack()
+
+    def _dead_letter(self, message: Any, reason: str) -> None:
+        body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        log.error("dead-lettering message: %s", reason)
+        try:
+            runtime.current().dead_letter(body, message.content_type, reason)
+        except InfrastructureError:
+            message.reject(requeue=True)
+            return
+        message.ack()
+
+
+if settings.batch_size > 1:
+    app.steps["consumer"].add(BatchCommandConsumer)
 
 
 @signals.worker_process_init.connect

@@ -32,6 +32,10 @@ class Settings:
     relay_grace_seconds: float = 2.0
     #: Attempts for a command whose handler raises something unexpected, before dead-lettering.
     poison_retry_limit: int = 5
+    #: Commands per transaction; 1 applies each command as its own Celery task.
+    batch_size: int = 1
+    #: How long a batch waits to fill before it is applied anyway.
+    batch_linger_ms: float = 5.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -50,6 +54,8 @@ class Settings:
             relay_interval=_float(env, "GOVERNANCE_RELAY_INTERVAL", 2.0),
             relay_grace_seconds=_float(env, "GOVERNANCE_RELAY_GRACE_SECONDS", 2.0),
             poison_retry_limit=_int(env, "GOVERNANCE_POISON_RETRY_LIMIT", 5, minimum=0),
+            batch_size=_int(env, "GOVERNANCE_BATCH_SIZE", 1, minimum=1),
+            batch_linger_ms=_float(env, "GOVERNANCE_BATCH_LINGER_MS", 5.0),
         )
 
 

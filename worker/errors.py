@@ -31,6 +31,6 @@ def translate(exc: BaseException) -> BaseException:
     """Map a psycopg error to the project's tree; anything else is returned unchanged."""
     if isinstance(exc, pg_errors.UniqueViolation):
         return TransientConflict(str(exc))
-    if isinstance(exc, _TRANSIENT_STATES | psycopg.OperationalError | psycopg.InterfaceError):
+    if isinstance(exc, (*_TRANSIENT_STATES, psycopg.OperationalError, psycopg.InterfaceError)):
         return InfrastructureError(f"{type(exc).__name__}: {exc}")
     return exc

@@ -16,7 +16,7 @@ import psycopg
 from governance.codec import actor_to_dict
 from governance.model import SYSTEM_ACTOR
 from worker import sql
-from worker.transaction import StoredOutcome, apply_command
+from worker.transaction import StoredOutcome, apply_commands
 
 _EXPIRY_NAMESPACE = uuid.UUID("5a1e7c1e-0000-4e00-8000-000000e0c0de")
 
@@ -44,4 +44,5 @@ def expire_due(conn: psycopg.Connection[Any], *, batch_size: int = 200) -> list[
     """
     with conn.transaction():
         due = conn.execute(sql.CLAIM_DUE, {"batch_size": batch_size}).fetchall()
-        return [apply_command(conn, expire_command(rid, revision)) for rid, revision in due]
+        results = apply_commands(conn, [expire_command(rid, revision) for rid, revision in due])
+    return [result for result in results if isinstance(result, StoredOutcome)]

@@ -14,6 +14,7 @@ from typing import Any
 
 import kombu
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from governance.events import with_sequence
 from governance.topology import EVENTS_EXCHANGE
@@ -105,7 +106,19 @@ class EventPublisher:
 
 
 def mark_published(conn: psycopg.Connection[Any], sequences: list[int]) -> None:
-    conn.execute(sql.MARK_PUBLISHED, {"sequences": sequences})
+    """Record that these events reached the broker.
+
+    Without waiting for the WAL flush: a mark lost in a crash only makes the relay publish
+    the event once more, which at-least-once delivery allows.
+    """
+    if conn.info.transaction_status is TransactionStatus.IDLE:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute("SET LOCAL synchronous_commit TO off")
+            conn.execute(sql.MARK_PUBLISHED, {"sequences": sequences})
+            conn.execute("COMMIT")
+    else:
+        conn.execute(sql.MARK_PUBLISHED, {"sequences": sequences})
 
 
 def publish_in_order(
@@ -114,26 +127,36 @@ def publish_in_order(
     event: Mapping[str, Any],
     routing_key: str,
     sequence: int,
+    *,
+    in_order: bool = False,
 ) -> bool:
-    """Publish a committed event after any unpublished predecessors of its request, then mark
-    them published. ``conn`` must be in autocommit mode (no transaction open).
+    """Publish a committed event, after any unpublished predecessors of its request, and mark
+    them published. ``conn`` must have no transaction open.
+
+    ``in_order`` says the guarded transaction saw no unpublished predecessor under the row
+    lock, so the event goes straight out. Otherwise the request's unpublished events up to
+    this one are claimed in sequence order (waiting for a publisher that holds one) and
+    published oldest first, so subscribers see a request's events in revision order even when
+    an earlier writer died before publishing.
 
     A broker that cannot take them now is not an error of the command: the rows stay
     unpublished for the relay (or the request's next publisher). Returns whether they went out.
     """
     request_id = event.get("request_id")
     try:
+        if in_order or request_id is None:
+            publisher.publish(event, routing_key)
+            mark_published(conn, [sequence])
+            return True
         with conn.transaction():
-            backlog: list[tuple[int, str, Mapping[str, Any]]] = []
-            if request_id is not None:
-                backlog = conn.execute(
-                    sql.CLAIM_REQUEST_BACKLOG, {"request_id": request_id, "sequence": sequence}
-                ).fetchall()
+            backlog: list[tuple[int, str, Mapping[str, Any]]] = conn.execute(
+                sql.CLAIM_REQUEST_BACKLOG, {"request_id": request_id, "sequence": sequence}
+            ).fetchall()
             batch: list[tuple[Mapping[str, Any], str]] = [
                 (with_sequence(body, seq), key) for seq, key, body in backlog
             ]
             if not any(seq == sequence for seq, _, _ in backlog):
-                # Already published (a redelivery re-announces it), or not tied to a request.
+                # Already published: a redelivered command announces its outcome again.
                 batch.append((event, routing_key))
             publisher.publish_many(batch)
             mark_published(conn, [seq for seq, _, _ in backlog] or [sequence])
@@ -142,6 +165,24 @@ def publish_in_order(
     except Exception as exc:  # any broker fault: the rows wait for the relay
         log.warning("event %s left to the relay: %s", event.get("event_id"), exc)
         return False
+    return True
+
+
+def publish_ready(
+    conn: psycopg.Connection[Any],
+    publisher: EventPublisher,
+    ready: list[tuple[Mapping[str, Any], str, int]],
+) -> bool:
+    """Publish events known to be next in their requests' order (a committed batch's), in
+    the order given, then mark them all published with one statement."""
+    if not ready:
+        return True
+    try:
+        publisher.publish_many((event, key) for event, key, _ in ready)
+    except Exception as exc:  # any broker fault: the rows wait for the relay
+        log.warning("%d events left to the relay: %s", len(ready), exc)
+        return False
+    mark_published(conn, [sequence for _, _, sequence in ready])
     return True
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from worker import deadletter, expiry, outbox
+from worker import batching, deadletter, expiry, outbox
 from worker.config import Settings
 from worker.errors import InfrastructureError, translate
 from worker.transaction import StoredOutcome, apply_command
@@ -44,11 +44,35 @@ class Runtime:
             with self.pool.connection() as conn:
                 stored = apply_command(conn, payload)
                 outbox.publish_in_order(
-                    conn, self.publisher, stored.event, stored.routing_key, stored.sequence
+                    conn,
+                    self.publisher,
+                    stored.event,
+                    stored.routing_key,
+                    stored.sequence,
+                    in_order=stored.in_order,
                 )
         except psycopg.Error as exc:
             raise translate(exc) from exc
         return stored
+
+    def handle_batch(self, payloads: list[object]) -> list[batching.BatchResult]:
+        """Apply a batch of commands in one transaction, then publish their outcomes.
+        Raises ``InfrastructureError`` (nothing of the batch committed)."""
+        try:
+            with self.pool.connection() as conn:
+                results = batching.apply_batch(conn, payloads)
+                stored = [r for r in results if isinstance(r, StoredOutcome)]
+                ready, waiting = batching.publication_plan(stored)
+                outbox.publish_ready(
+                    conn, self.publisher, [(s.event, s.routing_key, s.sequence) for s in ready]
+                )
+                for s in waiting:
+                    outbox.publish_in_order(
+                        conn, self.publisher, s.event, s.routing_key, s.sequence
+                    )
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        return results
 
     def expire_due(self) -> int:
         """One expiry sweep; returns how many requests it expired."""

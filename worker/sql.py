@@ -1,7 +1,7 @@
 """Every statement of the worker's hot path, built once at import.
 
-The guarded transaction is two round trips: ``LOOKUP`` and ``LOCK_REQUEST`` are pipelined
-with ``BEGIN``; one of the ``WRITE`` statements is pipelined with ``COMMIT``. A write is a
+The guarded transaction is two round trips, whatever the number of commands: the locks and
+the reads are pipelined with ``BEGIN``; the ``WRITE`` statements with ``COMMIT``. A write is a
 single statement whose data-modifying CTEs all hang off the request write, so when the
 ``WHERE revision = expected`` guard (or the submit's ``ON CONFLICT DO NOTHING``) matches no
 row, nothing at all is written and the statement returns no sequence.
@@ -17,16 +17,37 @@ REQUEST_COLUMNS = (
     "updated_at, metadata"
 )
 
-#: The database clock and what the idempotency ledger knows of the command, in one row.
-LOOKUP = """
-SELECT now() AS db_now, p.payload_hash, o.sequence, o.routing_key, o.body
-FROM (SELECT 1) AS one
-LEFT JOIN processed_commands AS p ON p.command_id = %(command_id)s
-LEFT JOIN outbox_events AS o ON o.sequence = p.event_sequence
+#: One clock for every decision: the database's (the transaction's start).
+CLOCK = "SELECT now()"
+
+#: Transaction-scoped advisory locks on the requests' ids, taken in the order given (sorted).
+LOCK_REQUEST_KEYS = """
+SELECT pg_advisory_xact_lock(hashtextextended(request_id, 0))
+FROM unnest(%(request_ids)s::text[]) WITH ORDINALITY AS ids(request_id, position)
+ORDER BY position
 """
 
-LOCK_REQUEST = f"""
-SELECT {REQUEST_COLUMNS} FROM mutation_requests WHERE request_id = %(request_id)s FOR UPDATE
+LOCK_REQUESTS = f"""
+SELECT {REQUEST_COLUMNS} FROM mutation_requests
+WHERE request_id = ANY(%(request_ids)s::text[])
+ORDER BY request_id
+FOR UPDATE
+"""
+
+#: Earlier events of the requests not yet published; run after the locks, so it sees all
+#: that the requests' previous holders committed.
+COUNT_UNPUBLISHED = """
+SELECT request_id, count(*) FROM outbox_events
+WHERE request_id = ANY(%(request_ids)s::text[]) AND published_at IS NULL
+GROUP BY request_id
+"""
+
+#: What the idempotency ledger knows of the commands: their payload hash and outcome event.
+LOOKUP = """
+SELECT p.command_id, p.payload_hash, o.sequence, o.routing_key, o.body
+FROM processed_commands AS p
+JOIN outbox_events AS o ON o.sequence = p.event_sequence
+WHERE p.command_id = ANY(%(command_ids)s::text[])
 """
 
 
@@ -147,11 +168,13 @@ LIMIT %(batch_size)s
 FOR UPDATE SKIP LOCKED
 """
 
-#: Due pending requests, judged by the database clock, skipping rows another sweeper or a
-#: command holds.
+#: Due pending requests, judged by the database clock. Claimed without ever waiting, in the
+#: order every command takes its locks (the request's advisory lock, then its row), so a sweep
+#: cannot deadlock with a command: what another sweeper or a command holds is skipped.
 CLAIM_DUE = """
 SELECT request_id, revision FROM mutation_requests
 WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= now()
+  AND pg_try_advisory_xact_lock(hashtextextended(request_id, 0))
 ORDER BY expires_at
 LIMIT %(batch_size)s
 FOR UPDATE SKIP LOCKED

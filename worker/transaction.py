@@ -3,20 +3,26 @@
 validate → idempotency lookup → ``SELECT ... FOR UPDATE`` → existence → revision check →
 the core's pure rule → guarded write (request, decisions, ledger row, outbox row) → commit.
 
+It takes a list of commands: a single command is a list of one, and batch mode hands it
+many, which then share the transaction's two round trips and its one commit. Each command is
+decided against the request as the previous command of the same list left it, exactly as if
+they had come one after another.
+
 Called on a connection in autocommit mode it is its own transaction; called inside an open
-transaction (a batch, an expiry sweep) ``conn.transaction()`` becomes a savepoint, so each
-command stays atomic and independent of its neighbours.
+transaction (an expiry sweep) it runs in a savepoint of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from governance.codec import (
     actor_from_dict,
@@ -67,6 +73,14 @@ class StoredOutcome:
     sequence: int
     #: True when the ledger already knew the command and this is its recorded outcome.
     replayed: bool
+    #: Earlier events of the request still unpublished when the row was locked (counted in
+    #: the same transaction, so a batch counts its own earlier events too).
+    unpublished_before: int = 0
+
+    @property
+    def in_order(self) -> bool:
+        """No earlier event of the request was waiting: this one may go out straight away."""
+        return self.unpublished_before == 0
 
     @property
     def applied(self) -> bool:
@@ -82,6 +96,37 @@ class _Write:
     routing_key: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A message, validated once however often its transaction is rerun."""
+
+    payload: dict[str, Any]
+    command_id: str
+    digest: str
+    command: Command | None
+    invalid: InvalidCommand | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Boundary:
+    """How one run starts and ends: a transaction of its own, or a savepoint inside the
+    caller's transaction."""
+
+    begin: str
+    commit: str
+    undo: str
+
+
+_OWN_TRANSACTION = _Boundary("BEGIN", "COMMIT", "ROLLBACK")
+_SAVEPOINT = _Boundary(
+    "SAVEPOINT guarded_commands",
+    "RELEASE SAVEPOINT guarded_commands",
+    "ROLLBACK TO SAVEPOINT guarded_commands",
+)
+
+Result = StoredOutcome | NotACommand
+
+
 def apply_command(conn: psycopg.Connection[Any], payload: object) -> StoredOutcome:
     """Apply one command message and return its outcome, recorded in the same transaction.
 
@@ -89,20 +134,22 @@ def apply_command(conn: psycopg.Connection[Any], payload: object) -> StoredOutco
     :class:`InfrastructureError` for faults worth retrying; every other outcome, rejections
     included, is a returned value.
     """
-    command_id = command_id_of(payload)
-    if command_id is None:
-        raise NotACommand("the message is not an object with a usable command_id")
-    assert isinstance(payload, dict)
-    digest = payload_hash(payload)
-    try:
-        command: Command | None = parse_command(payload)
-        invalid: InvalidCommand | None = None
-    except InvalidCommand as exc:
-        command, invalid = None, exc
+    (result,) = apply_commands(conn, [payload])
+    if isinstance(result, NotACommand):
+        raise result
+    return result
 
+
+def apply_commands(conn: psycopg.Connection[Any], payloads: Sequence[object]) -> list[Result]:
+    """Apply command messages in one transaction; their outcomes in the same order.
+
+    All are committed together or none is. Raises :class:`InfrastructureError` for faults
+    worth retrying (nothing was committed then).
+    """
+    prepared = [_prepare(payload) for payload in payloads]
     for _ in range(MAX_ATTEMPTS):
         try:
-            return _attempt(conn, payload, command_id, digest, command, invalid)
+            return _run(conn, prepared)
         except TransientConflict:
             continue
         except psycopg.Error as exc:
@@ -110,75 +157,185 @@ def apply_command(conn: psycopg.Connection[Any], payload: object) -> StoredOutco
             if isinstance(translated, TransientConflict):
                 continue
             raise translated from exc
-    raise InfrastructureError(f"command {command_id} kept losing races after {MAX_ATTEMPTS} runs")
+    raise InfrastructureError(f"{len(payloads)} command(s) kept losing races")
 
 
-def _attempt(
-    conn: psycopg.Connection[Any],
-    payload: dict[str, Any],
-    command_id: str,
-    digest: str,
-    command: Command | None,
-    invalid: InvalidCommand | None,
-) -> StoredOutcome:
-    with conn.pipeline(), conn.transaction():
-        lookup = conn.execute(sql.LOOKUP, {"command_id": command_id})
-        lock = (
-            conn.execute(sql.LOCK_REQUEST, {"request_id": command.request_id})
-            if command is not None
-            else None
-        )
-        db_now, known_hash, known_sequence, known_key, known_body = _one(lookup)
-        if known_hash == digest:
-            return StoredOutcome(
-                with_sequence(known_body, known_sequence), known_key, known_sequence, True
+def _prepare(payload: object) -> _Prepared | NotACommand:
+    command_id = command_id_of(payload)
+    if command_id is None:
+        return NotACommand("the message is not an object with a usable command_id")
+    assert isinstance(payload, dict)
+    try:
+        return _Prepared(payload, command_id, payload_hash(payload), parse_command(payload), None)
+    except InvalidCommand as exc:
+        return _Prepared(payload, command_id, payload_hash(payload), None, exc)
+
+
+def _run(
+    conn: psycopg.Connection[Any], prepared: Sequence[_Prepared | NotACommand]
+) -> list[Result]:
+    commands = [p for p in prepared if isinstance(p, _Prepared)]
+    # Sorted, so that every transaction takes its locks in one global order and two batches
+    # can never deadlock on each other.
+    request_ids = sorted({p.command.request_id for p in commands if p.command is not None})
+    boundary = (
+        _OWN_TRANSACTION if conn.info.transaction_status is TransactionStatus.IDLE else _SAVEPOINT
+    )
+    try:
+        with conn.pipeline() as pipeline:
+            # Round trip 1: take the locks, then read what they protect.
+            conn.execute(boundary.begin)
+            clock = conn.execute(sql.CLOCK)
+            if request_ids:
+                # The advisory locks also serialise commands on a request that does not exist
+                # yet (a submit racing another submit or an approve), which FOR UPDATE cannot.
+                conn.execute(sql.LOCK_REQUEST_KEYS, {"request_ids": request_ids})
+                locked = conn.execute(sql.LOCK_REQUESTS, {"request_ids": request_ids})
+                backlog = conn.execute(sql.COUNT_UNPUBLISHED, {"request_ids": request_ids})
+            ledger = conn.execute(sql.LOOKUP, {"command_ids": [p.command_id for p in commands]})
+            pipeline.sync()
+            now = _one(clock)[0]
+            requests: dict[str, MutationRequest | None] = {}
+            unpublished: dict[str, int] = {}
+            if request_ids:
+                requests = {row[0]: request_from_row(row) for row in locked.fetchall()}
+                unpublished = {rid: int(count) for rid, count in backlog.fetchall()}
+            known = {row[0]: row[1:] for row in ledger.fetchall()}
+
+            plan = _Plan(now, requests, unpublished, known)
+            for item in prepared:
+                plan.decide(item)
+
+            # Round trip 2: every write, then the commit.
+            cursors = [
+                conn.execute(sql.WRITE[w.request_write, w.record], w.params) for w in plan.writes
+            ]
+            conn.execute(boundary.commit)
+            pipeline.sync()
+            sequences = [_one(cursor)[0] for cursor in cursors]
+    except BaseException:
+        _undo(conn, boundary)
+        raise
+    return plan.results(sequences)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    write_index: int
+    unpublished_before: int
+
+
+@dataclass(frozen=True, slots=True)
+class _SameAs:
+    index: int
+
+
+class _Plan:
+    """The decisions of one run, taken in order against the locked rows and the ledger."""
+
+    def __init__(
+        self,
+        now: datetime,
+        requests: dict[str, MutationRequest | None],
+        unpublished: dict[str, int],
+        known: dict[str, tuple[Any, ...]],
+    ) -> None:
+        self.now = now
+        self.requests = requests
+        self.unpublished = unpublished
+        self.known = known
+        self.writes: list[_Write] = []
+        #: Per input: a ready result, a write of this run, or a repeat of an earlier input.
+        self._slots: list[Result | _Pending | _SameAs] = []
+        #: command_id → (digest, slot) of its first appearance in this run.
+        self._seen: dict[str, tuple[str, int]] = {}
+
+    def decide(self, item: _Prepared | NotACommand) -> None:
+        if isinstance(item, NotACommand):
+            self._slots.append(item)
+            return
+        seen = self._seen.get(item.command_id)
+        if seen is not None and seen[0] == item.digest:
+            self._slots.append(_SameAs(seen[1]))
+            return
+        recorded = self.known.get(item.command_id)
+        if seen is None and recorded is not None and recorded[0] == item.digest:
+            _, sequence, routing_key, body = recorded
+            self._slots.append(
+                StoredOutcome(with_sequence(body, sequence), routing_key, sequence, True)
             )
-        if invalid is not None:
+            return
+        id_taken = seen is not None or recorded is not None
+        if seen is None:
+            self._seen[item.command_id] = (item.digest, len(self._slots))
+        if item.invalid is not None:
             # Recorded, so a redelivery gets the same answer; unless the id is taken by
             # another command, which keeps its own record.
-            write = _rejection_write(
-                payload,
-                command_id,
-                digest,
-                db_now,
-                None,
-                Rejection(RejectionCode.INVALID_COMMAND, invalid.message),
-                record=known_hash is None,
+            rejection = Rejection(RejectionCode.INVALID_COMMAND, item.invalid.message)
+            self._write(_rejection_write(item, self.now, None, rejection, record=not id_taken))
+            return
+        if id_taken:
+            rejection = Rejection(
+                RejectionCode.DUPLICATE_COMMAND,
+                f"command_id {item.command_id} was already used for a different command",
             )
-        elif known_hash is not None:
-            assert command is not None
-            write = _rejection_write(
-                payload,
-                command_id,
-                digest,
-                db_now,
-                None,
-                Rejection(
-                    RejectionCode.DUPLICATE_COMMAND,
-                    f"command_id {command_id} was already used for a different command",
-                ),
-                record=False,
-            )
+            self._write(_rejection_write(item, self.now, None, rejection, record=False))
+            return
+        command = item.command
+        assert command is not None
+        current = self.requests.get(command.request_id)
+        outcome = decide(current, command, self.now)
+        if isinstance(outcome, Applied):
+            self.requests[command.request_id] = outcome.request
+            write = _applied_write(command, outcome, item.digest, self.now)
         else:
-            assert command is not None and lock is not None
-            row = lock.fetchone()
-            current = request_from_row(row) if row is not None else None
-            outcome = decide(current, command, db_now)
-            if isinstance(outcome, Applied):
-                write = _applied_write(command, outcome, digest, db_now)
+            write = _rejection_write(item, self.now, current, outcome, record=True)
+        self._write(write, command.request_id)
+
+    def _write(self, write: _Write, request_id: str | None = None) -> None:
+        before = 0
+        if request_id is not None:
+            before = self.unpublished.get(request_id, 0)
+            self.unpublished[request_id] = before + 1
+        self._slots.append(_Pending(len(self.writes), before))
+        self.writes.append(write)
+
+    def results(self, sequences: list[Any]) -> list[Result]:
+        out: list[Result] = []
+        for slot in self._slots:
+            if isinstance(slot, StoredOutcome | NotACommand):
+                out.append(slot)
+            elif isinstance(slot, _SameAs):
+                # The same command twice in one run: the second is a redelivery of the first.
+                first = out[slot.index]
+                assert isinstance(first, StoredOutcome)
+                out.append(replace(first, replayed=True))
             else:
-                write = _rejection_write(
-                    payload, command_id, digest, db_now, current, outcome, record=True
+                index, before = slot.write_index, slot.unpublished_before
+                if sequences[index] is None:
+                    # A guarded write matched no row: should be impossible under the locks.
+                    raise TransientConflict("a guarded write matched no row")
+                write = self.writes[index]
+                sequence = int(sequences[index])
+                out.append(
+                    StoredOutcome(
+                        with_sequence(write.body, sequence),
+                        write.routing_key,
+                        sequence,
+                        False,
+                        unpublished_before=before,
+                    )
                 )
-        cursor = conn.execute(sql.WRITE[write.request_write, write.record], write.params)
-    # The pipeline has synced with the COMMIT: the write's result is here now.
-    written = cursor.fetchone()
-    if written is None:
-        # The guard matched nothing (a concurrent submit of the same request won the insert),
-        # so nothing was written; a rerun sees the winner and answers accordingly.
-        raise TransientConflict(f"guarded write for {command_id} matched no row")
-    sequence = int(written[0])
-    return StoredOutcome(with_sequence(write.body, sequence), write.routing_key, sequence, False)
+        return out
+
+
+def _undo(conn: psycopg.Connection[Any], boundary: _Boundary) -> None:
+    """Leave the connection as the run found it, if it is still usable at all."""
+    if conn.closed or conn.info.transaction_status is TransactionStatus.IDLE:
+        return
+    # A broken connection cannot be undone; the caller's error says why, the pool discards it.
+    with contextlib.suppress(psycopg.Error):
+        conn.execute(boundary.undo)
 
 
 def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
@@ -225,18 +382,16 @@ def _applied_write(command: Command, applied: Applied, digest: str, now: datetim
 
 
 def _rejection_write(
-    payload: Mapping[str, Any],
-    command_id: str,
-    digest: str,
+    item: _Prepared,
     now: datetime,
     current: MutationRequest | None,
     rejection: Rejection,
     *,
     record: bool,
 ) -> _Write:
-    command_type, request_id, actor = _readable_parts(payload)
+    command_type, request_id, actor = _readable_parts(item.payload)
     body = rejected_event(
-        command_id=command_id,
+        command_id=item.command_id,
         command_type=command_type,
         request_id=request_id,
         actor=actor,
@@ -246,7 +401,7 @@ def _rejection_write(
         occurred_at=now,
     )
     routing_key = rejected_routing_key(rejection.code.value)
-    params = _event_params(command_id, digest, request_id, body, routing_key)
+    params = _event_params(item.command_id, item.digest, request_id, body, routing_key)
     return _Write(sql.RequestWrite.NONE, record, params, body, routing_key)
 
 

@@ -88,7 +88,10 @@ CREATE TABLE outbox_events (
     published_at timestamptz
 );
 CREATE INDEX outbox_events_unpublished_idx ON outbox_events (sequence) WHERE published_at IS NULL;
-CREATE INDEX outbox_events_request_idx ON outbox_events (request_id, sequence);
+-- A request's unpublished events: checked under the row lock by every command, and claimed
+-- in order by whoever publishes the request's next event.
+CREATE INDEX outbox_events_request_unpublished_idx
+    ON outbox_events (request_id, sequence) WHERE published_at IS NULL;
 CREATE INDEX outbox_events_txid_idx ON outbox_events (txid, sequence);
 
 CREATE TABLE processed_commands (

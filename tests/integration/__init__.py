@@ -1,0 +1,1 @@
+"""Integration tests: the worker against the real PostgreSQL and RabbitMQ."""
