@@ -6,6 +6,7 @@ so a crash between the two publishes it again later (subscribers dedupe on ``eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -29,40 +30,50 @@ def encode_event(event: Mapping[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-class EventPublisher:
-    """Publishes events to ``governance.events`` with publisher confirms.
+class PublishFailed(Exception):
+    """The broker did not confirm every message (unreachable, or it nacked one)."""
 
-    One per process; thread-safe. Reconnects on its own when the broker comes back.
+
+class EventPublisher:
+    """Publishes persistent messages with publisher confirms; events go to ``governance.events``.
+
+    A batch is published in one go and its confirms awaited together, which costs about as
+    much as one confirmed message. One per process; thread-safe. After a broker fault it
+    reconnects on the next call (and, within a call, tries once more on a fresh connection).
     """
 
+    CONFIRM_TIMEOUT = 10.0
+
     def __init__(self, broker_url: str) -> None:
-        self._connection = kombu.Connection(
-            broker_url, transport_options={"confirm_publish": True}, connect_timeout=5
-        )
+        self._broker_url = broker_url
         self._lock = threading.Lock()
+        self._connection: kombu.Connection | None = None
         self._producer: kombu.Producer | None = None
+        self._confirms = False
+        self._published = 0
+        self._acked = 0
+        self._nacked = False
 
     def publish(self, event: Mapping[str, Any], routing_key: str) -> None:
         """Publish one event and return once the broker has confirmed it; raise if it can't."""
         self.publish_many([(event, routing_key)])
 
     def publish_many(self, events: Iterable[tuple[Mapping[str, Any], str]]) -> None:
-        with self._lock:
-            producer = self._ensure_producer()
-            publish = self._connection.ensure(
-                producer, producer.publish, max_retries=2, interval_start=0.2, interval_step=0.5
-            )
-            for event, routing_key in events:
-                publish(
-                    encode_event(event),
-                    exchange=EVENTS,
-                    routing_key=routing_key,
-                    content_type="application/json",
-                    content_encoding="utf-8",
-                    delivery_mode=2,
-                    message_id=event["event_id"],
-                    headers={"sequence": event.get("sequence")},
-                )
+        """Publish events in the order given; return once the broker confirmed them all."""
+        messages = [
+            {
+                "body": encode_event(event),
+                "exchange": EVENTS,
+                "routing_key": routing_key,
+                "content_type": "application/json",
+                "content_encoding": "utf-8",
+                "delivery_mode": 2,
+                "message_id": event["event_id"],
+                "headers": {"sequence": event.get("sequence")},
+            }
+            for event, routing_key in events
+        ]
+        self._send(messages)
 
     def publish_raw(
         self,
@@ -75,34 +86,83 @@ class EventPublisher:
         declare: list[kombu.Queue],
     ) -> None:
         """Publish one message as given (confirmed, persistent)."""
+        binary = content_type.endswith("octet-stream")
+        self._send(
+            [
+                {
+                    "body": body,
+                    "exchange": exchange,
+                    "routing_key": routing_key,
+                    "content_type": content_type,
+                    "content_encoding": "binary" if binary else "utf-8",
+                    "delivery_mode": 2,
+                    "headers": headers,
+                    "declare": declare,
+                }
+            ]
+        )
+
+    def _send(self, messages: list[dict[str, Any]]) -> None:
+        if not messages:
+            return
         with self._lock:
-            producer = self._ensure_producer()
-            publish = self._connection.ensure(
-                producer, producer.publish, max_retries=2, interval_start=0.2, interval_step=0.5
-            )
-            publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                content_type=content_type,
-                content_encoding="binary"
-                if content_type == "application/octet-stream"
-                else "utf-8",
-                delivery_mode=2,
-                headers=headers,
-                declare=declare,
-            )
+            try:
+                self._send_confirmed(messages)
+            except Exception as first:
+                log.info("publish failed (%s); retrying on a fresh connection", first)
+                self._reset()
+                try:
+                    self._send_confirmed(messages)
+                except Exception as exc:
+                    self._reset()
+                    raise PublishFailed(str(exc)) from exc
+
+    def _send_confirmed(self, messages: list[dict[str, Any]]) -> None:
+        producer = self._ensure_producer()
+        for message in messages:
+            producer.publish(**message)
+            self._published += 1
+        if not self._confirms:
+            return  # the in-memory transport has no confirms: a publish is already there
+        target = self._published
+        assert self._connection is not None
+        while self._acked < target:
+            if self._nacked:
+                raise PublishFailed("the broker refused (nacked) a message")
+            self._connection.drain_events(timeout=self.CONFIRM_TIMEOUT)
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        # Confirms come in order; with ``multiple`` one covers every earlier tag too.
+        self._acked = max(self._acked, delivery_tag)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool, *_: Any) -> None:
+        self._nacked = True
 
     def _ensure_producer(self) -> kombu.Producer:
         if self._producer is None:
-            self._producer = kombu.Producer(self._connection.default_channel)
-            EVENTS.declare(channel=self._producer.channel)
+            self._connection = kombu.Connection(self._broker_url, connect_timeout=5)
+            channel = self._connection.channel()
+            self._confirms = hasattr(channel, "confirm_select")
+            if self._confirms:
+                channel.confirm_select()
+                channel.events["basic_ack"].add(self._on_ack)
+                channel.events["basic_nack"].add(self._on_nack)
+            self._published = self._acked = 0
+            self._nacked = False
+            self._producer = kombu.Producer(channel)
+            EVENTS.declare(channel=channel)
         return self._producer
+
+    def _reset(self) -> None:
+        self._producer = None
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.release()
+            self._connection = None
 
     def close(self) -> None:
         with self._lock:
-            self._producer = None
-            self._connection.release()
+            self._reset()
 
 
 def mark_published(conn: psycopg.Connection[Any], sequences: list[int]) -> None:
