@@ -64,8 +64,13 @@ def running_stack(
 
         migrate(db_url)
         configure(app, Settings.from_env())
+        app.conf.worker_enable_remote_control = False
         if amqp_url.startswith("memory://"):
-            # The in-memory transport polls; poll often so the tour feels live.
+            # The in-memory transport polls its queues (once a second by default); every
+            # connection of this process, the client's too, should poll often.
+            from kombu.transport import memory
+
+            memory.Transport.polling_interval = 0.01
             app.conf.broker_transport_options = {"polling_interval": 0.01}
         runtime.reset()
         stack.callback(runtime.reset)
@@ -82,8 +87,12 @@ def running_stack(
         thread.start()
 
         def stop() -> None:
-            controller.stop(in_sighandler=False)
-            thread.join(timeout=10)
+            # Ask the worker's own thread to shut down (its connection is not ours to use),
+            # the way a signal handler would.
+            from celery.worker import state
+
+            state.should_stop = 0
+            thread.join(timeout=15)
 
         stack.callback(stop)
         yield Stack(db_url, amqp_url, database_url is None, broker_url is None)

@@ -424,7 +424,11 @@ def _readable_parts(
 ) -> tuple[str | None, str | None, dict[str, Any] | None]:
     """What a rejection can safely echo of a message that may have failed validation."""
     raw_type = payload.get("type")
-    command_type = raw_type if raw_type in CommandType._value2member_map_ else None
+    command_type = (
+        raw_type
+        if isinstance(raw_type, str) and raw_type in CommandType._value2member_map_
+        else None
+    )
     raw_request = payload.get("request_id")
     request_id = (
         raw_request

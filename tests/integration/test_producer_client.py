@@ -165,15 +165,26 @@ def test_an_invalid_command_raises_before_anything_is_sent(
         # When it is built
         client.build("approve", new_id(), actor="alice")
 
-    # Then validation names the field, and no command with a bad request id got anywhere
+    # Then validation names the field each time ...
     assert raised.value.field == "expected_revision"
     with pytest.raises(InvalidCommand) as bad_id:
         client.approve("not a valid id!", expected_revision=1, actor="alice")
     assert bad_id.value.field == "request_id"
-    with pytest.raises(InvalidCommand):
-        client.send({"command_id": "x", "type": "approve", "request_id": "r", "actor": {}})
+    with pytest.raises(InvalidCommand) as bad_actor:
+        client.send(
+            {
+                "command_id": "cmd-never-sent",
+                "type": "approve",
+                "request_id": "r",
+                "expected_revision": 1,
+                "actor": {},
+            }
+        )
+    assert bad_actor.value.field == "actor.id"
+    # ... and the worker, having answered a later command, never heard of the invalid one
+    client.send_and_wait(submit(client, new_id()))
     assert db.execute(
-        "SELECT count(*) FROM processed_commands WHERE command_id = 'x'"
+        "SELECT count(*) FROM processed_commands WHERE command_id = 'cmd-never-sent'"
     ).fetchone() == (0,)
 
 

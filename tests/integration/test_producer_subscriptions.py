@@ -173,11 +173,14 @@ def test_a_durable_subscriber_restarted_mid_stream_misses_nothing_and_repeats_no
 def test_replay_then_live_under_concurrent_writes_gives_every_event_once_in_revision_order(
     client: GovernanceClient, database_url: str
 ) -> None:
-    # Given the log's current end, and a writer that keeps moving 20 requests back and forth
+    # Given the log's current end, and a writer that keeps moving 20 requests back and forth:
+    # rounds 1-3 before the replay starts, 4-6 racing with its bind and snapshot, and 7-8
+    # only once the snapshot was taken (so both halves of the seam surely have events)
     since = Queries(database_url).last_sequence()
     requests = [new_id() for _ in range(20)]
     expected: set[str] = set()
     halfway = threading.Event()
+    snapshot_taken = threading.Event()
     writer_error: list[BaseException] = []
 
     def write() -> None:
@@ -193,6 +196,8 @@ def test_replay_then_live_under_concurrent_writes_gives_every_event_once_in_revi
                 expected.update(e["event_id"] for e in outcomes if e)
                 if round_ == 3:
                     halfway.set()
+                if round_ == 6:
+                    assert snapshot_taken.wait(60)
         except BaseException as exc:  # reported by the assertion below
             writer_error.append(exc)
             halfway.set()
@@ -211,6 +216,7 @@ def test_replay_then_live_under_concurrent_writes_gives_every_event_once_in_revi
             event = stream.get(timeout=0.5)
             if event is not None:
                 received.append(event)
+                snapshot_taken.set()  # the first event comes from the log, after its snapshot
         history_part = stream.replayed
     writer.join()
 

@@ -1,0 +1,125 @@
+"""Shared parsing and output helpers of the producer subcommands."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, NoReturn, TypeVar, cast
+
+import click
+import kombu.exceptions
+import psycopg
+
+from governance.commands import InvalidCommand, parse_timestamp
+from producer.outcomes import EXIT_USAGE
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``5m``, ``1h``, ``1h30m``, ``2d``."""
+    value = text.strip().lower()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise click.BadParameter(f"expected a duration like 30s, 5m, 1h or 1h30m, got {text!r}")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def duration_option(default: str, help_text: str) -> Any:
+    def convert(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
+        return parse_duration(value)
+
+    return click.option(
+        "--timeout",
+        default=default,
+        show_default=True,
+        callback=convert,
+        metavar="DURATION",
+        help=help_text,
+    )
+
+
+def parse_json_object(text: str | None, option: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc.msg}", param_hint=option) from exc
+    if not isinstance(value, dict):
+        raise click.BadParameter("expected a JSON object", param_hint=option)
+    return value
+
+
+def parse_when(text: str | None, option: str) -> datetime | None:
+    """An ISO-8601 timestamp (a bare date or time without zone is taken as UTC)."""
+    if text is None:
+        return None
+    try:
+        return parse_timestamp(text, option)
+    except InvalidCommand:
+        try:
+            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"expected an ISO-8601 timestamp, got {text!r}", param_hint=option
+            ) from exc
+
+
+def invalid_command(exc: InvalidCommand) -> NoReturn:
+    """Report a command that fails validation and exit 2 (the contract's usage error)."""
+    click.echo(f"Error: invalid command: {exc}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, sort_keys=True))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned text table."""
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, value in enumerate(row):
+            widths[i] = max(widths[i], len(value))
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def short_time(value: str | None) -> str:
+    return "" if value is None else value.replace("T", " ").split(".")[0].rstrip("Z")
+
+
+def actor_text(actor: Mapping[str, Any] | None) -> str:
+    if not actor:
+        return ""
+    return str(actor.get("id"))
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+# Not OSError as a whole: a TimeoutError is an outcome (exit 5), not an unreachable service.
+_UNREACHABLE = (kombu.exceptions.OperationalError, psycopg.OperationalError, ConnectionError)
+
+
+def service_errors(f: _F) -> _F:
+    """Turn an unreachable broker or database into a one-line error (exit 1), not a trace."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except _UNREACHABLE as exc:
+            raise click.ClickException(f"cannot reach a service: {exc}") from exc
+
+    return cast(_F, wrapper)

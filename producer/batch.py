@@ -1,0 +1,146 @@
+"""Sending a batch of commands read from JSON lines, and collecting every outcome."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from governance.commands import Command, InvalidCommand, parse_command
+from producer.client import GovernanceClient
+from producer.outcomes import (
+    EXIT_APPLIED,
+    EXIT_CONFLICT,
+    EXIT_REJECTED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    exit_code_for,
+    worst_exit_code,
+)
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    """One line of the input: a valid command, or why it is not one."""
+
+    line: int
+    command: Command | None = None
+    error: str | None = None
+
+
+def load_commands(lines: Iterable[str]) -> list[BatchLine]:
+    """Parse and validate JSON lines (blank lines and ``#`` comments are skipped)."""
+    parsed: list[BatchLine] = []
+    for number, text in enumerate(lines, start=1):
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            parsed.append(BatchLine(number, command=parse_command(json.loads(stripped))))
+        except json.JSONDecodeError as exc:
+            parsed.append(BatchLine(number, error=f"not JSON: {exc.msg}"))
+        except InvalidCommand as exc:
+            parsed.append(BatchLine(number, error=str(exc)))
+    return parsed
+
+
+@dataclass
+class BatchSummary:
+    """Counts by exit code and the batch's worst exit code."""
+
+    counts: dict[int, int] = field(default_factory=dict)
+
+    def add(self, code: int) -> None:
+        self.counts[code] = self.counts.get(code, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def exit_code(self) -> int:
+        return worst_exit_code(self.counts)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "total": self.total,
+            "applied": self.counts.get(EXIT_APPLIED, 0),
+            "concurrency_conflict": self.counts.get(EXIT_CONFLICT, 0),
+            "rejected": self.counts.get(EXIT_REJECTED, 0),
+            "timed_out": self.counts.get(EXIT_TIMEOUT, 0),
+            "invalid": self.counts.get(EXIT_USAGE, 0),
+            "exit_code": self.exit_code,
+        }
+
+    def __str__(self) -> str:
+        d = self.to_dict()
+        return (
+            f"{d['total']} command(s): {d['applied']} applied, "
+            f"{d['concurrency_conflict']} concurrency_conflict, {d['rejected']} rejected "
+            f"otherwise, {d['timed_out']} timed out, {d['invalid']} invalid"
+        )
+
+
+Record = dict[str, Any]
+
+
+def _record(item: BatchLine, code: int, event: dict[str, Any] | None = None) -> Record:
+    record: Record = {"line": item.line, "exit_code": code}
+    if item.command is not None:
+        record["command_id"] = item.command.command_id
+        record["request_id"] = item.command.request_id
+    if item.error is not None:
+        record["error"] = item.error
+    if code == EXIT_TIMEOUT:
+        record["outcome"] = "timed_out"
+    if event is not None:
+        record["outcome"] = event["event_type"]
+        record["event"] = event
+    return record
+
+
+def run_batch(
+    client: GovernanceClient,
+    items: list[BatchLine],
+    *,
+    wait: bool,
+    timeout: float,
+    resend_attempts: int | None = None,
+    on_record: Callable[[Record], None],
+) -> BatchSummary:
+    """Send every valid command; with ``wait`` await every outcome. Each line yields one
+    record (``on_record``): invalid lines exit code 2, outcomes 0/3/4, no outcome 5, and
+    sent-but-not-awaited 0."""
+    summary = BatchSummary()
+    valid = [item for item in items if item.command is not None]
+    for item in items:
+        if item.command is None:
+            summary.add(EXIT_USAGE)
+            on_record(_record(item, EXIT_USAGE))
+    if not wait:
+        for item in valid:
+            assert item.command is not None
+            client.send(item.command)
+            summary.add(EXIT_APPLIED)
+            on_record({**_record(item, EXIT_APPLIED), "outcome": "sent"})
+        return summary
+    by_id = {item.command.command_id: item for item in valid if item.command is not None}
+
+    def outcome(command: Command, event: dict[str, Any]) -> None:
+        code = exit_code_for(event)
+        summary.add(code)
+        on_record(_record(by_id[command.command_id], code, event))
+
+    results = client.send_all_and_wait(
+        [item.command for item in valid if item.command is not None],
+        timeout,
+        resend_attempts=resend_attempts,
+        on_outcome=outcome,
+        raise_on_timeout=False,
+    )
+    for item, event in zip(valid, results, strict=True):
+        if event is None:
+            summary.add(EXIT_TIMEOUT)
+            on_record(_record(item, EXIT_TIMEOUT))
+    return summary

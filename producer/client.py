@@ -1,0 +1,647 @@
+"""``GovernanceClient``: build, validate, publish and await transition commands.
+
+Typical use::
+
+    with GovernanceClient(broker_url) as client:
+        command = client.approve("req-42", expected_revision=3, actor="alice")
+        event = client.send_and_wait(command, timeout=30)
+
+The builder methods (``submit``, ``approve``, ...) only build and validate: they return a
+:class:`governance.commands.Command` and raise :class:`InvalidCommand` before anything is
+sent. :meth:`GovernanceClient.send` publishes a command; :meth:`GovernanceClient.send_and_wait`
+publishes it and returns its outcome event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import kombu
+from celery import Celery
+
+from governance.codec import command_to_dict, timestamp_to_wire
+from governance.commands import Command, parse_command
+from governance.model import Actor
+from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE
+from producer._amqp import ALL_OUTCOMES, EVENTS, decode_event
+from producer.outcomes import OutcomeTimeout
+from producer.queries import Queries
+
+log = logging.getLogger(__name__)
+
+ActorLike = str | Actor | Mapping[str, Any]
+CommandLike = Command | Mapping[str, Any]
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RESEND_ATTEMPTS = 2
+
+
+def actor_payload(actor: ActorLike) -> dict[str, Any]:
+    """The wire form of an actor given as an id, an :class:`Actor` or a dict."""
+    if isinstance(actor, str):
+        return {"id": actor}
+    if isinstance(actor, Actor):
+        body: dict[str, Any] = {"id": actor.id, "type": actor.type.value}
+        if actor.name is not None:
+            body["name"] = actor.name
+        return body
+    return dict(actor)
+
+
+def as_command(command: CommandLike) -> Command:
+    """A validated command from a :class:`Command` or a raw payload dict."""
+    return command if isinstance(command, Command) else parse_command(dict(command))
+
+
+class _Waiter:
+    """One awaited command: the outcome lands here and its index is put on ``arrivals``."""
+
+    __slots__ = ("arrivals", "event", "index")
+
+    def __init__(self, index: int, arrivals: queue.SimpleQueue[int]) -> None:
+        self.index = index
+        self.arrivals = arrivals
+        self.event: dict[str, Any] | None = None
+
+
+class OutcomeListener:
+    """One consumer thread that hands outcome events to the threads awaiting them.
+
+    It listens on an exclusive, auto-delete queue bound to every outcome (``transition.#``)
+    and dispatches by ``command_id``. The queue is bound before :meth:`start` returns, so a
+    waiter registered before its command is sent cannot miss the outcome. If the broker
+    connection drops, the queue is re-declared on reconnection; an outcome published in
+    between is recovered by the caller's re-send (the worker re-publishes the recorded
+    outcome of a known command).
+    """
+
+    def __init__(self, broker_url: str) -> None:
+        self._broker_url = broker_url
+        self._lock = threading.Lock()
+        self._waiters: dict[str, list[_Waiter]] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="governance-outcomes", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"could not subscribe to outcome events within {timeout:g}s")
+        if self._error is not None:
+            raise self._error
+
+    def register(self, command_id: str, index: int, arrivals: queue.SimpleQueue[int]) -> _Waiter:
+        waiter = _Waiter(index, arrivals)
+        with self._lock:
+            self._waiters.setdefault(command_id, []).append(waiter)
+        return waiter
+
+    def unregister(self, command_id: str, waiter: _Waiter) -> None:
+        with self._lock:
+            waiters = self._waiters.get(command_id)
+            if waiters and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[command_id]
+
+    def _dispatch(self, body: Any, message: kombu.Message) -> None:
+        event = decode_event(body)
+        message.ack()
+        if event is None:
+            return
+        with self._lock:
+            waiters = self._waiters.pop(str(event.get("command_id")), [])
+        for waiter in waiters:
+            waiter.event = event
+            waiter.arrivals.put(waiter.index)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with kombu.Connection(self._broker_url) as connection:
+                    queue = kombu.Queue(
+                        f"governance.producer.{uuid.uuid4().hex}",
+                        EVENTS,
+                        routing_key=ALL_OUTCOMES,
+                        exclusive=True,
+                        auto_delete=True,
+                    )
+                    with kombu.Consumer(
+                        connection.channel(),
+                        [queue],
+                        callbacks=[self._dispatch],
+                        accept=["json"],
+                    ):
+                        self._ready.set()
+                        while not self._stop.is_set():
+                            with contextlib.suppress(TimeoutError):
+                                connection.drain_events(timeout=0.25)
+            except Exception as exc:
+                if not self._ready.is_set():
+                    self._error = exc
+                    self._ready.set()
+                    return
+                log.warning("outcome listener lost the broker (%s); reconnecting", exc)
+                self._stop.wait(1.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+class GovernanceClient:
+    """Builds, validates, sends and awaits transition commands.
+
+    ``broker_url`` is the RabbitMQ URL; ``database_url`` is only needed for the read-only
+    queries (:attr:`queries`). ``timeout`` and ``resend_attempts`` are the defaults of
+    :meth:`send_and_wait`. The client is thread-safe: many threads may send and await at
+    once, served by one consumer thread. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        broker_url: str,
+        database_url: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        resend_attempts: int = DEFAULT_RESEND_ATTEMPTS,
+    ) -> None:
+        self.broker_url = broker_url
+        self.database_url = database_url
+        self.timeout = timeout
+        self.resend_attempts = resend_attempts
+        # A Celery app used purely as a client: it writes the Celery protocol message the
+        # worker expects, and with confirm_publish a publish returns only once the broker has
+        # taken responsibility for the message.
+        self._app = Celery("governance-producer", broker=broker_url, set_as_current=False)
+        self._app.conf.update(
+            broker_transport_options={"confirm_publish": True},
+            task_serializer="json",
+            accept_content=["json"],
+            broker_connection_retry_on_startup=True,
+        )
+        self._listener: OutcomeListener | None = None
+        self._listener_lock = threading.Lock()
+        self._queries: Queries | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> GovernanceClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the outcome listener and release broker connections."""
+        with self._listener_lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+        self._app.close()
+
+    @property
+    def queries(self) -> Queries:
+        """The read-only :class:`producer.queries.Queries` on ``database_url``."""
+        if self._queries is None:
+            if self.database_url is None:
+                raise ValueError("queries need a database_url")
+            self._queries = Queries(self.database_url)
+        return self._queries
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, command: CommandLike) -> str:
+        """Publish a command (validated first) with publisher confirms; return its id."""
+        validated = as_command(command)
+        self._app.send_task(
+            APPLY_COMMAND_TASK,
+            args=[command_to_dict(validated)],
+            queue=COMMANDS_QUEUE,
+            task_id=str(uuid.uuid4()),
+        )
+        return validated.command_id
+
+    def _outcomes(self) -> OutcomeListener:
+        with self._listener_lock:
+            if self._listener is None:
+                listener = OutcomeListener(self.broker_url)
+                listener.start()
+                self._listener = listener
+            return self._listener
+
+    def send_and_wait(
+        self,
+        command: CommandLike,
+        timeout: float | None = None,
+        *,
+        resend_attempts: int | None = None,
+    ) -> dict[str, Any]:
+        """Publish a command and return its outcome event (applied or rejected).
+
+        ``timeout`` is the whole budget in seconds. It is split into ``resend_attempts + 1``
+        equal slices: when a slice passes without an outcome the same command (same
+        ``command_id``, same payload, so idempotent) is sent again. When the budget is spent,
+        :class:`OutcomeTimeout` (a ``TimeoutError``) is raised. Awaiting never polls the
+        database: the outcome arrives as an event.
+        """
+        (event,) = self.send_all_and_wait([command], timeout, resend_attempts=resend_attempts)
+        assert event is not None  # a missing outcome raised OutcomeTimeout
+        return event
+
+    def send_all_and_wait(
+        self,
+        commands: Sequence[CommandLike],
+        timeout: float | None = None,
+        *,
+        resend_attempts: int | None = None,
+        on_outcome: Callable[[Command, dict[str, Any]], None] | None = None,
+        raise_on_timeout: bool = True,
+    ) -> list[dict[str, Any] | None]:
+        """Send many commands and await every outcome, in the order given.
+
+        The same budget and re-send rules as :meth:`send_and_wait` apply to the batch as a
+        whole. ``on_outcome`` is called (in this thread) as outcomes arrive. With
+        ``raise_on_timeout=False`` a command left without an outcome gives None instead of an
+        :class:`OutcomeTimeout`.
+        """
+        validated = [as_command(c) for c in commands]
+        budget = self.timeout if timeout is None else timeout
+        resends = self.resend_attempts if resend_attempts is None else resend_attempts
+        listener = self._outcomes()
+        # Register before sending: an outcome can never arrive before its waiter exists.
+        arrivals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        waiters = [
+            (c, listener.register(c.command_id, index, arrivals))
+            for index, c in enumerate(validated)
+        ]
+        results: dict[int, dict[str, Any]] = {}
+        try:
+            for command in validated:
+                self.send(command)
+            start = time.monotonic()
+            slice_ = budget / (resends + 1)
+            attempts = 1
+            while True:
+                slice_end = start + slice_ * attempts
+                # Outcomes are handled in the order they arrive.
+                while len(results) < len(waiters):
+                    try:
+                        index = arrivals.get(timeout=max(0.0, slice_end - time.monotonic()))
+                    except queue.Empty:
+                        break
+                    command, waiter = waiters[index]
+                    if index in results or waiter.event is None:
+                        continue
+                    results[index] = waiter.event
+                    if on_outcome is not None:
+                        on_outcome(command, waiter.event)
+                if len(results) == len(waiters) or attempts > resends:
+                    break
+                attempts += 1
+                for index, (command, _) in enumerate(waiters):
+                    if index not in results:
+                        log.info("no outcome yet for %s; re-sending", command.command_id)
+                        self.send(command)
+        finally:
+            for command, waiter in waiters:
+                listener.unregister(command.command_id, waiter)
+        missing = [c for i, (c, _) in enumerate(waiters) if i not in results]
+        if missing and raise_on_timeout:
+            raise OutcomeTimeout(missing[0].command_id, budget, attempts)
+        return [results.get(i) for i in range(len(waiters))]
+
+    async def send_and_wait_async(
+        self,
+        command: CommandLike,
+        timeout: float | None = None,
+        *,
+        resend_attempts: int | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`send_and_wait` for asyncio code (runs the blocking wait in a thread)."""
+        return await asyncio.to_thread(
+            self.send_and_wait, command, timeout, resend_attempts=resend_attempts
+        )
+
+    # ------------------------------------------------------------------ builders
+
+    def build(
+        self,
+        type_: str,
+        request_id: str,
+        *,
+        actor: ActorLike,
+        expected_revision: int | None = None,
+        args: Mapping[str, Any] | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+        issued_at: datetime | None = None,
+    ) -> Command:
+        """Build and validate any command; raises ``InvalidCommand`` naming the field.
+
+        ``command_id`` defaults to a fresh UUID: keep the returned command (or its id) to
+        re-send it safely.
+        """
+        payload: dict[str, Any] = {
+            "command_id": command_id or str(uuid.uuid4()),
+            "type": type_,
+            "request_id": request_id,
+            "actor": actor_payload(actor),
+        }
+        if expected_revision is not None:
+            payload["expected_revision"] = expected_revision
+        if args:
+            payload["args"] = dict(args)
+        if reason is not None:
+            payload["reason"] = reason
+        if metadata:
+            payload["metadata"] = dict(metadata)
+        if issued_at is not None:
+            payload["issued_at"] = timestamp_to_wire(issued_at)
+        return parse_command(payload)
+
+    def submit(
+        self,
+        request_id: str,
+        *,
+        state_id: str,
+        state_type: str,
+        mutation_type: str,
+        intent: Mapping[str, Any],
+        actor: ActorLike,
+        initial_status: str | None = None,
+        pending_reason: str | None = None,
+        approval_requirements: Iterable[Mapping[str, Any]] = (),
+        expected_state_version: str | None = None,
+        expires_at: datetime | None = None,
+        request_metadata: Mapping[str, Any] | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> Command:
+        """A ``submit`` command: a new request. ``intent`` needs at least ``operation_name``;
+        ``approval_requirements`` are ``{"approver_id", "step_order"?, ...}`` dicts and imply
+        pending for approval. ``request_metadata`` is stored on the request, ``metadata`` on
+        the command."""
+        args: dict[str, Any] = {
+            "state_id": state_id,
+            "state_type": state_type,
+            "mutation_type": mutation_type,
+            "intent": dict(intent),
+        }
+        requirements = [dict(r) for r in approval_requirements]
+        if requirements:
+            args["approval_requirements"] = requirements
+        optional = {
+            "initial_status": initial_status,
+            "pending_reason": pending_reason,
+            "expected_state_version": expected_state_version,
+            "expires_at": timestamp_to_wire(expires_at),
+            "metadata": dict(request_metadata) if request_metadata else None,
+        }
+        args.update({k: v for k, v in optional.items() if v is not None})
+        return self.build(
+            "submit",
+            request_id,
+            actor=actor,
+            args=args,
+            reason=reason,
+            metadata=metadata,
+            command_id=command_id,
+        )
+
+    def move_to_pending(
+        self,
+        request_id: str,
+        *,
+        expected_revision: int,
+        actor: ActorLike,
+        pending_reason: str,
+        expires_at: datetime | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> Command:
+        """A ``move_to_pending`` command (``pending_reason``: approval, external_check, ...)."""
+        args: dict[str, Any] = {"pending_reason": pending_reason}
+        if expires_at is not None:
+            args["expires_at"] = timestamp_to_wire(expires_at)
+        return self.build(
+            "move_to_pending",
+            request_id,
+            actor=actor,
+            expected_revision=expected_revision,
+            args=args,
+            reason=reason,
+            metadata=metadata,
+            command_id=command_id,
+        )
+
+    def _plain(
+        self,
+        type_: str,
+        request_id: str,
+        expected_revision: int,
+        actor: ActorLike,
+        reason: str | None,
+        metadata: Mapping[str, Any] | None,
+        command_id: str | None,
+        args: Mapping[str, Any] | None = None,
+    ) -> Command:
+        return self.build(
+            type_,
+            request_id,
+            actor=actor,
+            expected_revision=expected_revision,
+            args=args,
+            reason=reason,
+            metadata=metadata,
+            command_id=command_id,
+        )
+
+    def approve(
+        self,
+        request_id: str,
+        *,
+        expected_revision: int,
+        actor: ActorLike,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> Command:
+        """An ``approve`` command (created or pending -> approved)."""
+        return self._plain(
+            "approve", request_id, expected_revision, actor, reason, metadata, command_id
+        )
+
+    def reject(
+        self,
+        request_id: str,
+        *,
+        expected_revision: int,
+        actor: ActorLike,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> Command:
+        """A ``reject`` command (pending or approved -> rejected)."""
+        return self._plain(
+            "reject", request_id, expected_revision, actor, reason, metadata, command_id
+        )
+
+    def cancel(
+        self,
+        request_id: str,
+        *,
+        expected_revision: int,
+        actor: ActorLike,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> Command:
+        """A ``cancel`` command."""
+        return self._plain(
+            "cancel", request_id, expected_revision, actor, reason, metadata, command_id
+        )
+
+    def expire(
+        self,
+        request_id: str,
+        *,
+        expected_revision: int,
+        actor: ActorLike,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> Command:
+        """An ``expire`` command (pending -> expired)."""
+        return self._plain(
+            "expire", request_id, expected_revision, actor, reason, metadata, command_id
+        )
+
+    def mark_executed(
+        self,
+        request_id: str,
+        *,
+        expected_revision: int,
+        actor: ActorLike,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> Command:
+        """A ``mark_executed`` command (approved -> executed)."""
+        return self._plain(
+            "mark_executed", request_id, expected_revision, actor, reason, metadata, command_id
+        )
+
+    def supersede(
+        self,
+        request_id: str,
+        *,
+        expected_revision: int,
+        actor: ActorLike,
+        superseding_request_id: str,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> Command:
+        """A ``supersede`` command naming the request that replaces this one."""
+        return self._plain(
+            "supersede",
+            request_id,
+            expected_revision,
+            actor,
+            reason,
+            metadata,
+            command_id,
+            {"superseding_request_id": superseding_request_id},
+        )
+
+    def approve_requirement(
+        self,
+        request_id: str,
+        *,
+        expected_revision: int,
+        actor: ActorLike,
+        approval_id: str,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> Command:
+        """An ``approve_requirement`` command: the named approver grants one requirement."""
+        return self._plain(
+            "approve_requirement",
+            request_id,
+            expected_revision,
+            actor,
+            reason,
+            metadata,
+            command_id,
+            {"approval_id": approval_id},
+        )
+
+    def reject_requirement(
+        self,
+        request_id: str,
+        *,
+        expected_revision: int,
+        actor: ActorLike,
+        approval_id: str,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> Command:
+        """A ``reject_requirement`` command: the named approver refuses one requirement."""
+        return self._plain(
+            "reject_requirement",
+            request_id,
+            expected_revision,
+            actor,
+            reason,
+            metadata,
+            command_id,
+            {"approval_id": approval_id},
+        )
+
+    def resolve_version(
+        self,
+        request_id: str,
+        *,
+        expected_revision: int,
+        actor: ActorLike,
+        current_state_version: str,
+        strategy: str,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+    ) -> Command:
+        """A ``resolve_version`` command (strategy: reject_stale, require_renewed_approval or
+        revalidate_on_latest_state)."""
+        return self._plain(
+            "resolve_version",
+            request_id,
+            expected_revision,
+            actor,
+            reason,
+            metadata,
+            command_id,
+            {"current_state_version": current_state_version, "strategy": strategy},
+        )

@@ -1,0 +1,92 @@
+"""Outcome events and the exit codes of the contract (DESIGN.md §6).
+
+An outcome is the ``transition.applied`` or ``transition.rejected`` event of one command,
+as a plain dict in the wire spelling. The exit codes are what ``--wait`` and ``wait``
+return, so that a pipeline can branch on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from governance.events import APPLIED, REJECTED
+
+EXIT_APPLIED = 0
+EXIT_USAGE = 2
+EXIT_CONFLICT = 3
+EXIT_REJECTED = 4
+EXIT_TIMEOUT = 5
+
+#: How bad each exit code is, worst last: a batch exits with its worst outcome. A command that
+#: cannot even be validated is a defect of the input, so it outranks every outcome.
+_SEVERITY = (EXIT_APPLIED, EXIT_CONFLICT, EXIT_REJECTED, EXIT_TIMEOUT, EXIT_USAGE)
+
+CONCURRENCY_CONFLICT = "concurrency_conflict"
+
+
+class OutcomeTimeout(TimeoutError):
+    """No outcome event arrived for a command in time, re-sends included.
+
+    The command may still be applied later (it is in the broker); re-sending the same
+    command is always safe.
+    """
+
+    def __init__(self, command_id: str, timeout: float, attempts: int) -> None:
+        super().__init__(
+            f"no outcome for command {command_id} within {timeout:g}s ({attempts} send(s))"
+        )
+        self.command_id = command_id
+        self.timeout = timeout
+        self.attempts = attempts
+
+
+def is_applied(event: Mapping[str, Any]) -> bool:
+    return event.get("event_type") == APPLIED
+
+
+def is_rejected(event: Mapping[str, Any]) -> bool:
+    return event.get("event_type") == REJECTED
+
+
+def rejection_code(event: Mapping[str, Any]) -> str | None:
+    """The rejection code of a ``transition.rejected`` event, None for an applied one."""
+    rejection = event.get("rejection")
+    return rejection.get("code") if isinstance(rejection, Mapping) else None
+
+
+def exit_code_for(event: Mapping[str, Any] | None) -> int:
+    """0 applied, 3 ``concurrency_conflict``, 4 any other rejection, 5 no event (timed out)."""
+    if event is None:
+        return EXIT_TIMEOUT
+    if is_applied(event):
+        return EXIT_APPLIED
+    if rejection_code(event) == CONCURRENCY_CONFLICT:
+        return EXIT_CONFLICT
+    return EXIT_REJECTED
+
+
+def worst_exit_code(codes: Iterable[int]) -> int:
+    """The worst of several exit codes (0 for none): 0 < 3 < 4 < 5 < 2."""
+    worst = EXIT_APPLIED
+    for code in codes:
+        if _SEVERITY.index(code) > _SEVERITY.index(worst):
+            worst = code
+    return worst
+
+
+def describe(event: Mapping[str, Any]) -> str:
+    """One line for people: what happened to the command."""
+    request_id = event.get("request_id")
+    command_type = event.get("command_type")
+    if is_applied(event):
+        return (
+            f"applied {command_type} on {request_id}: "
+            f"{event.get('from_status') or 'new'} -> {event.get('to_status')} "
+            f"(revision {event.get('revision')})"
+        )
+    rejection = event.get("rejection") or {}
+    detail = f"rejected {command_type} on {request_id}: {rejection.get('code')}"
+    if rejection.get("message"):
+        detail += f" - {rejection['message']}"
+    return detail

@@ -1,0 +1,348 @@
+"""Following the outcome events: filtered, deduplicated, live or replayed from the log.
+
+A :class:`Subscription` consumes ``governance.events`` through its own queue:
+
+- anonymous (``name=None``): an exclusive, auto-delete queue that lives as long as the
+  subscription; events published while nobody listens are not kept;
+- durable (``name="audit"``): the durable queue ``governance.subscription.audit``. It keeps
+  collecting while the subscriber is down, so a restarted subscriber with the same name
+  resumes where it stopped. An event is acknowledged only once the next one is asked for
+  (or on :meth:`Subscription.close`), so an event being handled when the process dies is
+  delivered again: delivery is at-least-once, and duplicates are dropped by ``event_id``.
+  The queue keeps every binding it was ever created with (RabbitMQ adds bindings, never
+  removes them), so reuse a name with the same filter; the filter is also applied per event.
+
+:func:`replay` reads the event log (the outbox table) from a sequence onwards and then
+follows live, without a gap or a duplicate at the seam.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import kombu
+
+from governance.events import APPLIED, REJECTED, applied_routing_key, rejected_routing_key
+from producer._amqp import EVENTS, decode_event
+from producer.queries import read_event_log
+
+SUBSCRIPTION_QUEUE_PREFIX = "governance.subscription."
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a subscriber wants; an empty criterion means "any".
+
+    ``outcomes`` holds ``applied`` and/or ``rejected``; ``rejection_codes`` implies rejected
+    events only. Outcome, command type and rejection code are turned into binding keys, so
+    the broker drops the rest; request and state are checked on each event.
+    """
+
+    request_ids: frozenset[str] = frozenset()
+    state_ids: frozenset[str] = frozenset()
+    outcomes: frozenset[str] = frozenset()
+    command_types: frozenset[str] = frozenset()
+    rejection_codes: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        request_ids: Iterable[str] = (),
+        state_ids: Iterable[str] = (),
+        outcomes: Iterable[str] = (),
+        command_types: Iterable[str] = (),
+        rejection_codes: Iterable[str] = (),
+    ) -> EventFilter:
+        """A filter from any iterables (``outcomes`` as ``applied``/``rejected``)."""
+        wanted = frozenset(o.removeprefix("transition.") for o in outcomes)
+        unknown = wanted - {"applied", "rejected"}
+        if unknown:
+            raise ValueError(f"unknown outcome {sorted(unknown)[0]!r}; use applied or rejected")
+        return cls(
+            frozenset(request_ids),
+            frozenset(state_ids),
+            wanted,
+            frozenset(command_types),
+            frozenset(rejection_codes),
+        )
+
+    @property
+    def wants_applied(self) -> bool:
+        return not self.rejection_codes and (not self.outcomes or "applied" in self.outcomes)
+
+    @property
+    def wants_rejected(self) -> bool:
+        return not self.outcomes or "rejected" in self.outcomes
+
+    def binding_keys(self) -> list[str]:
+        """The routing keys to bind: the broker filters outcome, type and code for us."""
+        keys: list[str] = []
+        if self.wants_applied:
+            if self.command_types:
+                keys += [applied_routing_key(t) for t in sorted(self.command_types)]
+            else:
+                keys.append(f"{APPLIED}.*")
+        if self.wants_rejected:
+            # The rejected key carries the code, not the command type: the type is checked
+            # on the event.
+            if self.rejection_codes:
+                keys += [rejected_routing_key(c) for c in sorted(self.rejection_codes)]
+            else:
+                keys.append(f"{REJECTED}.*")
+        return keys
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        """Whether an event passes every criterion."""
+        event_type = event.get("event_type")
+        if event_type == APPLIED and not self.wants_applied:
+            return False
+        if event_type == REJECTED and not self.wants_rejected:
+            return False
+        if self.command_types and event.get("command_type") not in self.command_types:
+            return False
+        if self.rejection_codes:
+            rejection = event.get("rejection") or {}
+            if rejection.get("code") not in self.rejection_codes:
+                return False
+        if self.request_ids and event.get("request_id") not in self.request_ids:
+            return False
+        if self.state_ids:
+            request = event.get("request") or {}
+            if request.get("state_id") not in self.state_ids:
+                return False
+        return True
+
+
+ANY_EVENT = EventFilter()
+
+
+class _SeenIds:
+    """The most recent event ids, bounded so a long-running subscriber does not grow."""
+
+    def __init__(self, capacity: int) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, event_id: str) -> bool:
+        """Record an id; False when it was already seen."""
+        if event_id in self._ids:
+            self._ids.move_to_end(event_id)
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return True
+
+
+class Subscription:
+    """Outcome events as they are published, filtered and deduplicated by ``event_id``.
+
+    Iterate over it (``for event in subscription``, blocks until :meth:`stop` is called, from
+    any thread), take events one at a time with :meth:`get`, or hand them to a callback
+    with :meth:`run`. The queue is declared and bound when the subscription is created, so
+    every event published after the constructor returns is delivered. Apart from
+    :meth:`stop`, use a subscription from one thread.
+    """
+
+    def __init__(
+        self,
+        broker_url: str,
+        event_filter: EventFilter = ANY_EVENT,
+        *,
+        name: str | None = None,
+        prefetch: int = 200,
+        dedupe_capacity: int = 100_000,
+    ) -> None:
+        self.filter = event_filter
+        self.name = name
+        if name is not None and not _NAME_PATTERN.fullmatch(name):
+            raise ValueError(f"subscription name must match {_NAME_PATTERN.pattern}")
+        queue_name = (
+            SUBSCRIPTION_QUEUE_PREFIX + name
+            if name is not None
+            else f"governance.watch.{uuid.uuid4().hex}"
+        )
+        bindings = [kombu.binding(EVENTS, routing_key=key) for key in event_filter.binding_keys()]
+        self.queue = kombu.Queue(
+            queue_name,
+            bindings=bindings,
+            durable=name is not None,
+            exclusive=name is None,
+            auto_delete=name is None,
+        )
+        self._connection = kombu.Connection(broker_url)
+        self._buffer: deque[tuple[dict[str, Any] | None, kombu.Message]] = deque()
+        self._unacked: kombu.Message | None = None
+        self._seen = _SeenIds(dedupe_capacity)
+        self._closed = threading.Event()
+        channel = self._connection.channel()
+        channel.basic_qos(0, prefetch, False)
+        self._consumer = kombu.Consumer(
+            channel, [self.queue], callbacks=[self._on_message], accept=["json"]
+        )
+        self._consumer.consume()
+
+    def _on_message(self, body: Any, message: kombu.Message) -> None:
+        self._buffer.append((decode_event(body), message))
+
+    def _ack_pending(self) -> None:
+        if self._unacked is not None:
+            self._unacked.ack()
+            self._unacked = None
+
+    def get(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next new event that passes the filter, or None after ``timeout`` seconds.
+
+        Asking for the next event acknowledges the previous one.
+        """
+        self._ack_pending()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed.is_set():
+            while self._buffer:
+                event, message = self._buffer.popleft()
+                if (
+                    event is None
+                    or not self.filter.matches(event)
+                    or not self._seen.add(str(event.get("event_id")))
+                ):
+                    message.ack()
+                    continue
+                self._unacked = message
+                return event
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                self._connection.drain_events(timeout=0.25 if left is None else min(left, 0.25))
+        return None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def mark_seen(self, event_id: str) -> None:
+        """Treat an event as already delivered (used at the replay seam)."""
+        self._seen.add(event_id)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while not self._closed.is_set():
+            event = self.get(timeout=0.5)
+            if event is not None:
+                yield event
+
+    def run(self, callback: Callable[[dict[str, Any]], object]) -> None:
+        """Call ``callback`` with each event until :meth:`stop`; an event is acknowledged only
+        after its callback returned."""
+        for event in self:
+            callback(event)
+
+    def stop(self) -> None:
+        """Make the iterator and :meth:`run` return (callable from any thread)."""
+        self._closed.set()
+
+    def close(self) -> None:
+        """Acknowledge the event last handed out and disconnect. A durable subscription's
+        queue stays and keeps collecting events."""
+        self._closed.set()
+        try:
+            self._ack_pending()
+            # Unacknowledged prefetched messages go back to a durable queue on disconnect.
+            self._consumer.cancel()
+        finally:
+            self._connection.release()
+
+    def delete(self) -> None:
+        """Remove a durable subscription's queue for good (events it held are lost)."""
+        with kombu.Connection(self._connection.as_uri(include_password=True)) as conn:
+            self.queue.bind(conn.channel()).delete()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Replay:
+    """The event log from ``since_sequence`` onwards, then live events: see :func:`replay`."""
+
+    def __init__(
+        self,
+        database_url: str,
+        broker_url: str,
+        since_sequence: int,
+        event_filter: EventFilter = ANY_EVENT,
+        *,
+        batch_size: int = 1_000,
+    ) -> None:
+        # 1. Bind the live queue first: from now on every published event is buffered in it.
+        self.live = Subscription(broker_url, event_filter)
+        self._history = read_event_log(database_url, since_sequence, batch_size=batch_size)
+        self.filter = event_filter
+        self.replayed = 0
+
+    def get(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next event: from the log while it lasts, then live (None after ``timeout``
+        seconds without a live event)."""
+        # 2. The log, read in one snapshot taken after the bind (see read_event_log).
+        for event in self._history:
+            # Live copies of what the log already gave are dropped by event_id.
+            self.live.mark_seen(str(event["event_id"]))
+            if self.filter.matches(event):
+                self.replayed += 1
+                return event
+        # 3. Live: everything the snapshot could not see was committed after it, hence
+        # published after the bind, hence is in the live queue.
+        return self.live.get(timeout)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while not self.live.closed:
+            event = self.get(timeout=0.5)
+            if event is not None:
+                yield event
+
+    def stop(self) -> None:
+        self.live.stop()
+
+    def close(self) -> None:
+        """Stop reading the log (its transaction ends) and disconnect from the broker."""
+        self._history.close()
+        self.live.close()
+
+    def __enter__(self) -> Replay:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def replay(
+    database_url: str,
+    broker_url: str,
+    since_sequence: int = 0,
+    event_filter: EventFilter = ANY_EVENT,
+) -> Replay:
+    """Every event with ``sequence > since_sequence`` from the log, then live events, each
+    exactly once, per request in revision order. Iterate the result; close it when done."""
+    return Replay(database_url, broker_url, since_sequence, event_filter)
