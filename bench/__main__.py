@@ -1,0 +1,368 @@
+"""``python -m bench WORKLOAD``: start workers, run a workload, print one JSON document.
+
+See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench import workloads
+from bench.runs import Bench
+from bench.services import (
+    DEFAULT_BROKER_URL,
+    DEFAULT_SERVER_URL,
+    WorkerDied,
+    fresh_database,
+    machine_info,
+    private_vhost,
+    worker_log_dir,
+)
+from bench.stats import ratio
+
+WORKLOADS = ("uniform", "hot", "approvals", "mixed", "baselines", "all")
+
+#: Sizes at ``--scale 1``.
+SIZES = {
+    "uniform_requests": 10_000,  # x2 commands: 20,000 timed commands
+    "half_load_commands": 4_000,
+    "half_load_max_seconds": 30,
+    "hot_rounds": 100,
+    "approvals_requests": 1_000,  # x4 timed commands
+    "mixed_requests": 2_500,  # x2: 5,000 timed commands
+    "direct_requests": 2_000,  # x2: 4,000 timed transactions per process count
+    "naive_requests": 2_500,  # x2: 5,000 timed commands per worker count and variant
+    "noop_messages": 5_000,
+}
+
+#: Targets of issue 6 (ratios measured in one run).
+TARGETS = {
+    "uniform_over_naive": (">=", 2.0),
+    "uniform_over_noop": (">=", 0.6),
+    "half_load_p50_over_direct_p50": ("<=", 3.0),
+    "half_load_p99_over_p50": ("<=", 4.0),
+    "hot_round_p50_over_direct_p50": ("<=", 50.0),
+    "hot_round_max_over_direct_p50": ("<=", 50.0),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("workload", choices=WORKLOADS)
+    parser.add_argument(
+        "--workers", default="1,2,4", help="worker process counts, comma-separated (1,2,4)"
+    )
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies every size")
+    parser.add_argument(
+        "--sweep-fraction",
+        type=float,
+        default=0.25,
+        help="uniform size at worker counts below the largest, as a fraction (0.25)",
+    )
+    parser.add_argument("--racers", type=int, default=50, help="hot: racers per round (50)")
+    parser.add_argument(
+        "--layout",
+        choices=("processes", "concurrency"),
+        default="processes",
+        help="N worker processes as N `celery worker --concurrency 1` (processes, default) "
+        "or as one `celery worker --concurrency N` (concurrency)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("GOVERNANCE_BENCH_DATABASE_URL", DEFAULT_SERVER_URL),
+        help="PostgreSQL server (maintenance database URL); the bench creates its own database",
+    )
+    parser.add_argument(
+        "--broker-url",
+        default=os.environ.get("GOVERNANCE_BENCH_BROKER_URL", DEFAULT_BROKER_URL),
+        help="RabbitMQ; a private vhost is made on it when rabbitmqctl is available",
+    )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the governance workers, e.g. GOVERNANCE_BATCH_SIZE=50 "
+        "(repeatable; GOVERNANCE_* variables of the bench's own environment apply too)",
+    )
+    parser.add_argument("--out", default="bench/results/latest.json", help="JSON output file")
+    args = parser.parse_args(argv)
+    try:
+        args.worker_env = dict(item.split("=", 1) for item in args.worker_env)
+    except ValueError:
+        parser.error("--worker-env takes NAME=VALUE")
+    args.worker_counts = sorted({int(n) for n in args.workers.split(",") if n.strip()})
+    if not args.worker_counts or min(args.worker_counts) < 1:
+        parser.error("--workers needs positive counts")
+    return args
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+class Run:
+    """One invocation: the phases it runs and the report they fill."""
+
+    def __init__(self, args: argparse.Namespace, bench: Bench) -> None:
+        self.args = args
+        self.bench = bench
+        self.results: dict[str, Any] = {}
+        self.errors: list[dict[str, str]] = []
+        self.retried: list[str] = []
+
+    def size(self, name: str, minimum: int = 1) -> int:
+        return workloads.scaled(SIZES[name], self.args.scale, minimum)
+
+    def phase(self, key: str, label: str, run: Callable[[], dict[str, Any]]) -> None:
+        """Run one phase; a failure is recorded and the run goes on to the next phase."""
+        print(f"[bench] {key} {label} ...", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        try:
+            try:
+                result = run()
+            except WorkerDied as died:
+                # Something outside the bench ended a worker (the machine is shared): the
+                # phase is run once more on fresh workers, and the report says so.
+                print(f"[bench] {key} {label}: {died}; running it again", file=sys.stderr)
+                self.bench.stop_workers()
+                self.bench.purge()
+                self.retried.append(f"{key} {label}: {str(died).splitlines()[0]}")
+                result = run()
+        except Exception as exc:
+            self.errors.append(
+                {"phase": label, "error": repr(exc), "trace": traceback.format_exc()}
+            )
+            print(f"[bench] {key} {label} FAILED: {exc!r}", file=sys.stderr, flush=True)
+            self.bench.stop_workers()
+            with contextlib.suppress(Exception):
+                self.bench.purge()
+            return
+        result["phase_wall_seconds"] = round(time.monotonic() - started, 1)
+        self.results.setdefault(key, {})[label] = result
+        summary = result.get("throughput_per_s") or result.get("round_time")
+        print(f"[bench] {key} {label}: {summary}", file=sys.stderr, flush=True)
+
+    def uniform(self) -> None:
+        largest = max(self.args.worker_counts)
+        for count in self.args.worker_counts:
+            requests = self.size("uniform_requests")
+            if count != largest:
+                requests = max(1, round(requests * self.args.sweep_fraction))
+            self.phase(
+                "uniform",
+                f"{count}w",
+                partial(self.bench.workload, workloads.uniform(requests), count),
+            )
+        runs = self.results.get("uniform", {})
+        measured = {k: v["throughput_per_s"] for k, v in runs.items() if v["throughput_per_s"]}
+        if not measured:
+            return
+        best = max(measured, key=lambda k: measured[k])
+        paced = measured[best] / 2
+        commands = min(
+            self.size("half_load_commands", 2), max(2, int(paced * SIZES["half_load_max_seconds"]))
+        )
+        count = runs[best]["workers"]["worker_processes"]
+        self.phase(
+            "uniform_half_load",
+            f"{count}w@{paced:.0f}/s",
+            partial(self.bench.workload, workloads.uniform(max(1, commands // 2)), count, paced),
+        )
+
+    def others(self, names: tuple[str, ...], counts: list[int]) -> None:
+        for count in counts:
+            if "hot" in names:
+                rounds = self.size("hot_rounds")
+                self.phase(
+                    "hot", f"{count}w", partial(self.bench.hot, count, rounds, self.args.racers)
+                )
+            if "approvals" in names:
+                requests = self.size("approvals_requests")
+                self.phase(
+                    "approvals",
+                    f"{count}w",
+                    partial(self.bench.workload, workloads.approvals(requests), count),
+                )
+            if "mixed" in names:
+                requests = self.size("mixed_requests")
+                self.phase(
+                    "mixed",
+                    f"{count}w",
+                    partial(self.bench.workload, workloads.mixed(requests), count),
+                )
+
+    def baselines(self) -> None:
+        self.bench.stop_workers()
+        for count in self.args.worker_counts:
+            direct = self.size("direct_requests", count)
+            self.phase("direct_db", f"{count}p", partial(self.bench.direct, count, direct))
+        for count in self.args.worker_counts:
+            naive = self.size("naive_requests")
+            self.phase("naive_peer", f"{count}w", partial(self.bench.naive, count, naive, False))
+            self.phase(
+                "naive_peer_with_event",
+                f"{count}w",
+                partial(self.bench.naive, count, naive, True),
+            )
+        for count in self.args.worker_counts:
+            noop = self.size("noop_messages", 2)
+            self.phase("noop_task", f"{count}w", partial(self.bench.noop, count, noop))
+
+
+def _best(results: dict[str, Any], key: str) -> float | None:
+    rates = [r.get("throughput_per_s") for r in results.get(key, {}).values()]
+    numbers = [x for x in rates if x]
+    return max(numbers) if numbers else None
+
+
+def _at(results: dict[str, Any], key: str, label: str, *path: str) -> Any:
+    value: Any = results.get(key, {}).get(label)
+    for step in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(step)
+    return value
+
+
+def ratios(results: dict[str, Any], counts: list[int]) -> dict[str, Any]:
+    """The issue's ratios, from whatever phases ran."""
+    out: dict[str, Any] = {}
+    best_uniform = _best(results, "uniform")
+    out["uniform_over_naive"] = ratio(best_uniform, _best(results, "naive_peer"))
+    out["uniform_over_naive_with_event"] = ratio(
+        best_uniform, _best(results, "naive_peer_with_event")
+    )
+    out["uniform_over_noop"] = ratio(best_uniform, _best(results, "noop_task"))
+    out["uniform_over_direct_db"] = ratio(best_uniform, _best(results, "direct_db"))
+    per_count: dict[str, Any] = {}
+    for count in counts:
+        ours = _at(results, "uniform", f"{count}w", "throughput_per_s")
+        per_count[f"{count}w"] = {
+            "uniform_over_naive": ratio(
+                ours, _at(results, "naive_peer", f"{count}w", "throughput_per_s")
+            ),
+            "uniform_over_noop": ratio(
+                ours, _at(results, "noop_task", f"{count}w", "throughput_per_s")
+            ),
+        }
+    out["per_worker_count"] = per_count
+    direct_p50 = _at(results, "direct_db", f"{min(counts)}p", "latency", "p50_ms")
+    half = next(iter(results.get("uniform_half_load", {}).values()), None)
+    if half is not None:
+        out["half_load_p50_over_direct_p50"] = ratio(half["latency"].get("p50_ms"), direct_p50)
+        out["half_load_p99_over_p50"] = ratio(
+            half["latency"].get("p99_ms"), half["latency"].get("p50_ms")
+        )
+    # With several counts (``python -m bench hot``), the largest one's rounds.
+    hot = next(reversed(results.get("hot", {}).values()), None)
+    if hot is not None:
+        out["hot_round_p50_over_direct_p50"] = ratio(hot["round_time"]["p50_ms"], direct_p50)
+        out["hot_round_max_over_direct_p50"] = ratio(hot["round_time"]["max_ms"], direct_p50)
+        out["hot_all_correct"] = hot["correctness"]["all_correct"]
+    out["direct_single_transaction_p50_ms"] = direct_p50
+    return out
+
+
+def targets(computed: dict[str, Any]) -> dict[str, Any]:
+    verdicts: dict[str, Any] = {}
+    for name, (op, bound) in TARGETS.items():
+        value = computed.get(name)
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        verdicts[name] = {"target": f"{op} {bound}", "value": value, "met": met}
+    return verdicts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    started = datetime.now(UTC)
+    report: dict[str, Any] = {
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "started_at": started.isoformat(timespec="seconds"),
+        "settings": {
+            "workload": args.workload,
+            "worker_counts": args.worker_counts,
+            "scale": args.scale,
+            "sizes_at_scale_1": SIZES,
+            "sweep_fraction": args.sweep_fraction,
+            "racers": args.racers,
+            "layout": args.layout,
+            "publisher": "separate process, Celery send_task, no publisher confirms",
+            "subscriber": "harness process, exclusive queue bound to governance.events "
+            "'transition.#', no_ack",
+            "uniform_submits": "pre-submitted and awaited before timing (not counted)",
+            "worker_env": {
+                **{
+                    k: v
+                    for k, v in os.environ.items()
+                    if k.startswith("GOVERNANCE_") and "URL" not in k
+                },
+                **args.worker_env,
+            },
+        },
+    }
+    run: Run | None = None
+    with contextlib.ExitStack() as stack:
+        try:
+            database_url = stack.enter_context(fresh_database(args.database_url))
+            broker_url, private = stack.enter_context(private_vhost(args.broker_url))
+            log_dir = Path(stack.enter_context(worker_log_dir()))
+            vhost = urlsplit(broker_url).path.lstrip("/") if private else None
+            bench = Bench(
+                database_url,
+                broker_url,
+                log_dir,
+                layout=args.layout,
+                vhost=vhost,
+                governance_env=args.worker_env,
+            )
+            stack.callback(bench.stop_workers)
+            report["machine"] = machine_info(database_url, broker_url)
+            report["settings"]["private_vhost"] = private
+            run = Run(args, bench)
+            largest = [max(args.worker_counts)]
+            if args.workload in ("uniform", "all"):
+                run.uniform()
+            if args.workload == "all":
+                run.others(("hot", "approvals", "mixed"), largest)
+            elif args.workload in ("hot", "approvals", "mixed"):
+                run.others((args.workload,), args.worker_counts)
+            if args.workload in ("baselines", "all"):
+                run.baselines()
+        except BaseException as exc:
+            report.setdefault("fatal", repr(exc))
+            if not isinstance(exc, Exception):
+                raise
+    results = run.results if run is not None else {}
+    report["results"] = results
+    computed = ratios(results, args.worker_counts)
+    report["ratios"] = computed
+    report["targets"] = targets(computed)
+    report["errors"] = run.errors if run is not None else []
+    report["retried_phases"] = run.retried if run is not None else []
+    report["wall_seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
+    text = json.dumps(report, indent=2, default=str)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    return 1 if report["errors"] or "fatal" in report else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Baseline 3, the broker ceiling: a Celery task that does nothing.
+
+Same broker, serializer, ``acks_late`` and prefetch as the governance worker; the task's only
+act is the completion datagram to the harness (``BENCH_SIGNAL_ADDR``), a few microseconds.
+Run as ``celery -A bench.noop_app worker`` with ``GOVERNANCE_BROKER_URL`` set.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+
+from bench.client import signal_done
+
+NOOP_TASK = "bench.noop"
+NOOP_QUEUE = "bench.noop"
+
+app = Celery("bench-noop", set_as_current=False)
+app.conf.update(
+    broker_url=os.environ.get("GOVERNANCE_BROKER_URL"),
+    broker_connection_retry_on_startup=True,
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    task_acks_late=True,
+    worker_prefetch_multiplier=int(os.environ.get("GOVERNANCE_PREFETCH_MULTIPLIER", "8")),
+    task_default_queue=NOOP_QUEUE,
+)
+
+
+@app.task(name=NOOP_TASK, acks_late=True, ignore_result=True)
+def noop(command: dict[str, Any]) -> None:
+    """Nothing; only say it ran."""
+    signal_done(os.environ.get("BENCH_SIGNAL_ADDR"), command["command_id"])

@@ -1,0 +1,175 @@
+"""The benchmark harness, run end to end at tiny sizes so it cannot rot.
+
+No figure is asserted (timings on a shared machine prove nothing); what is asserted is that
+the harness runs every workload and baseline against real services, that every outcome is
+the one its workload expects, that it reports one JSON document, and that it cleans up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import pytest
+
+from tests.support.processes import PROJECT_ROOT
+
+pytestmark = pytest.mark.system
+
+PHASES = (
+    "uniform",
+    "uniform_half_load",
+    "hot",
+    "approvals",
+    "mixed",
+    "direct_db",
+    "naive_peer",
+    "naive_peer_with_event",
+    "noop_task",
+)
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    process: subprocess.CompletedProcess[str]
+    report: dict[str, Any]
+    written: dict[str, Any]
+    database_prefix: str
+    vhost_prefix: str
+
+
+@pytest.fixture(scope="module")
+def bench_run(
+    postgres_server_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> BenchRun:
+    """One ``python -m bench all`` at tiny sizes, on one worker process."""
+    out = Path(tmp_path_factory.mktemp("bench")) / "result.json"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GOVERNANCE_BENCH")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "all",
+            "--workers",
+            "1",
+            "--scale",
+            "0.002",
+            "--racers",
+            "5",
+            "--database-url",
+            postgres_server_url,
+            "--broker-url",
+            broker_url,
+            "--out",
+            str(out),
+        ],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stdout, stderr = process.communicate(timeout=240)
+    completed = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    assert completed.returncode == 0, f"bench failed:\n{stderr[-4000:]}\n{stdout[-4000:]}"
+    return BenchRun(
+        completed,
+        json.loads(stdout),
+        json.loads(out.read_text()),
+        database_prefix=f"governance_bench_{process.pid}_",
+        vhost_prefix=f"governance-bench-{process.pid}-",
+    )
+
+
+def test_prints_one_json_document_and_writes_the_same_to_the_out_file(
+    bench_run: BenchRun,
+) -> None:
+    # Given a finished run / Then stdout is the document and --out holds the same one
+    assert bench_run.report == bench_run.written
+    assert bench_run.report["errors"] == []
+
+
+def test_reports_every_workload_and_baseline_with_settings_and_machine(
+    bench_run: BenchRun,
+) -> None:
+    # Given a finished `all` run
+    report = bench_run.report
+    # Then every phase ran once, on one worker process
+    assert {key: sorted(report["results"].get(key, {})) for key in PHASES} == {
+        "uniform": ["1w"],
+        "uniform_half_load": [next(iter(report["results"]["uniform_half_load"]))],
+        "hot": ["1w"],
+        "approvals": ["1w"],
+        "mixed": ["1w"],
+        "direct_db": ["1p"],
+        "naive_peer": ["1w"],
+        "naive_peer_with_event": ["1w"],
+        "noop_task": ["1w"],
+    }
+    # And the settings and machine it ran on are recorded, with the ratios the issue asks for
+    assert report["settings"]["worker_counts"] == [1]
+    assert report["settings"]["scale"] == 0.002
+    assert {"cpu_count", "python", "postgres", "rabbitmq", "git"} <= set(report["machine"])
+    assert {
+        "uniform_over_naive",
+        "uniform_over_noop",
+        "half_load_p50_over_direct_p50",
+        "half_load_p99_over_p50",
+        "hot_round_p50_over_direct_p50",
+    } <= set(report["ratios"])
+
+
+def test_every_outcome_is_the_one_its_workload_expects(bench_run: BenchRun) -> None:
+    # Given a finished run
+    results = bench_run.report["results"]
+    # Then each workload's outcomes match what it was built to produce
+    for key in ("uniform", "uniform_half_load", "approvals", "mixed", "naive_peer", "noop_task"):
+        for label, result in results[key].items():
+            correctness = result["correctness"]
+            assert correctness["actual"] == correctness["expected"], (key, label)
+            assert correctness["unexpected_outcomes"] == 0, (key, label)
+    # And every hot round had exactly one winner, the rest losing on the revision
+    assert results["hot"]["1w"]["correctness"]["all_correct"] is True
+    # And the worker left nothing in the outbox unpublished
+    assert results["uniform"]["1w"]["outbox"]["unpublished"] == 0
+
+
+def test_leaves_no_database_vhost_or_worker_process_behind(
+    bench_run: BenchRun, postgres_server_url: str
+) -> None:
+    # Given a finished run
+    # Then its database is dropped
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        left = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s",
+            (bench_run.database_prefix + "%",),
+        ).fetchall()
+    assert left == []
+    # And its vhost is deleted
+    if shutil.which("rabbitmqctl"):
+        vhosts = subprocess.run(
+            ["rabbitmqctl", "list_vhosts", "-q"], capture_output=True, text=True, timeout=60
+        ).stdout.split()
+        assert not [v for v in vhosts if v.startswith(bench_run.vhost_prefix)]
+    # And no worker process it started is still running
+    assert _processes_with_database(bench_run.database_prefix) == []
+
+
+def _processes_with_database(prefix: str) -> list[int]:
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if prefix in process.environ().get("GOVERNANCE_DATABASE_URL", ""):
+                found.append(process.pid)
+        except psutil.Error:
+            continue
+    return found
