@@ -215,6 +215,8 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
         super().__init__(parent, **kwargs)
         self.buffer: list[Any] = []
         self.timer_entry: Any = None
+        self.hub: Any = None
+        self.flush_scheduled = False
 
     def get_consumers(self, channel: Any) -> list[Any]:
         channel.basic_qos(0, settings.batch_size * 2, False)
@@ -222,6 +224,7 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
 
     def start(self, c: Any) -> None:
         super().start(c)
+        self.hub = getattr(c, "hub", None)
         self.timer_entry = c.timer.call_repeatedly(settings.batch_linger_ms / 1000, self.flush)
 
     def stop(self, c: Any) -> None:
@@ -235,8 +238,15 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
         self.buffer.append(message)
         if len(self.buffer) >= settings.batch_size:
             self.flush()
+        elif self.hub is not None and not self.flush_scheduled:
+            # Flush once the event loop has read what already arrived: a batch is whatever
+            # came in while the previous one was being applied, and nothing waits for the
+            # linger when the queue is quiet. (Without an event loop the linger timer flushes.)
+            self.flush_scheduled = True
+            self.hub.call_soon(self.flush)
 
     def flush(self) -> None:
+        self.flush_scheduled = False
         messages, self.buffer = self.buffer, []
         if not messages:
             return
