@@ -104,6 +104,31 @@ class PrivateRabbitMQ:
         self.stop()
         self.start()
 
+    def queue_depth(self, name: str) -> tuple[int, int]:
+        """(ready, unacknowledged) messages of a queue of this node; (0, 0) if it is absent."""
+        done = subprocess.run(
+            [
+                "rabbitmqctl",
+                "-n",
+                self.node,
+                "-q",
+                "list_queues",
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        for line in done.stdout.splitlines():
+            fields = line.split()
+            if len(fields) == 3 and fields[0] == name:
+                return int(fields[1]), int(fields[2])
+        return 0, 0
+
 
 @contextlib.contextmanager
 def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from governance.topology import DEAD_LETTER_REASON_HEADER
+from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_REASON_HEADER
 from producer.deadletters import DeadLetterQueue
 from producer.history import replay_outbox
 from producer.subscriptions import replay
@@ -596,6 +596,11 @@ def test_a_rabbitmq_restart_mid_stream_loses_no_confirmed_command(
 
             # Then every command sent is answered once the workers have reconnected
             listener.wait_for(sender.command_ids, timeout=120)
+            # (and copies a re-sending producer left behind are consumed too, before the
+            # workers stop, so the history check sees what the service left, not the race)
+            wait_until(
+                lambda: rabbit.queue_depth(COMMANDS_QUEUE) == (0, 0), 60, "the queue drained"
+            )
         finally:
             stop_all(workers)
         assert answered_before < len(load) == len(sender.sent)
