@@ -212,7 +212,7 @@ def _run(
             ]
             conn.execute(boundary.commit)
             pipeline.sync()
-            sequences = [_one(cursor)[0] for cursor in cursors]
+            sequences = [_first(cursor) for cursor in cursors]
     except BaseException:
         _undo(conn, boundary)
         raise
@@ -336,6 +336,12 @@ def _undo(conn: psycopg.Connection[Any], boundary: _Boundary) -> None:
     # A broken connection cannot be undone; the caller's error says why, the pool discards it.
     with contextlib.suppress(psycopg.Error):
         conn.execute(boundary.undo)
+
+
+def _first(cursor: psycopg.Cursor[Any]) -> Any:
+    """The first column of the statement's row, or None when it returned none."""
+    row = cursor.fetchone()
+    return None if row is None else row[0]
 
 
 def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
