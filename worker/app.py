@@ -225,10 +225,7 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
     def start(self, c: Any) -> None:
         super().start(c)
         self.hub = getattr(c, "hub", None)
-        if self.hub is None:
-            # Without an event loop (solo or threads pool) nothing tells us when the arrivals
-            # stop: flush on a timer instead.
-            self.timer_entry = c.timer.call_repeatedly(settings.batch_linger_ms / 1000, self.flush)
+        self.timer_entry = c.timer.call_repeatedly(settings.batch_linger_ms / 1000, self.flush)
 
     def stop(self, c: Any) -> None:
         if self.timer_entry is not None:
