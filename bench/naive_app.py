@@ -18,8 +18,9 @@ from typing import Any
 
 import kombu
 import psycopg
-from celery import Celery, signals
+from celery import signals
 
+from bench.baseline_app import baseline_app
 from bench.client import signal_done
 
 NAIVE_TASK = "bench.naive_apply"
@@ -44,17 +45,7 @@ CREATE TABLE IF NOT EXISTS bench_naive_decisions (
 );
 """
 
-app = Celery("bench-naive", set_as_current=False)
-app.conf.update(
-    broker_url=os.environ.get("GOVERNANCE_BROKER_URL"),
-    broker_connection_retry_on_startup=True,
-    task_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,
-    task_acks_late=True,
-    worker_prefetch_multiplier=int(os.environ.get("GOVERNANCE_PREFETCH_MULTIPLIER", "8")),
-    task_default_queue=NAIVE_QUEUE,
-)
+app = baseline_app("bench-naive", NAIVE_QUEUE)
 
 _state: dict[str, Any] = {}
 

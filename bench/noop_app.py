@@ -10,24 +10,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery import Celery
-
+from bench.baseline_app import baseline_app
 from bench.client import signal_done
 
 NOOP_TASK = "bench.noop"
 NOOP_QUEUE = "bench.noop"
 
-app = Celery("bench-noop", set_as_current=False)
-app.conf.update(
-    broker_url=os.environ.get("GOVERNANCE_BROKER_URL"),
-    broker_connection_retry_on_startup=True,
-    task_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,
-    task_acks_late=True,
-    worker_prefetch_multiplier=int(os.environ.get("GOVERNANCE_PREFETCH_MULTIPLIER", "8")),
-    task_default_queue=NOOP_QUEUE,
-)
+app = baseline_app("bench-noop", NOOP_QUEUE)
 
 
 @app.task(name=NOOP_TASK, acks_late=True, ignore_result=True)
