@@ -23,7 +23,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 import kombu
@@ -34,6 +33,7 @@ from governance.commands import Command, parse_command
 from governance.model import Actor
 from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE
 from producer._amqp import ALL_OUTCOMES, EVENTS, decode_event
+from producer._closing import Closing
 from producer.outcomes import OutcomeTimeout
 from producer.queries import Queries
 
@@ -161,7 +161,7 @@ class OutcomeListener:
             self._thread.join(timeout=5)
 
 
-class GovernanceClient:
+class GovernanceClient(Closing):
     """Builds, validates, sends and awaits transition commands.
 
     ``broker_url`` is the RabbitMQ URL; ``database_url`` is only needed for the read-only
@@ -197,17 +197,6 @@ class GovernanceClient:
         self._queries: Queries | None = None
 
     # ------------------------------------------------------------------ lifecycle
-
-    def __enter__(self) -> GovernanceClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop the outcome listener and release broker connections."""

@@ -26,13 +26,13 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import kombu
 
 from governance.events import APPLIED, REJECTED, applied_routing_key, rejected_routing_key
 from producer._amqp import EVENTS, decode_event
+from producer._closing import Closing
 from producer.queries import read_event_log
 
 SUBSCRIPTION_QUEUE_PREFIX = "governance.subscription."
@@ -145,7 +145,7 @@ class _SeenIds:
         return True
 
 
-class Subscription:
+class Subscription(Closing):
     """Outcome events as they are published, filtered and deduplicated by ``event_id``.
 
     Iterate over it (``for event in subscription``, blocks until :meth:`stop` is called, from
@@ -267,19 +267,8 @@ class Subscription:
         with kombu.Connection(self._connection.as_uri(include_password=True)) as conn:
             self.queue.bind(conn.channel()).delete()
 
-    def __enter__(self) -> Subscription:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class Replay:
+class Replay(Closing):
     """The event log from ``since_sequence`` onwards, then live events: see :func:`replay`."""
 
     def __init__(
@@ -324,17 +313,6 @@ class Replay:
         """Stop reading the log (its transaction ends) and disconnect from the broker."""
         self._history.close()
         self.live.close()
-
-    def __enter__(self) -> Replay:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def replay(
