@@ -78,6 +78,20 @@ def fault_env(fault_dir: Path) -> dict[str, str]:
     return {"GOVERNANCE_TEST_FAULT_DIR": str(fault_dir)}
 
 
+def send_armed_amid_load(
+    sender: Sender, events: EventListener, fault_dir: Path, point: str, prefix: str
+) -> tuple[dict[str, Any], Path]:
+    """Submit a request, arm ``point`` for its approval, and send that approval in the middle
+    of a load of other commands; return the approval and the point's marker file."""
+    target = new_id(prefix)
+    submitted(sender, events, target)
+    victim = command("approve", target, 1)
+    marker = arm(fault_dir, point, victim["command_id"])
+    _, load = workload(LOAD_REQUESTS)
+    sender.send([*load[:150], victim, *load[150:]])
+    return victim, marker
+
+
 @pytest.fixture
 def sender(broker_url: str) -> Any:
     client = Sender(broker_url)
@@ -95,15 +109,9 @@ def test_a_child_killed_while_holding_the_row_lock_has_its_command_redelivered_a
     tmp_path: Path,
 ) -> None:
     with workers_running(database_url, broker_url, tmp_path, env=fault_env):
-        # Given a request, and its approval armed to kill the child holding its row lock
-        target = new_id("locked")
-        submitted(sender, events, target)
-        victim = command("approve", target, 1)
-        marker = arm(fault_dir, "holding_lock", victim["command_id"])
-        _, load = workload(LOAD_REQUESTS)
-
-        # When it is sent in the middle of the load
-        sender.send([*load[:150], victim, *load[150:]])
+        # Given a request whose approval is armed to kill the child holding its row lock,
+        # When the approval is sent in the middle of the load
+        victim, marker = send_armed_amid_load(sender, events, fault_dir, "holding_lock", "locked")
         events.wait_for(sender.command_ids, timeout=60)
 
     # Then the child died holding the lock, and the redelivery applied the command once
@@ -125,15 +133,9 @@ def test_a_child_killed_after_commit_before_the_ack_gets_the_same_event_from_the
     tmp_path: Path,
 ) -> None:
     with workers_running(database_url, broker_url, tmp_path, env=fault_env):
-        # Given an approval armed to kill its child after the commit, before the ack
-        target = new_id("acked")
-        submitted(sender, events, target)
-        victim = command("approve", target, 1)
-        marker = arm(fault_dir, "after_commit", victim["command_id"])
-        _, load = workload(LOAD_REQUESTS)
-
+        # Given an approval armed to kill its child after the commit, before the ack,
         # When it is sent in the middle of the load
-        sender.send([*load[:150], victim, *load[150:]])
+        victim, marker = send_armed_amid_load(sender, events, fault_dir, "after_commit", "acked")
         events.wait_for(sender.command_ids, timeout=60)
         # Then the unacknowledged message comes back and is answered a second time
         outcomes = arrivals(events, victim["command_id"], at_least=2)
@@ -158,14 +160,10 @@ def test_a_worker_killed_after_commit_before_the_publish_has_its_event_published
 ) -> None:
     # Given one worker, and an approval armed to kill the whole worker after its commit
     doomed = start_workers(database_url, broker_url, tmp_path, count=1, env=fault_env)
-    target = new_id("unpublished")
-    submitted(sender, events, target)
-    victim = command("approve", target, 1)
-    marker = arm(fault_dir, "before_publish", victim["command_id"])
-    _, load = workload(LOAD_REQUESTS)
-
     # When it is sent in the middle of the load and the worker dies
-    sender.send([*load[:150], victim, *load[150:]])
+    victim, marker = send_armed_amid_load(
+        sender, events, fault_dir, "before_publish", "unpublished"
+    )
     wait_until(lambda: doomed[0].process.poll() is not None, 60, "the worker to be killed")
     stop_all(doomed)
     assert not marker.exists()
