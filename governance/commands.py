@@ -2,15 +2,22 @@
 
 ``parse_command`` turns a decoded JSON message into a :class:`Command` or raises
 :class:`InvalidCommand` naming the offending field and what was expected. The limits are
-those of the wire contract (DESIGN.md §4).
+those of the wire contract, and anything PostgreSQL would refuse to store (a NUL character,
+a lone surrogate, an instant its clients cannot read back) is refused here, so that the
+database never has to.
+
+``command_digest`` fingerprints a validated command by what it means, for the idempotency
+ledger; ``payload_hash`` fingerprints a raw payload that has no parsed form.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +44,11 @@ MAX_NESTING_DEPTH = 32
 MAX_REQUIREMENTS = 100
 MAX_TAGS = 64
 MAX_REVISION = 2**63 - 1
+#: The instants a command may name. One day inside Python's own range (years 1..9999): a
+#: client whose session time zone is not UTC reads a ``timestamptz`` back in that zone, and
+#: an instant at the very edge would fall outside the range there (any offset is under 24h).
+EARLIEST_TIMESTAMP = datetime(1, 1, 2, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(9999, 12, 30, 23, 59, 59, 999_999, tzinfo=UTC)
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -75,7 +87,8 @@ class InvalidCommand(ValueError):
 
 
 def _printable(text: str) -> str:
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    # NUL too: the rejection event that quotes the text is stored as JSONB, which refuses it.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def _encodable(text: str) -> bool:
@@ -266,8 +279,31 @@ def _enum(enum_type: type[_T], value: object, field: str) -> _T:
         _fail(field, f"expected one of {allowed}, got {_describe(value)}")
 
 
+def check_timestamp(value: datetime, field: str) -> datetime:
+    """``value`` in UTC; :class:`InvalidCommand` naming ``field`` when the instant is outside
+    ``EARLIEST_TIMESTAMP`` .. ``LATEST_TIMESTAMP`` (a naive value is taken as local time)."""
+    return _in_range(value, field, value.isoformat())
+
+
+def _in_range(value: datetime, field: str, shown: str) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError, OSError):
+        # Not even representable in UTC (year 1 with a positive offset, 9999 with a negative);
+        # a naive value goes through the C library's local time, which fails in its own ways.
+        utc = None
+    if utc is None or not EARLIEST_TIMESTAMP <= utc <= LATEST_TIMESTAMP:
+        _fail(
+            field,
+            f"expected a timestamp between {EARLIEST_TIMESTAMP.date().isoformat()} and "
+            f"{LATEST_TIMESTAMP.date().isoformat()} UTC, got {_describe(shown)}",
+        )
+    return utc
+
+
 def parse_timestamp(value: object, field: str) -> datetime:
-    """An ISO-8601 timestamp with a time zone, returned in UTC."""
+    """An ISO-8601 timestamp with a time zone, returned in UTC (see :func:`check_timestamp`
+    for the instants accepted)."""
     if not isinstance(value, str):
         _fail(field, f"expected an ISO-8601 timestamp string, got {_describe(value)}")
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
@@ -277,7 +313,7 @@ def parse_timestamp(value: object, field: str) -> datetime:
         _fail(field, f"expected an ISO-8601 timestamp, got {_describe(value)}")
     if parsed.tzinfo is None:
         _fail(field, f"expected a timestamp with a time zone (e.g. Z), got {_describe(value)}")
-    return parsed.astimezone(UTC)
+    return _in_range(parsed, field, value)
 
 
 def _optional_timestamp(value: object, field: str) -> datetime | None:
@@ -285,16 +321,25 @@ def _optional_timestamp(value: object, field: str) -> datetime | None:
 
 
 def _check_json_value(value: object, field: str, depth: int = 0) -> None:
+    """Refuse what JSON cannot spell or JSONB cannot store, naming the path of the culprit."""
     if depth > MAX_NESTING_DEPTH:
         _fail(field, f"expected at most {MAX_NESTING_DEPTH} levels of nesting")
     if isinstance(value, float) and not math.isfinite(value):
         _fail(field, f"expected a finite number, got {value!r}")
-    if isinstance(value, str) and not _encodable(value):
-        _fail(field, "expected valid Unicode text, got a lone surrogate")
+    if isinstance(value, int) and not isinstance(value, bool):
+        _check_integer_digits(value, field)
+    if isinstance(value, str):
+        # JSONB refuses U+0000 in any string, where a text column would only refuse it raw.
+        if "\x00" in value:
+            _fail(field, "expected no NUL characters")
+        if not _encodable(value):
+            _fail(field, "expected valid Unicode text, got a lone surrogate")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 _fail(field, "expected an object with string keys")
+            if "\x00" in key:
+                _fail(field, f"expected keys without NUL characters, got {_describe(key)}")
             if not _encodable(key):
                 _fail(field, "expected valid Unicode keys, got a lone surrogate")
             _check_json_value(item, f"{field}.{key}", depth + 1)
@@ -303,6 +348,15 @@ def _check_json_value(value: object, field: str, depth: int = 0) -> None:
             _check_json_value(item, f"{field}[{index}]", depth + 1)
     elif not (value is None or isinstance(value, str | int | float | bool)):
         _fail(field, f"expected a JSON value, got {type(value).__name__}")
+
+
+def _check_integer_digits(value: int, field: str) -> None:
+    # Python refuses to print an integer of too many digits (a ValueError that would escape
+    # as a fault, not a refusal), and no longer one could fit the metadata size limit.
+    digits = min(sys.get_int_max_str_digits() or MAX_METADATA_BYTES, MAX_METADATA_BYTES)
+    # 10**digits has more than 3 bits a digit, so a shorter integer needs no comparison.
+    if value.bit_length() > 3 * digits and abs(value) >= 10**digits:
+        _fail(field, f"expected an integer of at most {digits} digits")
 
 
 def _metadata(value: object, field: str) -> dict[str, Any]:
@@ -335,6 +389,40 @@ def payload_hash(payload: Mapping[str, Any]) -> str:
     except (TypeError, ValueError):
         text = repr(sorted(material.items(), key=lambda item: str(item[0])))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+#: Set apart from ``payload_hash``'s material, so that no raw payload and no parsed command
+#: can ever share a fingerprint.
+_DIGEST_PREFIX = "parsed-command/1:"
+
+
+def command_digest(command: Command) -> str:
+    """The idempotency fingerprint of a validated command: what it means, not how it was
+    spelled.
+
+    Two payloads that parse to the same command (keys in another order, optional fields
+    spelled out with their defaults, an instant in another time zone) get the same digest.
+    ``issued_at`` is left out, as in :func:`payload_hash`.
+    """
+    material = _canonical(command)
+    del material["issued_at"]
+    text = _DIGEST_PREFIX + canonical_json(material)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """A parsed value as plain JSON: every field present, enums by value, instants in UTC."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, StrEnum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_canonical(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    return value
 
 
 # --------------------------------------------------------------------------- sections

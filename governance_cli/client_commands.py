@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -19,10 +18,10 @@ from governance.commands import Command, InvalidCommand, ResolutionStrategy
 from governance.model import ActorType, PendingReason
 from governance_cli import client_views
 from governance_cli.client_format import (
+    deadline_in,
     duration_option,
     echo_json,
     invalid_command,
-    parse_duration,
     parse_json_object,
     parse_when,
     service_errors,
@@ -215,9 +214,7 @@ def register(cli: click.Group) -> None:
             raise click.UsageError("give --operation or --intent-json with operation_name")
         expires_at = parse_when(options["expires_at"], "--expires-at")
         if options["expires_in"] is not None:
-            expires_at = datetime.now(UTC) + timedelta(
-                seconds=parse_duration(options["expires_in"])
-            )
+            expires_at = deadline_in(options["expires_in"], "--expires-in")
         requirements = [_parse_requirement(r) for r in options["requirements"]]
         request_metadata = parse_json_object(
             options["request_metadata_json"], "--request-metadata-json"

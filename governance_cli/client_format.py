@@ -7,14 +7,19 @@ import json
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar, cast
 
 import click
 import kombu.exceptions
 import psycopg
 
-from governance.commands import InvalidCommand, parse_timestamp
+from governance.commands import (
+    LATEST_TIMESTAMP,
+    InvalidCommand,
+    check_timestamp,
+    parse_timestamp,
+)
 from producer.outcomes import EXIT_USAGE
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -61,18 +66,52 @@ def parse_json_object(text: str | None, option: str) -> dict[str, Any] | None:
 
 
 def parse_when(text: str | None, option: str) -> datetime | None:
-    """An ISO-8601 timestamp (a bare date or time without zone is taken as UTC)."""
+    """An ISO-8601 timestamp (a bare date or time without zone is taken as UTC).
+
+    An instant no command may name (see :func:`governance.commands.check_timestamp`) is
+    reported as an invalid command: exit 2 with a one-line message.
+    """
     if text is None:
         return None
     try:
         return parse_timestamp(text, option)
-    except InvalidCommand:
+    except InvalidCommand as refused:
+        zoned = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
         try:
-            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+            parsed = datetime.fromisoformat(zoned)
         except ValueError as exc:
             raise click.BadParameter(
                 f"expected an ISO-8601 timestamp, got {text!r}", param_hint=option
             ) from exc
+        if parsed.tzinfo is not None:
+            # It has a zone, so it was refused for the instant itself: taking it as UTC
+            # instead would quietly name another instant.
+            invalid_command(refused)
+        try:
+            return check_timestamp(parsed.replace(tzinfo=UTC), option)
+        except InvalidCommand as exc:
+            invalid_command(exc)
+
+
+def deadline_in(text: str, option: str) -> datetime:
+    """Now plus the duration ``text`` (see :func:`parse_duration`), as a timestamp a command
+    may carry; one too far away (or not a finite duration) exits 2 with a one-line message."""
+    seconds = parse_duration(text)
+    try:
+        when = datetime.now(UTC) + timedelta(seconds=seconds)
+    except (OverflowError, ValueError):
+        # timedelta refuses NaN, infinity and anything past its own range of days.
+        invalid_command(
+            InvalidCommand(
+                option,
+                f"expected a finite duration ending by {LATEST_TIMESTAMP.date().isoformat()} "
+                f"UTC, got {text!r}",
+            )
+        )
+    try:
+        return check_timestamp(when, option)
+    except InvalidCommand as exc:
+        invalid_command(exc)
 
 
 def invalid_command(exc: InvalidCommand) -> NoReturn:

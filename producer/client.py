@@ -29,7 +29,7 @@ import kombu
 from celery import Celery
 
 from governance.codec import command_to_dict, timestamp_to_wire
-from governance.commands import Command, parse_command
+from governance.commands import Command, check_timestamp, parse_command
 from governance.model import Actor
 from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE
 from producer._amqp import ALL_OUTCOMES, EVENTS, decode_event
@@ -56,6 +56,12 @@ def actor_payload(actor: ActorLike) -> dict[str, Any]:
             body["name"] = actor.name
         return body
     return dict(actor)
+
+
+def _wire_timestamp(value: datetime | None, field: str) -> str | None:
+    """``value`` in the wire spelling, or None; raises ``InvalidCommand`` naming ``field`` for
+    an instant a command may not name (one not even representable in UTC included)."""
+    return None if value is None else timestamp_to_wire(check_timestamp(value, field))
 
 
 def as_command(command: CommandLike) -> Command:
@@ -364,7 +370,7 @@ class GovernanceClient(Closing):
         if metadata:
             payload["metadata"] = dict(metadata)
         if issued_at is not None:
-            payload["issued_at"] = timestamp_to_wire(issued_at)
+            payload["issued_at"] = _wire_timestamp(issued_at, "issued_at")
         return parse_command(payload)
 
     def submit(
@@ -403,7 +409,7 @@ class GovernanceClient(Closing):
             "initial_status": initial_status,
             "pending_reason": pending_reason,
             "expected_state_version": expected_state_version,
-            "expires_at": timestamp_to_wire(expires_at),
+            "expires_at": _wire_timestamp(expires_at, "args.expires_at"),
             "metadata": dict(request_metadata) if request_metadata else None,
         }
         args.update({k: v for k, v in optional.items() if v is not None})
@@ -432,7 +438,7 @@ class GovernanceClient(Closing):
         """A ``move_to_pending`` command (``pending_reason``: approval, external_check, ...)."""
         args: dict[str, Any] = {"pending_reason": pending_reason}
         if expires_at is not None:
-            args["expires_at"] = timestamp_to_wire(expires_at)
+            args["expires_at"] = _wire_timestamp(expires_at, "args.expires_at")
         return self.build(
             "move_to_pending",
             request_id,

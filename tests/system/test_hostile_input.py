@@ -118,6 +118,43 @@ def catalogue() -> list[Case]:
         ("args for a type without args", {"args": {"x": 1}}, "args.x"),
         ("args as a string", {"args": "rm -rf"}, "args"),
         ("issued_at not a date", {"issued_at": "yesterday"}, "issued_at"),
+        ("issued_at before year 1 in UTC", {"issued_at": "0001-01-01T00:00:00+14:00"}, "issued_at"),
+        (
+            "issued_at after year 9999 in UTC",
+            {"issued_at": "9999-12-31T23:00:00-14:00"},
+            "issued_at",
+        ),
+        (
+            "expiry before year 1 in UTC",
+            {
+                "type": "move_to_pending",
+                "args": {"pending_reason": "approval", "expires_at": "0001-01-01T00:00:00+14:00"},
+            },
+            "args.expires_at",
+        ),
+        (
+            "expiry after year 9999 in UTC",
+            {
+                "type": "move_to_pending",
+                "args": {"pending_reason": "approval", "expires_at": "9999-12-31T23:00:00-14:00"},
+            },
+            "args.expires_at",
+        ),
+        ("NUL in a nested metadata key", {"metadata": {"a": {"b\x00": 1}}}, "metadata.a"),
+        ("NUL in a nested metadata value", {"metadata": {"a": ["x\x00y"]}}, "metadata.a[0]"),
+        ("NUL in a field name", {"\x00x": 1}, "\\x00x"),
+        (
+            "NUL in a submit's intent metadata",
+            {
+                "type": "submit",
+                "expected_revision": ...,
+                "args": {
+                    **submit("x")["args"],
+                    "intent": {"operation_name": "x", "metadata": {"k": {"v": "\x00"}}},
+                },
+            },
+            "args.intent.metadata.k.v",
+        ),
         ("SQL in command_id, bad type", {"type": "drop"}, "type"),
         (
             "submit with a terminal initial status",

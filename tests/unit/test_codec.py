@@ -173,3 +173,19 @@ def test_timestamps_go_on_the_wire_in_utc_with_a_z(moment: datetime) -> None:
 def test_a_missing_timestamp_stays_missing() -> None:
     assert timestamp_to_wire(None) is None
     assert timestamp_from_wire(None) is None
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["0001-01-02T00:00:00Z", "0001-01-02T14:00:00+14:00", "9999-12-30T23:59:59.999999Z"],
+)
+def test_a_command_at_either_end_of_the_timestamp_range_round_trips(stamp: str) -> None:
+    payload = copy.deepcopy(VALID_COMMANDS["move_to_pending"])
+    payload.update(issued_at=stamp)
+    payload["args"]["expires_at"] = stamp
+    command = parse_command(payload)
+
+    wire = json.loads(json.dumps(command_to_dict(command)))
+
+    assert parse_command(wire) == command
+    assert wire["issued_at"] == wire["args"]["expires_at"] == timestamp_to_wire(command.issued_at)

@@ -1,17 +1,21 @@
-"""Command validation (DESIGN.md §4): every malformed command names its field and says what
-was expected; every valid command parses."""
+"""Command validation: every malformed command names its field and says what was expected;
+every valid command parses."""
 
 from __future__ import annotations
 
 import copy
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from governance.commands import (
+    EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
     MAX_METADATA_BYTES,
     Command,
     CommandType,
@@ -23,6 +27,9 @@ from governance.commands import (
     ResolveVersionArgs,
     SubmitArgs,
     SupersedeArgs,
+    canonical_json,
+    check_timestamp,
+    command_digest,
     command_id_of,
     parse_command,
     payload_hash,
@@ -72,6 +79,8 @@ def nested(levels: int) -> Any:
 
 
 ACTOR_TYPES = "user, service, system, scheduler, administrator"
+TIMESTAMP_RANGE = "expected a timestamp between 0001-01-02 and 9999-12-30 UTC"
+PAST_YEAR_9999 = "9999-12-31T23:00:00-14:00"
 STRATEGIES = "reject_stale, require_renewed_approval, revalidate_on_latest_state"
 
 # (payload, the field named, a fragment of the message after "<field>: ")
@@ -313,6 +322,67 @@ BAD_COMMANDS = [
         "expected an ISO-8601 timestamp string, got the number 1700000000",
         id="epoch-timestamp",
     ),
+    pytest.param(
+        approve("issued_at", "0001-01-01T00:00:00+14:00"),
+        "issued_at",
+        f'{TIMESTAMP_RANGE}, got "0001-01-01T00:00:00+14:00"',
+        id="timestamp-before-year-1-in-utc",
+    ),
+    pytest.param(
+        approve("issued_at", "9999-12-31T23:00:00-14:00"),
+        "issued_at",
+        f'{TIMESTAMP_RANGE}, got "9999-12-31T23:00:00-14:00"',
+        id="timestamp-after-year-9999-in-utc",
+    ),
+    pytest.param(
+        approve("issued_at", "9999-12-31T23:59:59.999999Z"),
+        "issued_at",
+        TIMESTAMP_RANGE,
+        id="timestamp-at-the-very-end-of-year-9999",
+    ),
+    pytest.param(
+        approve("issued_at", "0001-01-01T00:00:00Z"),
+        "issued_at",
+        TIMESTAMP_RANGE,
+        id="timestamp-at-the-very-start-of-year-1",
+    ),
+    # ---- what JSONB cannot hold, at any depth
+    pytest.param(
+        approve("metadata", {"a": {"b\x00": 1}}),
+        "metadata.a",
+        'expected keys without NUL characters, got "b\\u0000"',
+        id="metadata-nested-key-with-nul",
+    ),
+    pytest.param(
+        approve("metadata", {"a": ["x\x00y"]}),
+        "metadata.a[0]",
+        "expected no NUL characters",
+        id="metadata-nested-value-with-nul",
+    ),
+    pytest.param(
+        approve("metadata", {"a": {"b": {"c": "\x00"}}}),
+        "metadata.a.b.c",
+        "expected no NUL characters",
+        id="metadata-deep-value-with-nul",
+    ),
+    pytest.param(
+        approve("metadata", {"\x00": 1}),
+        "metadata",
+        "expected keys without NUL characters",
+        id="metadata-key-with-nul",
+    ),
+    pytest.param(
+        approve("metadata", {"n": 10**5000}),
+        "metadata.n",
+        "expected an integer of at most",
+        id="metadata-integer-too-long-to-print",
+    ),
+    pytest.param(
+        approve("metadata", {"n": [-(10**100_000)]}),
+        "metadata.n[0]",
+        "expected an integer of at most",
+        id="metadata-enormous-negative-integer",
+    ),
     # ---- args of the simple commands
     pytest.param(
         approve("args", [1]), "args", "expected a JSON object, got a list", id="args-not-object"
@@ -371,6 +441,18 @@ BAD_COMMANDS = [
         "args.expires_at",
         "expected a timestamp with a time zone",
         id="expiry-without-zone",
+    ),
+    pytest.param(
+        of("move_to_pending", "args.expires_at", "9999-12-31T23:00:00-14:00"),
+        "args.expires_at",
+        f'{TIMESTAMP_RANGE}, got "9999-12-31T23:00:00-14:00"',
+        id="expiry-after-year-9999-in-utc",
+    ),
+    pytest.param(
+        of("move_to_pending", "args.expires_at", "0001-01-01T00:00:00+14:00"),
+        "args.expires_at",
+        f'{TIMESTAMP_RANGE}, got "0001-01-01T00:00:00+14:00"',
+        id="expiry-before-year-1-in-utc",
     ),
     pytest.param(
         of("supersede", "args.superseding_request_id", DELETE),
@@ -602,6 +684,24 @@ BAD_COMMANDS = [
         "args.metadata",
         f"expected at most {MAX_METADATA_BYTES} bytes serialized",
         id="submit-metadata-over-16KiB",
+    ),
+    pytest.param(
+        changed(submit("args.initial_status", "pending"), "args.expires_at", PAST_YEAR_9999),
+        "args.expires_at",
+        f'{TIMESTAMP_RANGE}, got "{PAST_YEAR_9999}"',
+        id="submit-expiry-after-year-9999-in-utc",
+    ),
+    pytest.param(
+        submit("args.metadata", {"k": ["ok", {"v": "a\x00"}]}),
+        "args.metadata.k[1].v",
+        "expected no NUL characters",
+        id="submit-metadata-value-with-nul",
+    ),
+    pytest.param(
+        submit("args.intent.metadata", {"a": {"\x00b": True}}),
+        "args.intent.metadata.a",
+        "expected keys without NUL characters",
+        id="intent-metadata-key-with-nul",
     ),
 ]
 
@@ -881,3 +981,312 @@ def test_a_refusal_quoting_a_lone_surrogate_can_itself_be_encoded() -> None:
     caught.value.field.encode("utf-8")
     caught.value.message.encode("utf-8")
     assert caught.value.field == "\\udfff"
+
+
+def test_a_refusal_quoting_a_nul_character_holds_none() -> None:
+    # Given an unknown top-level field whose name holds a NUL character
+    payload = approve("\x00x", 1)
+    # When it is refused
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command(payload)
+    # Then the field is named with the NUL escaped, so that the rejection can be stored
+    assert caught.value.field == "\\x00x"
+    assert "\x00" not in caught.value.message
+
+
+def test_a_refusal_naming_an_unknown_nested_field_with_a_nul_holds_none() -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command(submit("args.intent.blast_radius", {"sc\x00pe": "single"}))
+
+    assert caught.value.field == "args.intent.blast_radius.sc\\x00pe"
+    assert "\x00" not in caught.value.message
+
+
+# --------------------------------------------------------------------------- NUL everywhere
+
+NUL = "a\x00b"
+
+
+def with_requirement(**fields: Any) -> dict[str, Any]:
+    return submit_payload(approval_requirements=[{"approver_id": "alice", **fields}])
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        pytest.param(approve("command_id", NUL), "command_id", id="command_id"),
+        pytest.param(approve("request_id", NUL), "request_id", id="request_id"),
+        pytest.param(approve("actor.id", NUL), "actor.id", id="actor.id"),
+        pytest.param(approve("actor.name", NUL), "actor.name", id="actor.name"),
+        pytest.param(approve("actor.type", NUL), "actor.type", id="actor.type"),
+        pytest.param(approve("type", NUL), "type", id="type"),
+        pytest.param(approve("reason", NUL), "reason", id="reason"),
+        pytest.param(approve("issued_at", f"2026-11-28T14:00:00Z{NUL}"), "issued_at", id="stamp"),
+        pytest.param(submit("args.state_id", NUL), "args.state_id", id="state_id"),
+        pytest.param(submit("args.state_type", NUL), "args.state_type", id="state_type"),
+        pytest.param(submit("args.mutation_type", NUL), "args.mutation_type", id="mutation_type"),
+        pytest.param(
+            submit("args.expected_state_version", NUL),
+            "args.expected_state_version",
+            id="expected_state_version",
+        ),
+        pytest.param(
+            submit("args.initial_status", NUL), "args.initial_status", id="initial_status"
+        ),
+        pytest.param(
+            submit("args.pending_reason", NUL), "args.pending_reason", id="submit-pending_reason"
+        ),
+        pytest.param(
+            submit("args.intent.operation_name", NUL),
+            "args.intent.operation_name",
+            id="operation_name",
+        ),
+        pytest.param(submit("args.intent.category", NUL), "args.intent.category", id="category"),
+        pytest.param(
+            submit("args.intent.description", NUL), "args.intent.description", id="description"
+        ),
+        pytest.param(
+            submit("args.intent.risk_level", NUL), "args.intent.risk_level", id="risk_level"
+        ),
+        pytest.param(submit("args.intent.tags", ["ok", NUL]), "args.intent.tags[1]", id="tag"),
+        pytest.param(
+            submit("args.intent.blast_radius.description", NUL),
+            "args.intent.blast_radius.description",
+            id="blast_radius.description",
+        ),
+        pytest.param(
+            submit("args.intent.blast_radius.scope", NUL),
+            "args.intent.blast_radius.scope",
+            id="blast_radius.scope",
+        ),
+        pytest.param(
+            with_requirement(approval_id=NUL),
+            "args.approval_requirements[0].approval_id",
+            id="requirement.approval_id",
+        ),
+        pytest.param(
+            submit("args.approval_requirements", [{"approver_id": NUL}]),
+            "args.approval_requirements[0].approver_id",
+            id="requirement.approver_id",
+        ),
+        pytest.param(
+            with_requirement(approver_name=NUL),
+            "args.approval_requirements[0].approver_name",
+            id="requirement.approver_name",
+        ),
+        pytest.param(
+            with_requirement(description=NUL),
+            "args.approval_requirements[0].description",
+            id="requirement.description",
+        ),
+        pytest.param(
+            of("move_to_pending", "args.pending_reason", NUL),
+            "args.pending_reason",
+            id="pending_reason",
+        ),
+        pytest.param(
+            of("supersede", "args.superseding_request_id", NUL),
+            "args.superseding_request_id",
+            id="superseding_request_id",
+        ),
+        pytest.param(
+            of("approve_requirement", "args.approval_id", NUL), "args.approval_id", id="approval_id"
+        ),
+        pytest.param(
+            of("resolve_version", "args.current_state_version", NUL),
+            "args.current_state_version",
+            id="current_state_version",
+        ),
+        pytest.param(of("resolve_version", "args.strategy", NUL), "args.strategy", id="strategy"),
+        pytest.param(approve("metadata", {"k": NUL}), "metadata.k", id="metadata"),
+        pytest.param(submit("args.metadata", {"k": NUL}), "args.metadata.k", id="args.metadata"),
+        pytest.param(
+            submit("args.intent.metadata", {"k": NUL}),
+            "args.intent.metadata.k",
+            id="intent.metadata",
+        ),
+    ],
+)
+def test_a_nul_character_in_any_string_field_is_refused_naming_the_field(
+    payload: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command(payload)
+
+    assert caught.value.field == field
+    assert "\x00" not in caught.value.message
+
+
+# --------------------------------------------------------------------------- timestamp range
+
+
+@pytest.mark.parametrize(
+    ("stamp", "utc"),
+    [
+        pytest.param("0001-01-02T00:00:00Z", datetime(1, 1, 2, tzinfo=UTC), id="earliest"),
+        pytest.param(
+            "0001-01-02T14:00:00+14:00", datetime(1, 1, 2, tzinfo=UTC), id="earliest-east"
+        ),
+        pytest.param(
+            "9999-12-30T23:59:59.999999Z",
+            datetime(9999, 12, 30, 23, 59, 59, 999_999, tzinfo=UTC),
+            id="latest",
+        ),
+        pytest.param(
+            "9999-12-30T09:59:59-14:00",
+            datetime(9999, 12, 30, 23, 59, 59, tzinfo=UTC),
+            id="latest-west",
+        ),
+    ],
+)
+def test_an_instant_a_day_inside_the_years_1_to_9999_is_accepted(stamp: str, utc: datetime) -> None:
+    for payload in (approve("issued_at", stamp), of("move_to_pending", "args.expires_at", stamp)):
+        command = parse_command(payload)
+        when = command.issued_at or getattr(command.args, "expires_at", None)
+        assert when == utc
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        pytest.param(datetime(1, 1, 1, 10, tzinfo=timezone(timedelta(hours=14))), id="year-0"),
+        pytest.param(
+            datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-14))), id="year-10000"
+        ),
+        pytest.param(datetime.max.replace(tzinfo=UTC), id="max"),
+        pytest.param(datetime.min.replace(tzinfo=UTC), id="min"),
+        pytest.param(datetime.max, id="naive-max"),
+        pytest.param(datetime.min, id="naive-min"),
+    ],
+)
+def test_check_timestamp_refuses_an_instant_out_of_range_naming_the_field(
+    moment: datetime,
+) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        check_timestamp(moment, "args.expires_at")
+
+    assert caught.value.field == "args.expires_at"
+    assert TIMESTAMP_RANGE in caught.value.message
+
+
+def test_check_timestamp_returns_an_instant_in_range_in_utc() -> None:
+    moment = datetime(2026, 12, 5, 10, tzinfo=timezone(timedelta(hours=1)))
+
+    checked = check_timestamp(moment, "issued_at")
+
+    assert checked == moment
+    assert checked.utcoffset() == timedelta(0)
+
+
+# --------------------------------------------------------------------------- property
+
+
+def stamp(moment: datetime, offset_minutes: int) -> str:
+    return moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes))).isoformat()
+
+
+#: Strings with a NUL character somewhere.
+nul_texts = st.builds(
+    lambda before, after: f"{before}\x00{after}", st.text(max_size=5), st.text(max_size=5)
+)
+#: Instants at either end of the years 1..9999, with any offset up to ±14:00.
+extreme_stamps = st.one_of(
+    st.sampled_from(
+        [
+            "0001-01-01T00:00:00+14:00",
+            "9999-12-31T23:00:00-14:00",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999Z",
+            "0001-01-02T00:00:00Z",
+            "9999-12-30T23:59:59.999999Z",
+        ]
+    ),
+    st.builds(
+        stamp,
+        st.datetimes(max_value=datetime(1, 1, 3)) | st.datetimes(min_value=datetime(9999, 12, 29)),
+        st.integers(-14 * 60, 14 * 60),
+    ),
+)
+hostile_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=8),
+    nul_texts,
+    extreme_stamps,
+)
+hostile_values = st.recursive(
+    hostile_leaves,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=4) | nul_texts, children, max_size=3)
+    ),
+    max_leaves=8,
+)
+#: Where a hostile value may land in an otherwise valid command.
+HOSTILE_PATHS = [
+    "command_id",
+    "request_id",
+    "reason",
+    "issued_at",
+    "metadata",
+    "metadata.inner",
+    "actor.id",
+    "actor.name",
+    "args.expires_at",
+    "args.metadata",
+    "args.metadata.inner",
+    "args.intent.metadata",
+    "args.intent.description",
+    "args.intent.tags",
+    "args.current_state_version",
+    "args.approval_id",
+]
+
+
+def strings_in(value: Any) -> list[str]:
+    """Every string and key inside a JSON value."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for key, item in value.items() for s in [key, *strings_in(item)]]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in strings_in(item)]
+    return []
+
+
+def metadata_of(command: Command) -> list[dict[str, Any]]:
+    found = [command.metadata]
+    if isinstance(command.args, SubmitArgs):
+        found += [command.args.metadata, command.args.intent.metadata]
+    return found
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    type_=st.sampled_from(ALL_TYPES),
+    path=st.sampled_from(HOSTILE_PATHS),
+    value=st.one_of(nul_texts, extreme_stamps, hostile_values),
+)
+def test_any_nul_or_extreme_instant_gives_a_command_or_a_clean_refusal(
+    type_: str, path: str, value: Any
+) -> None:
+    # Given a valid command with a hostile value put somewhere in it
+    payload = changed(VALID_COMMANDS[type_], path, value)
+
+    # When it is parsed
+    try:
+        command = parse_command(payload)
+    except InvalidCommand as exc:
+        # Then it is refused cleanly, with a message any event, log or database can hold
+        assert "\x00" not in exc.message
+        exc.message.encode("utf-8")
+        return
+    # Or it is accepted, and then everything the database will store can be stored
+    for metadata in metadata_of(command):
+        assert json.loads(canonical_json(metadata)) == metadata
+        assert not any("\x00" in text for text in strings_in(metadata))
+    for when in (command.issued_at, getattr(command.args, "expires_at", None)):
+        assert when is None or EARLIEST_TIMESTAMP <= when <= LATEST_TIMESTAMP
+    assert len(command_digest(command)) == 64
