@@ -26,7 +26,6 @@ Usable in a deployment's own CI::
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 import psycopg
 
 from governance.topology import COMMANDS_QUEUE
+from producer.event_log import LogPage, LogPosition, read_page
 
 APPLIED = "transition.applied"
 REJECTED = "transition.rejected"
@@ -394,27 +394,22 @@ def _check_queues_empty(broker_url: str, queues: Iterable[str]) -> list[Violatio
 
 
 def replay_outbox(
-    conn: psycopg.Connection[Any], after_sequence: int = 0, limit: int = 10_000
-) -> list[dict[str, Any]]:
-    """The outbox's events a replaying subscriber may take now, safely.
+    conn: psycopg.Connection[Any], after: int | LogPosition = 0, limit: int = 10_000
+) -> LogPage:
+    """One page of the outbox's events for a replaying subscriber: the reference rule for
+    replay used by the history tests.
 
-    Only rows whose writing transaction is older than every transaction still open
-    (``txid < pg_snapshot_xmin(pg_current_snapshot())``) are returned, walked in
-    ``(txid, sequence)`` order: a row written by a transaction that is still open, or one
-    that could still commit below a returned row, is held back instead of being stepped
-    over. Used by the history tests as the reference rule for replay.
+    ``after`` is a sequence (start with the events above it) or the ``position`` of the
+    previous page. Pages taken one after the other, each from the last one's position, give
+    every committed event exactly once, however the writers' commits interleave with the
+    pages: an event whose transaction is still open when a page is read is neither returned
+    nor stepped over, it comes in a later page once committed, even when its sequence is
+    below ones already returned. Per request, events come in revision order. See
+    ``producer.event_log`` for the cursor and why it is gap-free. Use an autocommit (or idle)
+    connection so that no snapshot is held between pages.
     """
-    rows = conn.execute(
-        "SELECT sequence, body FROM outbox_events "
-        "WHERE sequence > %s AND txid < pg_snapshot_xmin(pg_current_snapshot()) "
-        "ORDER BY txid, sequence LIMIT %s",
-        (after_sequence, limit),
-    ).fetchall()
-    return [{**_as_dict(body), "sequence": int(sequence)} for sequence, body in rows]
-
-
-def _as_dict(body: Any) -> dict[str, Any]:
-    return dict(json.loads(body) if isinstance(body, str | bytes) else body)
+    position = after if isinstance(after, LogPosition) else LogPosition(since=after)
+    return read_page(conn, position, limit)
 
 
 def _is_uuid(value: str) -> bool:

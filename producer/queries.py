@@ -2,8 +2,9 @@
 event log.
 
 Every connection is opened read-only (``SET TRANSACTION READ ONLY`` by psycopg's
-``read_only``): the producer never writes. Results are built with ``governance.codec`` so they
-have the same shape as the ``request`` of an event.
+``read_only``, or ``default_transaction_read_only`` for the log's paged reader): the producer
+never writes. Results are built with ``governance.codec`` so they have the same shape as the
+``request`` of an event.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from governance.codec import (
 )
 from governance.events import with_sequence
 from governance.model import Decision, MutationRequest
+from producer.event_log import LogPosition, catch_up, connect_reader
 
 _REQUEST_COLUMNS = (
     "request_id, state_id, state_type, mutation_type, intent, context, status, pending_reason,"
@@ -204,32 +206,16 @@ class Queries:
 def read_event_log(
     database_url: str, since_sequence: int, *, batch_size: int = 1_000
 ) -> Generator[dict[str, Any], None, None]:
-    """Every event of the log with ``sequence > since_sequence`` visible in ONE snapshot, in
-    sequence order (which, per request, is revision order: a request's events are written
-    under its row lock, one transaction after the other).
+    """Every event of the log with ``sequence > since_sequence`` committed before the first
+    event is asked for, each exactly once, per request in revision order.
 
-    Why one snapshot, and why it is gap-free when the caller bound its live queue first:
-    sequences are handed out at insert but become visible at commit, so "everything above N"
-    read now can step over a transaction that is still open (it holds sequence 41 while 42 is
-    already committed). A reader that walks the log with a moving cursor must therefore hold
-    back at the oldest open writer: only rows with ``txid < pg_snapshot_xmin(
-    pg_current_snapshot())`` are final, walked in ``(txid, sequence)`` order. Replay-then-live
-    does not need that horizon, and must not use it alone: a transaction younger than the
-    horizon may have committed (and been published) before the live queue was bound, so it
-    would be in neither half. Instead the whole read happens in a single REPEATABLE READ
-    snapshot taken after the bind: a row it sees is emitted from here; a row it cannot see
-    belongs to a transaction that commits after the snapshot, so after the bind, and the
-    worker publishes only after commit, so that event reaches the live queue. The two halves
-    overlap only on events both committed before the snapshot and published after the bind;
-    those are dropped from the live half by ``event_id``.
+    The log is read in pages of ``batch_size`` on a read-only autocommit connection, each page
+    one short statement (see ``producer.event_log``): no transaction stays open between
+    pages, so a slow consumer holds back no vacuum. It ends once a snapshot taken by its first
+    page is caught up with, so everything committed before that page is yielded; events
+    committed while it reads may be yielded too, later ones are not (follow them live, as
+    :func:`producer.subscriptions.replay` does). Closing the generator closes the connection.
     """
-    with _connect(database_url) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        with conn.transaction(), conn.cursor(name="governance_replay") as cursor:
-            cursor.itersize = batch_size
-            cursor.execute(
-                "SELECT sequence, body FROM outbox_events WHERE sequence > %s ORDER BY sequence",
-                (since_sequence,),
-            )
-            for row in cursor:
-                yield with_sequence(row["body"], row["sequence"])
+    with connect_reader(database_url) as conn:
+        for page in catch_up(conn, LogPosition(since=since_sequence), page_size=batch_size):
+            yield from page.events

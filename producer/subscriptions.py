@@ -12,8 +12,8 @@ A :class:`Subscription` consumes ``governance.events`` through its own queue:
   The queue keeps every binding it was ever created with (RabbitMQ adds bindings, never
   removes them), so reuse a name with the same filter; the filter is also applied per event.
 
-:func:`replay` reads the event log (the outbox table) from a sequence onwards and then
-follows live, without a gap or a duplicate at the seam.
+:func:`replay` reads the event log (the outbox table) from a sequence onwards, in short
+pages, and then follows live, without a gap or a duplicate at the seam.
 """
 
 from __future__ import annotations
@@ -269,7 +269,20 @@ class Subscription(Closing):
 
 
 class Replay(Closing):
-    """The event log from ``since_sequence`` onwards, then live events: see :func:`replay`."""
+    """The event log from ``since_sequence`` onwards, then live events: see :func:`replay`.
+
+    Why the seam has no gap: the live queue is bound first (at ``B``), and from then on every
+    published event is kept in it. The log is then read in pages of ``batch_size``
+    (``producer.queries.read_event_log``), and the history ends once a snapshot taken by the
+    first page, so after ``B``, is caught up with: every event committed before ``B`` is
+    committed in that snapshot and comes from the log. An event the snapshot does not see
+    commits after it, so after ``B``, and the worker (or the relay) publishes an event only
+    after its commit, so it is in the live queue. An event in both halves (committed around
+    the bind, or committed earlier but published after it) is dropped from the live half by
+    ``event_id``. Each page is a short statement of its own, so a late subscriber that takes
+    its time over a long history holds no snapshot open (nothing holds back vacuum), and
+    events committed while it reads wait in the live queue.
+    """
 
     def __init__(
         self,
@@ -282,6 +295,8 @@ class Replay(Closing):
     ) -> None:
         # 1. Bind the live queue first: from now on every published event is buffered in it.
         self.live = Subscription(broker_url, event_filter)
+        # Lazy: the first page, and with it the snapshot the history ends at, is read on the
+        # first get(), after the bind.
         self._history = read_event_log(database_url, since_sequence, batch_size=batch_size)
         self.filter = event_filter
         self.replayed = 0
@@ -289,14 +304,14 @@ class Replay(Closing):
     def get(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The next event: from the log while it lasts, then live (None after ``timeout``
         seconds without a live event)."""
-        # 2. The log, read in one snapshot taken after the bind (see read_event_log).
+        # 2. The log, page by page, up to a snapshot taken after the bind.
         for event in self._history:
             # Live copies of what the log already gave are dropped by event_id.
             self.live.mark_seen(str(event["event_id"]))
             if self.filter.matches(event):
                 self.replayed += 1
                 return event
-        # 3. Live: everything the snapshot could not see was committed after it, hence
+        # 3. Live: everything that snapshot did not see was committed after it, hence
         # published after the bind, hence is in the live queue.
         return self.live.get(timeout)
 
@@ -310,7 +325,7 @@ class Replay(Closing):
         self.live.stop()
 
     def close(self) -> None:
-        """Stop reading the log (its transaction ends) and disconnect from the broker."""
+        """Stop reading the log (its connection closes) and disconnect from the broker."""
         self._history.close()
         self.live.close()
 
@@ -320,7 +335,10 @@ def replay(
     broker_url: str,
     since_sequence: int = 0,
     event_filter: EventFilter = ANY_EVENT,
+    *,
+    batch_size: int = 1_000,
 ) -> Replay:
     """Every event with ``sequence > since_sequence`` from the log, then live events, each
-    exactly once, per request in revision order. Iterate the result; close it when done."""
-    return Replay(database_url, broker_url, since_sequence, event_filter)
+    exactly once, per request in revision order. The log is read in pages of ``batch_size``
+    events, each its own short statement. Iterate the result; close it when done."""
+    return Replay(database_url, broker_url, since_sequence, event_filter, batch_size=batch_size)
