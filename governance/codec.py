@@ -23,6 +23,7 @@ from governance.model import (
     BlastScope,
     Decision,
     DecisionCategory,
+    Grant,
     Intent,
     MutationRequest,
     PendingReason,
@@ -40,20 +41,24 @@ def timestamp_to_wire(value: datetime | None) -> str | None:
 
 
 def timestamp_from_wire(value: str | None) -> datetime | None:
+    """The instant of a wire timestamp (``Z`` or an offset), in UTC, or None."""
     if value is None:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def actor_to_dict(actor: Actor) -> dict[str, Any]:
+    """An actor in the wire spelling, every field present."""
     return {"id": actor.id, "name": actor.name, "type": actor.type.value}
 
 
 def actor_from_dict(data: Mapping[str, Any]) -> Actor:
+    """An actor read back from its dictionary (a user without a name by default)."""
     return Actor(id=data["id"], name=data.get("name"), type=ActorType(data.get("type", "user")))
 
 
 def intent_to_dict(intent: Intent) -> dict[str, Any]:
+    """An intent in the wire spelling, every field present."""
     return {
         "operation_name": intent.operation_name,
         "category": intent.category,
@@ -71,6 +76,7 @@ def intent_to_dict(intent: Intent) -> dict[str, Any]:
 
 
 def intent_from_dict(data: Mapping[str, Any]) -> Intent:
+    """An intent read back from its dictionary, absent fields taking their defaults."""
     blast = data.get("blast_radius") or {}
     return Intent(
         operation_name=data["operation_name"],
@@ -88,10 +94,29 @@ def intent_from_dict(data: Mapping[str, Any]) -> Intent:
     )
 
 
+def grant_to_dict(grant: Grant) -> dict[str, Any]:
+    """A group member's grant in the wire spelling."""
+    return {
+        "actor_id": grant.actor_id,
+        "decided_at": timestamp_to_wire(grant.decided_at),
+        "reason": grant.reason,
+    }
+
+
+def grant_from_dict(data: Mapping[str, Any]) -> Grant:
+    """A grant read back from :func:`grant_to_dict`'s form."""
+    decided_at = timestamp_from_wire(data["decided_at"])
+    assert decided_at is not None
+    return Grant(actor_id=data["actor_id"], decided_at=decided_at, reason=data.get("reason"))
+
+
 def requirement_to_dict(requirement: ApprovalRequirement) -> dict[str, Any]:
+    """A requirement as stored and as the events show it, its grants included."""
     return {
         "approval_id": requirement.approval_id,
         "approver_id": requirement.approver_id,
+        "approver_group": requirement.approver_group,
+        "min_approvals": requirement.min_approvals,
         "approver_name": requirement.approver_name,
         "description": requirement.description,
         "step_order": requirement.step_order,
@@ -99,13 +124,22 @@ def requirement_to_dict(requirement: ApprovalRequirement) -> dict[str, Any]:
         "decided_at": timestamp_to_wire(requirement.decided_at),
         "decided_by": requirement.decided_by,
         "reason": requirement.reason,
+        "grants": [grant_to_dict(g) for g in requirement.grants],
     }
 
 
 def requirement_from_dict(data: Mapping[str, Any]) -> ApprovalRequirement:
+    """A requirement read back from :func:`requirement_to_dict`'s form.
+
+    Rows stored before requirements could name a group have none of ``approver_group``,
+    ``min_approvals`` and ``grants``: they read as a named requirement without grants.
+    """
     return ApprovalRequirement(
         approval_id=data["approval_id"],
-        approver_id=data["approver_id"],
+        approver_id=data.get("approver_id"),
+        approver_group=data.get("approver_group"),
+        min_approvals=data.get("min_approvals", 1),
+        grants=tuple(grant_from_dict(g) for g in data.get("grants") or ()),
         approver_name=data.get("approver_name"),
         description=data.get("description"),
         step_order=data.get("step_order", 1),
@@ -117,6 +151,7 @@ def requirement_from_dict(data: Mapping[str, Any]) -> ApprovalRequirement:
 
 
 def decision_to_dict(decision: Decision) -> dict[str, Any]:
+    """A decision as stored and as the events show it."""
     return {
         "category": decision.category.value,
         "type": decision.type,
@@ -128,6 +163,7 @@ def decision_to_dict(decision: Decision) -> dict[str, Any]:
 
 
 def decision_from_dict(data: Mapping[str, Any]) -> Decision:
+    """A decision read back from :func:`decision_to_dict`'s form."""
     occurred_at = timestamp_from_wire(data["occurred_at"])
     assert occurred_at is not None
     return Decision(
@@ -168,6 +204,8 @@ def request_to_dict(request: MutationRequest, *, with_decisions: bool = False) -
 
 
 def request_from_dict(data: Mapping[str, Any]) -> MutationRequest:
+    """A request read back from :func:`request_to_dict`'s form (rows stored by earlier
+    versions too: absent optional fields take their defaults)."""
     context = data["context"]
     created_at = timestamp_from_wire(data["created_at"])
     updated_at = timestamp_from_wire(data["updated_at"])
@@ -217,6 +255,10 @@ def command_to_dict(command: Command) -> dict[str, Any]:
         body["args"] = args
     if command.issued_at is not None:
         body["issued_at"] = timestamp_to_wire(command.issued_at)
+    if command.audience is not None:
+        body["audience"] = command.audience
+    if command.auth is not None:
+        body["auth"] = {"key_id": command.auth.key_id, "signature": command.auth.signature}
     return body
 
 
@@ -239,6 +281,10 @@ def _args_to_dict(command: Command) -> dict[str, Any]:
                     for k, v in {
                         "approval_id": spec.approval_id,
                         "approver_id": spec.approver_id,
+                        "approver_group": spec.approver_group,
+                        # Left out at its default, so a named requirement reads as it
+                        # always did on the wire.
+                        "min_approvals": spec.min_approvals if spec.min_approvals != 1 else None,
                         "approver_name": spec.approver_name,
                         "description": spec.description,
                         "step_order": spec.step_order,

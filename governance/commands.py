@@ -42,6 +42,11 @@ MAX_NAME_LENGTH = 200
 MAX_METADATA_BYTES = 16 * 1024
 MAX_NESTING_DEPTH = 32
 MAX_REQUIREMENTS = 100
+#: The most grants a group requirement may ask for (``min_approvals``).
+MAX_MIN_APPROVALS = 100
+#: An Ed25519 signature is 86 characters of base64url; the room above that is for a
+#: malformed one to be refused by verification (``unauthenticated``), not by size.
+MAX_SIGNATURE_LENGTH = 512
 MAX_TAGS = 64
 MAX_REVISION = 2**63 - 1
 #: The instants a command may name. One day inside Python's own range (years 1..9999): a
@@ -103,13 +108,17 @@ def _encodable(text: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class RequirementSpec:
-    """An approval requirement as a submitter asks for it."""
+    """An approval requirement as a submitter asks for it: decided by the actor
+    ``approver_id``, or granted by ``min_approvals`` distinct members of ``approver_group``
+    (exactly one of the two is set)."""
 
-    approver_id: str
+    approver_id: str | None = None
     approval_id: str | None = None
     approver_name: str | None = None
     description: str | None = None
     step_order: int = 1
+    approver_group: str | None = None
+    min_approvals: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +168,20 @@ CommandArgs = (
 
 
 @dataclass(frozen=True, slots=True)
+class CommandAuth:
+    """A command's signature: which registered key, and the signature (base64url)."""
+
+    key_id: str
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
-    """A validated transition command."""
+    """A validated transition command.
+
+    ``audience`` and ``auth`` are what a signed command carries (the deployment it is meant
+    for, and its signature); validation only checks their form, the worker verifies them.
+    """
 
     command_id: str
     type: CommandType
@@ -171,6 +192,8 @@ class Command:
     reason: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     issued_at: datetime | None = None
+    audience: str | None = None
+    auth: CommandAuth | None = None
 
 
 # --------------------------------------------------------------------------- primitives
@@ -380,16 +403,20 @@ def canonical_json(value: object) -> str:
 def payload_hash(payload: Mapping[str, Any]) -> str:
     """The idempotency fingerprint of a raw command payload.
 
-    ``issued_at`` is left out: a producer re-sending the same command with a fresh stamp is
-    still sending the same command.
+    ``issued_at`` and ``auth`` are left out: a producer re-sending the same command with a
+    fresh stamp (and so a fresh signature) is still sending the same command.
     """
-    material = {key: value for key, value in payload.items() if key != "issued_at"}
+    material = {key: value for key, value in payload.items() if key not in _NOT_MEANING}
     try:
         text = canonical_json(material)
     except (TypeError, ValueError):
         text = repr(sorted(material.items(), key=lambda item: str(item[0])))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
+
+#: What a command carries about its sending, not about what it asks: left out of both
+#: fingerprints.
+_NOT_MEANING = frozenset({"issued_at", "auth"})
 
 #: Set apart from ``payload_hash``'s material, so that no raw payload and no parsed command
 #: can ever share a fingerprint.
@@ -402,10 +429,15 @@ def command_digest(command: Command) -> str:
 
     Two payloads that parse to the same command (keys in another order, optional fields
     spelled out with their defaults, an instant in another time zone) get the same digest.
-    ``issued_at`` is left out, as in :func:`payload_hash`.
+    ``issued_at`` and ``auth`` are left out, as in :func:`payload_hash`; ``audience`` stays
+    in, since a command meant for another deployment is another command. Every field of
+    the parsed form is in the material with its default filled in (a requirement's
+    ``approver_group`` and ``min_approvals`` too), so a default spelled out or left out
+    gives the same digest.
     """
     material = _canonical(command)
-    del material["issued_at"]
+    for name in _NOT_MEANING:
+        del material[name]
     text = _DIGEST_PREFIX + canonical_json(material)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -438,8 +470,11 @@ _TOP_LEVEL = frozenset(
         "metadata",
         "args",
         "issued_at",
+        "audience",
+        "auth",
     }
 )
+_AUTH_FIELDS = frozenset({"key_id", "signature"})
 _ACTOR_FIELDS = frozenset({"id", "name", "type"})
 _INTENT_FIELDS = frozenset(
     {
@@ -455,7 +490,15 @@ _INTENT_FIELDS = frozenset(
 )
 _BLAST_FIELDS = frozenset({"scope", "estimated_affected_count", "description"})
 _REQUIREMENT_FIELDS = frozenset(
-    {"approval_id", "approver_id", "approver_name", "description", "step_order"}
+    {
+        "approval_id",
+        "approver_id",
+        "approver_group",
+        "min_approvals",
+        "approver_name",
+        "description",
+        "step_order",
+    }
 )
 _ARGS_FIELDS: dict[CommandType, frozenset[str]] = {
     CommandType.SUBMIT: frozenset(
@@ -549,11 +592,39 @@ def _parse_intent(value: object, field: str) -> Intent:
 def _parse_requirement(value: object, field: str) -> RequirementSpec:
     obj = _object(value, field)
     _no_unknown_keys(obj, _REQUIREMENT_FIELDS, f"{field}.")
-    if "approver_id" not in obj:
-        _fail(f"{field}.approver_id", "required")
+    # A null approver_group is as good as none, as for the other optional fields; a null
+    # approver_id without a group stays the type error it always was.
+    group_value = obj.get("approver_group")
+    if group_value is None:
+        if "approver_id" not in obj:
+            _fail(f"{field}.approver_id", "required (or approver_group)")
+        approver_id: str | None = _identifier(obj["approver_id"], f"{field}.approver_id")
+        approver_group = None
+    else:
+        if obj.get("approver_id") is not None:
+            _fail(
+                f"{field}.approver_group",
+                "expected either approver_id or approver_group, not both",
+            )
+        approver_id = None
+        approver_group = _identifier(group_value, f"{field}.approver_group")
+    min_approvals = _integer(
+        obj.get("min_approvals", 1),
+        f"{field}.min_approvals",
+        minimum=1,
+        maximum=MAX_MIN_APPROVALS,
+    )
+    if min_approvals > 1 and approver_group is None:
+        _fail(
+            f"{field}.min_approvals",
+            f"expected 1 for a named approver, got {min_approvals}; more than one approval "
+            "needs approver_group",
+        )
     approval_id = obj.get("approval_id")
     return RequirementSpec(
-        approver_id=_identifier(obj["approver_id"], f"{field}.approver_id"),
+        approver_id=approver_id,
+        approver_group=approver_group,
+        min_approvals=min_approvals,
         approval_id=None
         if approval_id is None
         else _identifier(approval_id, f"{field}.approval_id"),
@@ -699,6 +770,18 @@ def _parse_args(command_type: CommandType, value: object) -> CommandArgs:
             return NoArgs()
 
 
+def _parse_auth(value: object) -> CommandAuth:
+    obj = _object(value, "auth")
+    _no_unknown_keys(obj, _AUTH_FIELDS, "auth.")
+    for name in ("key_id", "signature"):
+        if name not in obj:
+            _fail(f"auth.{name}", "required")
+    return CommandAuth(
+        key_id=_identifier(obj["key_id"], "auth.key_id"),
+        signature=_string(obj["signature"], "auth.signature", max_length=MAX_SIGNATURE_LENGTH),
+    )
+
+
 def command_id_of(payload: object) -> str | None:
     """The command's usable ``command_id``, or None when the message cannot be answered."""
     if not isinstance(payload, dict):
@@ -745,4 +828,6 @@ def parse_command(payload: object) -> Command:
         reason=_optional_string(obj.get("reason"), "reason", max_length=MAX_REASON_LENGTH),
         metadata=_metadata(obj.get("metadata"), "metadata"),
         issued_at=_optional_timestamp(obj.get("issued_at"), "issued_at"),
+        audience=None if obj.get("audience") is None else _identifier(obj["audience"], "audience"),
+        auth=None if obj.get("auth") is None else _parse_auth(obj["auth"]),
     )

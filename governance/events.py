@@ -21,17 +21,31 @@ REJECTED = "transition.rejected"
 
 
 def applied_routing_key(command_type: str) -> str:
+    """The routing key of a ``transition.applied`` event for ``command_type``."""
     return f"{APPLIED}.{command_type}"
 
 
 def rejected_routing_key(code: str) -> str:
+    """The routing key of a ``transition.rejected`` event for the rejection ``code``."""
     return f"{REJECTED}.{code}"
 
 
 def applied_event(
-    command: Command, applied: Applied, *, event_id: str, occurred_at: datetime
+    command: Command,
+    applied: Applied,
+    *,
+    event_id: str,
+    occurred_at: datetime,
+    authenticated: bool = True,
+    actor: Actor | None = None,
 ) -> dict[str, Any]:
-    """The ``transition.applied`` body for a command that moved its request on."""
+    """The ``transition.applied`` body for a command that moved its request on.
+
+    ``authenticated`` says whether the command's signature was verified (False in
+    development mode). ``actor``, when given, is who the event names instead of
+    ``command.actor``: the registry's record of the sender, whose name and type the
+    message itself cannot be trusted for.
+    """
     return {
         "event_id": event_id,
         "event_type": APPLIED,
@@ -39,7 +53,8 @@ def applied_event(
         "command_id": command.command_id,
         "command_type": command.type.value,
         "request_id": command.request_id,
-        "actor": actor_to_dict(command.actor),
+        "actor": actor_to_dict(command.actor if actor is None else actor),
+        "authenticated": authenticated,
         "from_status": applied.from_status.value if applied.from_status else None,
         "to_status": applied.request.status.value,
         "revision": applied.request.revision,
@@ -58,11 +73,13 @@ def rejected_event(
     current: MutationRequest | None,
     event_id: str,
     occurred_at: datetime,
+    authenticated: bool = True,
 ) -> dict[str, Any]:
     """The ``transition.rejected`` body.
 
     The command parts are plain values because a command that failed validation has only
-    what could be read from its message.
+    what could be read from its message. ``authenticated`` says whether the deployment
+    verifies signatures (False in development mode), as in :func:`applied_event`.
     """
     return {
         "event_id": event_id,
@@ -72,6 +89,7 @@ def rejected_event(
         "command_type": command_type,
         "request_id": request_id,
         "actor": actor_to_dict(actor) if isinstance(actor, Actor) else actor,
+        "authenticated": authenticated,
         "rejection": {
             "code": rejection.code.value,
             "message": rejection.message,
@@ -81,12 +99,6 @@ def rejected_event(
         },
         "request": request_to_dict(current) if current is not None else None,
     }
-
-
-def routing_key_of(event: Mapping[str, Any]) -> str:
-    if event["event_type"] == APPLIED:
-        return applied_routing_key(event["command_type"])
-    return rejected_routing_key(event["rejection"]["code"])
 
 
 def with_sequence(body: Mapping[str, Any], sequence: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The lifecycle table (**contract**): which status may follow which."""
+"""The lifecycle table (**contract**): which status may follow which, and which statuses a
+request may be in to supersede another."""
 
 from __future__ import annotations
 
@@ -26,10 +27,19 @@ TERMINAL_STATUSES: frozenset[Status] = frozenset(
 )
 
 
+#: A request still on its way (created, pending, approved) or carried out (executed) can
+#: replace another; one that ended without effect (superseded, canceled, rejected, expired)
+#: never will, so a request superseded by it would be replaced by nothing.
+SUPERSEDING_STATUSES: frozenset[Status] = frozenset(
+    {Status.CREATED, Status.PENDING, Status.APPROVED, Status.EXECUTED}
+)
+
+
 def can_transition(from_status: Status, to_status: Status) -> bool:
     """True when the table allows ``from_status`` → ``to_status`` (never to itself)."""
     return to_status in ALLOWED_TRANSITIONS[from_status]
 
 
 def is_terminal(status: Status) -> bool:
+    """True when no status may follow ``status``."""
     return status in TERMINAL_STATUSES

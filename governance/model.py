@@ -126,11 +126,26 @@ class RequestContext:
 
 
 @dataclass(frozen=True, slots=True)
+class Grant:
+    """One member's grant of a group requirement."""
+
+    actor_id: str
+    decided_at: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ApprovalRequirement:
-    """One approval a request pending for ``approval`` still needs (or has had)."""
+    """One approval a request pending for ``approval`` still needs (or has had).
+
+    It names exactly one of ``approver_id`` (that actor decides it) or ``approver_group``
+    (any ``min_approvals`` distinct members grant it, each grant kept in ``grants``; one
+    member's rejection rejects it). ``decided_at`` / ``decided_by`` / ``reason`` say who
+    settled it: the named approver, the member whose grant completed it, or the rejecter.
+    """
 
     approval_id: str
-    approver_id: str
+    approver_id: str | None = None
     approver_name: str | None = None
     description: str | None = None
     step_order: int = 1
@@ -138,6 +153,23 @@ class ApprovalRequirement:
     decided_at: datetime | None = None
     decided_by: str | None = None
     reason: str | None = None
+    approver_group: str | None = None
+    min_approvals: int = 1
+    grants: tuple[Grant, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A requirement nobody, or two kinds of approver, could decide would stall or
+        # split the workflow; refusing it here keeps every rule from having to guess.
+        if (self.approver_id is None) == (self.approver_group is None):
+            raise ValueError(
+                f"approval requirement {self.approval_id}: exactly one of approver_id and "
+                "approver_group must be set"
+            )
+        if self.min_approvals < 1 or (self.approver_id is not None and self.min_approvals != 1):
+            raise ValueError(
+                f"approval requirement {self.approval_id}: min_approvals must be 1 for a named "
+                f"approver and at least 1 for a group, got {self.min_approvals}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,13 @@
 
 Each rule takes the request as it stands (or None for ``submit``), a validated command and
 the time of the decision, and returns an :class:`Applied` outcome (the new request and the
-decisions it appends) or a :class:`Rejection`. ``decide`` runs the checks every command
-shares, in the contract's order after validation and idempotency: existence, revision,
-then the rule. The worker's guarded transaction makes this one call.
+decisions it appends) or a :class:`Rejection`; ``supersede`` also takes the superseding
+request, and the requirement rules the deciding actor's groups. ``decide`` runs the checks
+every command shares, in the contract's order after validation, idempotency and
+authentication: existence, revision, then the rule. Authorization comes between existence
+and revision (:func:`governance.trust.authorize` leaves a command whose request's existence
+is wrong to ``decide``, so ``authorize(...) or decide(...)`` keeps that order). The worker's
+guarded transaction locks the requests :func:`requests_to_lock` names and makes this call.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from governance.commands import (
     SubmitArgs,
     SupersedeArgs,
 )
-from governance.lifecycle import can_transition, is_terminal
+from governance.lifecycle import SUPERSEDING_STATUSES, can_transition, is_terminal
 from governance.model import (
     ApprovalRequirement,
     ApprovalStatus,
     Decision,
     DecisionCategory,
+    Grant,
     MutationRequest,
     PendingReason,
     RequestContext,
@@ -48,6 +53,8 @@ class RejectionCode(StrEnum):
     APPROVAL_NOT_ALLOWED = "approval_not_allowed"
     INVALID_COMMAND = "invalid_command"
     DUPLICATE_COMMAND = "duplicate_command"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +81,22 @@ Outcome = Applied | Rejection
 Rule = Callable[[MutationRequest, Command, datetime], Outcome]
 
 
-def decide(current: MutationRequest | None, command: Command, now: datetime) -> Outcome:
-    """Apply ``command`` to the request as locked (``current``), or say why not."""
+def decide(
+    current: MutationRequest | None,
+    command: Command,
+    now: datetime,
+    superseding: MutationRequest | None = None,
+    *,
+    groups: frozenset[str] = frozenset(),
+) -> Outcome:
+    """Apply ``command`` to the request as locked (``current``), or say why not.
+
+    ``superseding`` is, for a ``supersede`` command, the superseding request as the same
+    transaction locked it (None when it does not exist); other command types ignore it.
+    ``groups`` are the groups the deciding actor (``command.actor``) is registered in: who
+    may grant a group requirement; only ``approve_requirement`` / ``reject_requirement``
+    read them.
+    """
     if command.type is CommandType.SUBMIT:
         if current is not None:
             return _rejection(
@@ -99,7 +120,27 @@ def decide(current: MutationRequest | None, command: Command, now: datetime) -> 
             current,
             command,
         )
+    if command.type is CommandType.SUPERSEDE:
+        return supersede(current, command, now, superseding)
+    if command.type is CommandType.APPROVE_REQUIREMENT:
+        return approve_requirement(current, command, now, groups=groups)
+    if command.type is CommandType.REJECT_REQUIREMENT:
+        return reject_requirement(current, command, now, groups=groups)
     return RULES[command.type](current, command, now)
+
+
+def requests_to_lock(command: Command) -> tuple[str, ...]:
+    """The ids of the requests ``command``'s transaction must lock before it is decided.
+
+    Every command locks the request it addresses; ``supersede`` also locks the superseding
+    request (unless it names the same one), so that request cannot stop being live between
+    the check and the commit. The tuple says which rows, not in which order: the caller
+    locks them in one global order, so that A-by-B and B-by-A cannot deadlock.
+    """
+    args = command.args
+    if isinstance(args, SupersedeArgs) and args.superseding_request_id != command.request_id:
+        return (command.request_id, args.superseding_request_id)
+    return (command.request_id,)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -184,6 +225,8 @@ def submit(command: Command, now: datetime) -> Outcome:
         ApprovalRequirement(
             approval_id=spec.approval_id or f"approval-{index + 1}",
             approver_id=spec.approver_id,
+            approver_group=spec.approver_group,
+            min_approvals=spec.min_approvals,
             approver_name=spec.approver_name,
             description=spec.description,
             step_order=spec.step_order,
@@ -232,6 +275,7 @@ def submit(command: Command, now: datetime) -> Outcome:
 
 
 def move_to_pending(request: MutationRequest, command: Command, now: datetime) -> Outcome:
+    """Make the request wait, for the command's reason and until its expiry, if any."""
     args = command.args
     assert isinstance(args, MoveToPendingArgs)
     return _move(
@@ -245,32 +289,86 @@ def move_to_pending(request: MutationRequest, command: Command, now: datetime) -
 
 
 def approve(request: MutationRequest, command: Command, now: datetime) -> Outcome:
+    """Approve the request, unless some of its approval requirements are still pending.
+
+    A pending requirement is for its approvers to decide; a lifecycle approve would
+    step past it and leave an approved request still waiting for approvals. When the table
+    forbids approving the request at all, that is what the sender is told instead: deciding
+    the requirements would not make the command possible.
+    """
+    pending = sum(r.status is ApprovalStatus.PENDING for r in request.approval_requirements)
+    if pending and can_transition(request.status, Status.APPROVED):
+        return _rejection(
+            RejectionCode.APPROVAL_NOT_ALLOWED,
+            f"{pending} approval requirement{'s are' if pending > 1 else ' is'} still "
+            "pending: approval requirements must be decided through approve_requirement, "
+            "not by approve",
+            request,
+            command,
+        )
     return _move(request, command, now, Status.APPROVED)
 
 
 def reject(request: MutationRequest, command: Command, now: datetime) -> Outcome:
+    """Reject the request."""
     return _move(request, command, now, Status.REJECTED)
 
 
 def cancel(request: MutationRequest, command: Command, now: datetime) -> Outcome:
+    """Cancel the request."""
     return _move(request, command, now, Status.CANCELED)
 
 
 def expire(request: MutationRequest, command: Command, now: datetime) -> Outcome:
+    """Expire the request."""
     return _move(request, command, now, Status.EXPIRED)
 
 
 def mark_executed(request: MutationRequest, command: Command, now: datetime) -> Outcome:
+    """Record that the request's mutation was carried out."""
     return _move(request, command, now, Status.EXECUTED)
 
 
-def supersede(request: MutationRequest, command: Command, now: datetime) -> Outcome:
+def supersede(
+    request: MutationRequest,
+    command: Command,
+    now: datetime,
+    superseding: MutationRequest | None,
+) -> Outcome:
+    """Mark the request superseded by ``superseding``: another request, and a live one.
+
+    ``superseding`` is the request the command names, as the transaction locked it, or None
+    when it does not exist. The command is checked before the table: a request cannot
+    supersede itself, and only a request that exists and is live can replace another.
+    """
     args = command.args
     assert isinstance(args, SupersedeArgs)
-    if args.superseding_request_id == request.request_id:
+    successor_id = args.superseding_request_id
+    if successor_id == request.request_id:
         return _rejection(
             RejectionCode.INVALID_COMMAND,
             "args.superseding_request_id: a request cannot supersede itself",
+            request,
+            command,
+        )
+    if superseding is None:
+        return _rejection(
+            RejectionCode.NOT_FOUND,
+            f"superseding request {successor_id} does not exist",
+            request,
+            command,
+        )
+    if superseding.request_id != successor_id:
+        # Judging another request than the one named would be a silent wrong answer.
+        raise ValueError(
+            f"the superseding request given is {superseding.request_id}, "
+            f"but the command names {successor_id}"
+        )
+    if superseding.status not in SUPERSEDING_STATUSES:
+        return _rejection(
+            RejectionCode.INVALID_TRANSITION,
+            f"superseding request {successor_id} is {superseding.status.value}; only a "
+            "created, pending, approved or executed request can supersede another",
             request,
             command,
         )
@@ -279,17 +377,30 @@ def supersede(request: MutationRequest, command: Command, now: datetime) -> Outc
         command,
         now,
         Status.SUPERSEDED,
-        decision_metadata={"superseding_request_id": args.superseding_request_id},
-        metadata={**request.metadata, "superseded_by": args.superseding_request_id},
+        decision_metadata={"superseding_request_id": successor_id},
+        metadata={**request.metadata, "superseded_by": successor_id},
     )
 
 
 def _decide_requirement(
-    request: MutationRequest, command: Command, now: datetime, verdict: ApprovalStatus
+    request: MutationRequest,
+    command: Command,
+    now: datetime,
+    verdict: ApprovalStatus,
+    groups: frozenset[str],
 ) -> Outcome:
-    """Grant or refuse one approval requirement, under the approval workflow's rules."""
+    """Grant or refuse one approval requirement, under the approval workflow's rules.
+
+    In order: the request must be pending approval and have the requirement; the submitter
+    decides none of its requirements; a named requirement is decided by its approver, a
+    group requirement by a member of its group (``groups`` are the actor's); the
+    requirement must still be pending and in the open step; and an actor who holds a grant
+    on one requirement of the request decides no other (nor the same one twice).
+    """
     args = command.args
     assert isinstance(args, RequirementArgs)
+    actor_id = command.actor.id
+    submitter = request.context.actor.id
 
     def refuse(message: str) -> Rejection:
         return _rejection(RejectionCode.APPROVAL_NOT_ALLOWED, message, request, command)
@@ -305,9 +416,28 @@ def _decide_requirement(
     )
     if target is None:
         return refuse(f"no approval requirement {args.approval_id}")
-    if target.approver_id != command.actor.id:
+    # Accepted at submit (roles change), a requirement naming the submitter still needs
+    # someone else to decide it: for a named approver nobody else ever can.
+    never = (
+        f"; approval {target.approval_id} names the submitter {submitter} as its approver, so "
+        "it can only be granted by someone else, which for a named approver means never"
+        if target.approver_id == submitter
+        else ""
+    )
+    if actor_id == submitter:
         return refuse(
-            f"approval {target.approval_id} is for {target.approver_id}, not {command.actor.id}"
+            f"{actor_id} submitted the request, and the submitter may not decide any of its "
+            f"approval requirements{never}"
+        )
+    if target.approver_group is None:
+        if target.approver_id != actor_id:
+            return refuse(
+                f"approval {target.approval_id} is for {target.approver_id}, not {actor_id}" + never
+            )
+    elif target.approver_group not in groups:
+        return refuse(
+            f"approval {target.approval_id} is for a member of group {target.approver_group}; "
+            f"{actor_id} is not one"
         )
     if target.status is not ApprovalStatus.PENDING:
         return refuse(f"approval {target.approval_id} was already decided ({target.status.value})")
@@ -319,21 +449,43 @@ def _decide_requirement(
             f"approval {target.approval_id} is in step {target.step_order}; "
             f"step {current_step} is still open"
         )
+    held = _granted_by(request, actor_id)
+    if held is not None:
+        return refuse(
+            f"{actor_id} already granted approval {held}"
+            + (
+                ""
+                if held == target.approval_id
+                else f", and one actor decides at most one requirement of a request, "
+                f"so not {target.approval_id} too"
+            )
+        )
 
-    decided = replace(
-        target, status=verdict, decided_at=now, decided_by=command.actor.id, reason=command.reason
-    )
+    metadata: dict[str, Any] = {"approval_id": target.approval_id, "step_order": target.step_order}
+    if verdict is ApprovalStatus.APPROVED and target.approver_group is not None:
+        grants = (*target.grants, Grant(actor_id=actor_id, decided_at=now, reason=command.reason))
+        metadata.update(grants_so_far=len(grants), min_approvals=target.min_approvals)
+        if len(grants) < target.min_approvals:
+            decided = replace(target, grants=grants)
+        else:
+            decided = replace(
+                target,
+                grants=grants,
+                status=ApprovalStatus.APPROVED,
+                decided_at=now,
+                decided_by=actor_id,
+                reason=command.reason,
+            )
+    else:
+        decided = replace(
+            target, status=verdict, decided_at=now, decided_by=actor_id, reason=command.reason
+        )
     requirements = tuple(
         decided if r.approval_id == target.approval_id else r for r in request.approval_requirements
     )
     approval_type = "granted" if verdict is ApprovalStatus.APPROVED else "rejected"
     approval_decision = _decision(
-        DecisionCategory.APPROVAL,
-        approval_type,
-        command,
-        now,
-        approval_id=target.approval_id,
-        step_order=target.step_order,
+        DecisionCategory.APPROVAL, approval_type, command, now, **metadata
     )
     if verdict is ApprovalStatus.REJECTED:
         return _move(
@@ -356,12 +508,43 @@ def _decide_requirement(
     return _next(request, (approval_decision,), now, approval_requirements=requirements)
 
 
-def approve_requirement(request: MutationRequest, command: Command, now: datetime) -> Outcome:
-    return _decide_requirement(request, command, now, ApprovalStatus.APPROVED)
+def _granted_by(request: MutationRequest, actor_id: str) -> str | None:
+    """The requirement of ``request`` on which ``actor_id`` holds a current grant, if any.
+
+    A named requirement's grant is its approved ``decided_by``; a group requirement's are
+    its ``grants``. A rejection is not counted: it rejects the request, which then has no
+    requirement left to decide.
+    """
+    for r in request.approval_requirements:
+        if any(g.actor_id == actor_id for g in r.grants) or (
+            r.status is ApprovalStatus.APPROVED and r.decided_by == actor_id
+        ):
+            return r.approval_id
+    return None
 
 
-def reject_requirement(request: MutationRequest, command: Command, now: datetime) -> Outcome:
-    return _decide_requirement(request, command, now, ApprovalStatus.REJECTED)
+def approve_requirement(
+    request: MutationRequest,
+    command: Command,
+    now: datetime,
+    *,
+    groups: frozenset[str] = frozenset(),
+) -> Outcome:
+    """Grant one approval requirement (one grant of a group's); the last grant approves the
+    request. ``groups`` are the deciding actor's registered groups."""
+    return _decide_requirement(request, command, now, ApprovalStatus.APPROVED, groups)
+
+
+def reject_requirement(
+    request: MutationRequest,
+    command: Command,
+    now: datetime,
+    *,
+    groups: frozenset[str] = frozenset(),
+) -> Outcome:
+    """Refuse one approval requirement, which rejects the request. ``groups`` are the
+    deciding actor's registered groups."""
+    return _decide_requirement(request, command, now, ApprovalStatus.REJECTED, groups)
 
 
 def resolve_version(request: MutationRequest, command: Command, now: datetime) -> Outcome:
@@ -399,8 +582,17 @@ def resolve_version(request: MutationRequest, command: Command, now: datetime) -
         )
     # require_renewed_approval: every requirement goes back to pending, or the request would
     # wait for approvals that were already spent on the stale version and never come again.
+    # Its grants go too: they approved the stale version, and whoever gave them may grant
+    # again (distinct approvers are counted over the current grants only).
     reset = tuple(
-        replace(r, status=ApprovalStatus.PENDING, decided_at=None, decided_by=None, reason=None)
+        replace(
+            r,
+            status=ApprovalStatus.PENDING,
+            decided_at=None,
+            decided_by=None,
+            reason=None,
+            grants=(),
+        )
         for r in request.approval_requirements
     )
     renewed = resolution("renewed_approval_required")
@@ -415,15 +607,15 @@ def resolve_version(request: MutationRequest, command: Command, now: datetime) -
     return _move(request, command, now, Status.PENDING, extra=(renewed,), **changes)
 
 
+#: The rule of every command type decided on the addressed request alone: ``submit`` has no
+#: request yet, ``supersede`` also judges the superseding request, and the requirement
+#: commands also need the deciding actor's groups, so ``decide`` calls those itself.
 RULES: dict[CommandType, Rule] = {
     CommandType.MOVE_TO_PENDING: move_to_pending,
     CommandType.APPROVE: approve,
     CommandType.REJECT: reject,
     CommandType.CANCEL: cancel,
     CommandType.EXPIRE: expire,
-    CommandType.SUPERSEDE: supersede,
     CommandType.MARK_EXECUTED: mark_executed,
-    CommandType.APPROVE_REQUIREMENT: approve_requirement,
-    CommandType.REJECT_REQUIREMENT: reject_requirement,
     CommandType.RESOLVE_VERSION: resolve_version,
 }

@@ -11,9 +11,22 @@ COMMANDS_QUEUE = "governance.commands"
 DEAD_LETTER_QUEUE = "governance.commands.dead"
 EVENTS_EXCHANGE = "governance.events"
 
+#: Where a command that failed inside a batch, or keeps failing, waits for its next attempt.
+RETRY_QUEUE = "governance.commands.retry"
+#: The scheduler's periodic work (expiry sweeps, outbox relay).
+MAINTENANCE_QUEUE = "governance.maintenance"
+EXPIRE_DUE_TASK = "governance.expire_due"
+RELAY_OUTBOX_TASK = "governance.relay_outbox"
+
+#: Every queue a worker consumes or parks messages in (for health checks and drains).
+WORKER_QUEUES = (COMMANDS_QUEUE, RETRY_QUEUE, MAINTENANCE_QUEUE, DEAD_LETTER_QUEUE)
+
 # The command queue is declared exactly as a plain Celery client auto-declares it (direct
 # exchange of the same name, no queue arguments), so any client's ``send_task`` and the worker
 # agree. Dead-lettering is therefore done by the worker, explicitly, not by queue arguments.
+
+#: The deployment a signed command names when none is configured (``GOVERNANCE_AUDIENCE``).
+DEFAULT_AUDIENCE = "governance"
 
 #: Header that carries why a message was dead-lettered.
 DEAD_LETTER_REASON_HEADER = "x-governance-dead-letter-reason"

@@ -57,10 +57,16 @@ def _show_request(view: dict[str, Any]) -> None:
         click.echo("\nApproval requirements:")
         click.echo(
             table(
-                ["step", "approval_id", "approver", "status", "decided by"],
+                ["step", "approval_id", "approver", "status", "grants", "decided by"],
                 [
-                    [r[k] for k in ("step_order", "approval_id", "approver_id", "status")]
-                    + [r["decided_by"]]
+                    [
+                        r["step_order"],
+                        r["approval_id"],
+                        approver_of(r),
+                        r["status"],
+                        f"{len(r.get('grants') or ())}/{r.get('min_approvals') or 1}",
+                        r["decided_by"],
+                    ]
                     for r in view["approval_requirements"]
                 ],
             )
@@ -149,7 +155,7 @@ def register(cli: click.Group) -> None:
                         r.pending_reason,
                         r.revision,
                         ",".join(
-                            q.approver_id
+                            q.approver_id or f"group {q.approver_group}"
                             for q in r.approval_requirements
                             if q.status.value == "pending"
                         ),
@@ -424,3 +430,10 @@ def register(cli: click.Group) -> None:
             out.flush()
         click.echo(str(summary), err=True)
         sys.exit(summary.exit_code)
+
+
+def approver_of(requirement: dict[str, Any]) -> str:
+    """Who may decide a requirement: its named approver, or its group."""
+    if requirement.get("approver_id"):
+        return str(requirement["approver_id"])
+    return f"group {requirement.get('approver_group')}"

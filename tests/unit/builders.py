@@ -17,6 +17,7 @@ from governance.model import (
     ApprovalStatus,
     Decision,
     DecisionCategory,
+    Grant,
     Intent,
     MutationRequest,
     PendingReason,
@@ -29,7 +30,13 @@ NOW = datetime(2026, 11, 28, 14, 0, tzinfo=UTC)
 EARLIER = NOW - timedelta(hours=1)
 LATER = NOW + timedelta(hours=1)
 REQUEST_ID = "req-42"
+#: The request a ``supersede`` names unless told otherwise.
+SUPERSEDING_ID = "req-43"
+#: The actor commands come from unless told otherwise, and so the submitter of every request
+#: a test submits: never one of the approvers below, whom the submitter could not stand for.
 OPERATOR = "operator"
+#: The submitter of every request :func:`request_in_status` builds.
+SUBMITTER = "submitter"
 
 #: The args each non-submit command needs to be valid.
 DEFAULT_ARGS: dict[str, dict[str, Any]] = {
@@ -38,7 +45,7 @@ DEFAULT_ARGS: dict[str, dict[str, Any]] = {
     "reject": {},
     "cancel": {},
     "expire": {},
-    "supersede": {"superseding_request_id": "req-43"},
+    "supersede": {"superseding_request_id": SUPERSEDING_ID},
     "mark_executed": {},
     "approve_requirement": {"approval_id": "approval-1"},
     "reject_requirement": {"approval_id": "approval-1"},
@@ -132,6 +139,7 @@ def command(
     *,
     actor_id: str = OPERATOR,
     reason: str | None = None,
+    request_id: str = REQUEST_ID,
     **args_overrides: Any,
 ) -> Command:
     return parse_command(
@@ -140,6 +148,7 @@ def command(
             expected_revision=expected_revision,
             actor_id=actor_id,
             reason=reason,
+            request_id=request_id,
             **args_overrides,
         )
     )
@@ -151,6 +160,23 @@ THREE_APPROVERS: list[dict[str, Any]] = [
     {"approval_id": "carol-2", "approver_id": "carol", "step_order": 2},
 ]
 
+#: The group every group requirement of the tests names, and who is in it.
+CAB = "cab"
+CAB_MEMBERS: tuple[str, ...] = ("alice", "bob", "carol")
+#: Each actor's registered groups, as the worker would read them from the registry.
+GROUPS: dict[str, frozenset[str]] = {
+    "alice": frozenset({CAB}),
+    "bob": frozenset({CAB, "ops"}),
+    "carol": frozenset({CAB}),
+    "dave": frozenset({"ops"}),
+    OPERATOR: frozenset(),
+}
+
+
+def groups_of(actor_id: str) -> frozenset[str]:
+    """The groups ``actor_id`` is registered in (none for an unregistered actor)."""
+    return GROUPS.get(actor_id, frozenset())
+
 
 # --------------------------------------------------------------------------- requests
 
@@ -161,6 +187,7 @@ def requirement(
     step_order: int = 1,
     status: ApprovalStatus = ApprovalStatus.PENDING,
 ) -> ApprovalRequirement:
+    """A requirement for the named ``approver_id``, decided by them unless pending."""
     decided = status is not ApprovalStatus.PENDING
     return ApprovalRequirement(
         approval_id=approval_id,
@@ -171,6 +198,30 @@ def requirement(
         decided_at=EARLIER if decided else None,
         decided_by=approver_id if decided else None,
         reason="checked" if decided else None,
+    )
+
+
+def group_requirement(
+    approval_id: str,
+    group: str = CAB,
+    min_approvals: int = 2,
+    step_order: int = 1,
+    granted_by: tuple[str, ...] = (),
+) -> ApprovalRequirement:
+    """A requirement for ``min_approvals`` members of ``group``, holding the grants of
+    ``granted_by``: approved by the last of them once there are enough."""
+    grants = tuple(Grant(actor_id, EARLIER, "checked") for actor_id in granted_by)
+    done = len(grants) >= min_approvals
+    return ApprovalRequirement(
+        approval_id=approval_id,
+        approver_group=group,
+        min_approvals=min_approvals,
+        step_order=step_order,
+        grants=grants,
+        status=ApprovalStatus.APPROVED if done else ApprovalStatus.PENDING,
+        decided_at=EARLIER if done else None,
+        decided_by=granted_by[-1] if done else None,
+        reason="checked" if done else None,
     )
 
 
@@ -192,7 +243,7 @@ def request_in_status(
     if status is Status.PENDING:
         pending_reason = pending_reason or PendingReason.MANUAL_REVIEW
         expires_at = expires_at or LATER
-    submitter = Actor(id="submitter")
+    submitter = Actor(id=SUBMITTER)
     history = [Decision(DecisionCategory.LIFECYCLE, "submitted", submitter, EARLIER)]
     if status is not Status.CREATED:
         history.append(Decision(DecisionCategory.LIFECYCLE, status.value, submitter, EARLIER))
@@ -214,6 +265,14 @@ def request_in_status(
         expires_at=expires_at,
         metadata={"origin": "unit-test"},
     )
+
+
+def superseding_request(
+    status: Status = Status.APPROVED, *, request_id: str = SUPERSEDING_ID
+) -> MutationRequest:
+    """The request a ``supersede`` names, as the worker would lock it: live unless told
+    otherwise."""
+    return request_in_status(status, revision=1, request_id=request_id)
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -240,11 +299,27 @@ def issue(
     *,
     actor_id: str = OPERATOR,
     reason: str | None = None,
+    superseding: MutationRequest | None = None,
+    groups: frozenset[str] | None = None,
     **args: Any,
 ) -> Outcome:
-    """Decide ``type_`` against ``request`` with the right expected revision."""
-    cmd = command(type_, request.revision, actor_id=actor_id, reason=reason, **args)
-    return decide(request, cmd, NOW)
+    """Decide ``type_`` against ``request`` with the right expected revision.
+
+    ``superseding`` is what the worker would have locked for a ``supersede``: a test that
+    supersedes passes one (see :func:`superseding_request`), or means it does not exist.
+    ``groups`` are the actor's registered groups: :data:`GROUPS`' unless told otherwise.
+    """
+    cmd = command(
+        type_,
+        request.revision,
+        actor_id=actor_id,
+        reason=reason,
+        request_id=request.request_id,
+        **args,
+    )
+    return decide(
+        request, cmd, NOW, superseding, groups=groups_of(actor_id) if groups is None else groups
+    )
 
 
 def kinds(decisions: tuple[Decision, ...]) -> list[str]:
@@ -259,6 +334,12 @@ def valid_commands() -> dict[str, dict[str, Any]]:
             approval_requirements=[
                 {"approver_id": "alice", "approver_name": "Alice", "description": "security"},
                 {"approval_id": "bob-2", "approver_id": "bob", "step_order": 2},
+                {
+                    "approval_id": "cab-3",
+                    "approver_group": "cab",
+                    "min_approvals": 2,
+                    "step_order": 3,
+                },
             ],
             expected_state_version="v1",
             expires_at="2026-12-01T00:00:00+02:00",
@@ -272,5 +353,11 @@ def valid_commands() -> dict[str, dict[str, Any]]:
             reason="routine change",
             metadata={"ticket": "OPS-1", "labels": ["a", "b"]},
             issued_at="2026-11-28T14:00:00.123456Z",
+            audience="governance",
+            auth={"key_id": "operator-key-1", "signature": SIGNATURE},
         )
     return commands
+
+
+#: A signature of the right form (validation never checks it against anything).
+SIGNATURE = "A" * 85 + "g"

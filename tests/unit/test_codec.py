@@ -12,16 +12,20 @@ from governance.codec import (
     command_to_dict,
     request_from_dict,
     request_to_dict,
+    requirement_from_dict,
+    requirement_to_dict,
     timestamp_from_wire,
     timestamp_to_wire,
 )
 from governance.commands import parse_command
-from governance.model import ApprovalStatus, PendingReason, Status
+from governance.model import ApprovalRequirement, ApprovalStatus, Grant, PendingReason, Status
 
 from .builders import (
     ALL_TYPES,
+    EARLIER,
     THREE_APPROVERS,
     applied,
+    group_requirement,
     issue,
     request_in_status,
     requirement,
@@ -116,6 +120,8 @@ def test_a_request_in_any_status_round_trips(status: Status) -> None:
             requirement("a-1", "alice", 1, ApprovalStatus.APPROVED),
             requirement("b-2", "bob", 2, ApprovalStatus.REJECTED),
             requirement("c-2", "carol", 2),
+            group_requirement("g-3", "cab", 2, 3, granted_by=("dave",)),
+            group_requirement("g-4", "ops", 1, 4, granted_by=("erin",)),
         ),
         expected_state_version="v3",
     )
@@ -189,3 +195,99 @@ def test_a_command_at_either_end_of_the_timestamp_range_round_trips(stamp: str) 
 
     assert parse_command(wire) == command
     assert wire["issued_at"] == wire["args"]["expires_at"] == timestamp_to_wire(command.issued_at)
+
+
+def test_a_requirement_shows_its_group_and_its_grants_in_the_wire_spelling() -> None:
+    # Given a 2-of-N group requirement with one grant
+    grant = Grant(actor_id="alice", decided_at=EARLIER, reason="looks fine")
+    data = requirement_to_dict(
+        ApprovalRequirement(
+            approval_id="cab-1", approver_group="cab", min_approvals=2, grants=(grant,)
+        )
+    )
+
+    # Then its dictionary names the group, the approvals needed and each grant
+    assert (data["approver_id"], data["approver_group"], data["min_approvals"]) == (None, "cab", 2)
+    assert data["grants"] == [
+        {"actor_id": "alice", "decided_at": "2026-11-28T13:00:00Z", "reason": "looks fine"}
+    ]
+    assert data["status"] == "pending"
+    assert requirement_from_dict(json.loads(json.dumps(data))).grants == (grant,)
+
+
+def test_a_named_requirement_shows_no_group_and_no_grants() -> None:
+    data = requirement_to_dict(requirement("a-1", "alice"))
+
+    assert (data["approver_id"], data["approver_group"], data["min_approvals"]) == (
+        "alice",
+        None,
+        1,
+    )
+    assert data["grants"] == []
+
+
+def test_a_requirement_stored_before_groups_reads_as_a_named_one_without_grants() -> None:
+    # Given a stored requirement row written before requirements had groups
+    old_row = {
+        "approval_id": "a-1",
+        "approver_id": "alice",
+        "approver_name": "Alice",
+        "description": None,
+        "step_order": 1,
+        "status": "approved",
+        "decided_at": "2026-11-28T13:00:00Z",
+        "decided_by": "alice",
+        "reason": "ok",
+    }
+
+    # When it is read
+    read = requirement_from_dict(old_row)
+
+    # Then it is the named requirement it was, with the new fields' defaults
+    assert read == ApprovalRequirement(
+        approval_id="a-1",
+        approver_id="alice",
+        approver_name="Alice",
+        status=ApprovalStatus.APPROVED,
+        decided_at=EARLIER,
+        decided_by="alice",
+        reason="ok",
+    )
+    assert (read.approver_group, read.min_approvals, read.grants) == (None, 1, ())
+
+
+def test_a_request_stored_before_groups_still_loads() -> None:
+    data = request_to_dict(
+        request_in_status(Status.PENDING, requirements=(requirement("a-1", "alice"),))
+    )
+    for stale in ("approver_group", "min_approvals", "grants"):
+        del data["approval_requirements"][0][stale]
+
+    assert request_from_dict(data).approval_requirements == (requirement("a-1", "alice"),)
+
+
+def test_a_submit_with_a_group_requirement_round_trips_and_a_named_one_gains_no_fields() -> None:
+    payload = submit_payload(
+        approval_requirements=[
+            {"approval_id": "a-1", "approver_id": "alice"},
+            {"approval_id": "g-2", "approver_group": "cab", "min_approvals": 2, "step_order": 2},
+        ]
+    )
+    command = parse_command(payload)
+
+    wire = command_to_dict(command)
+
+    assert parse_command(json.loads(json.dumps(wire))) == command
+    assert wire["args"]["approval_requirements"] == [
+        {"approval_id": "a-1", "approver_id": "alice", "step_order": 1},
+        {"approval_id": "g-2", "approver_group": "cab", "min_approvals": 2, "step_order": 2},
+    ]
+
+
+def test_a_signed_command_keeps_its_audience_and_signature_on_the_wire() -> None:
+    command = parse_command(copy.deepcopy(VALID_COMMANDS["approve"]))
+
+    wire = command_to_dict(command)
+
+    assert wire["audience"] == VALID_COMMANDS["approve"]["audience"]
+    assert wire["auth"] == VALID_COMMANDS["approve"]["auth"]

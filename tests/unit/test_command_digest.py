@@ -56,6 +56,12 @@ def minimal_submit() -> dict[str, Any]:
     }
 
 
+def minimal_group_submit() -> dict[str, Any]:
+    payload = minimal_submit()
+    payload["args"]["approval_requirements"] = [{"approver_group": "cab", "min_approvals": 2}]
+    return payload
+
+
 def minimal_move_to_pending() -> dict[str, Any]:
     return {
         "command_id": "cmd-pending",
@@ -149,6 +155,21 @@ SAME_MEANING = [
     pytest.param(minimal_submit, set_requirement(approval_id=None), id="approval-id-null"),
     pytest.param(minimal_submit, set_requirement(approver_name=None), id="approver-name-null"),
     pytest.param(minimal_submit, set_requirement(description=None), id="requirement-no-text"),
+    pytest.param(minimal_submit, set_requirement(min_approvals=1), id="min-approvals-one"),
+    pytest.param(minimal_submit, set_requirement(approver_group=None), id="approver-group-null"),
+    pytest.param(minimal_group_submit, set_requirement(approver_id=None), id="approver-id-null"),
+    pytest.param(
+        minimal_approve,
+        set_top(auth={"key_id": "alice-1", "signature": "c2lnbmVk"}),
+        id="a-signature",
+    ),
+    pytest.param(
+        lambda: edited(minimal_approve(), set_top(auth={"key_id": "k-1", "signature": "b25l"})),
+        set_top(auth={"key_id": "k-2", "signature": "YW5vdGhlcg"}),
+        id="re-signed-with-another-key",
+    ),
+    pytest.param(minimal_approve, set_top(auth=None), id="auth-null"),
+    pytest.param(minimal_approve, set_top(audience=None), id="audience-null"),
 ]
 
 
@@ -223,6 +244,20 @@ DIFFERENT_MEANING = [
     pytest.param(minimal_submit, set_intent(tags=["a", "b"]), id="some-tags"),
     pytest.param(minimal_submit, set_args(expected_state_version="v2"), id="a-state-version"),
     pytest.param(minimal_submit, set_args(metadata={"k": "v"}), id="request-metadata"),
+    pytest.param(
+        minimal_submit,
+        set_requirement(approver_id=None, approver_group="bob"),
+        id="a-group-not-a-named-approver",
+    ),
+    pytest.param(minimal_group_submit, set_requirement(approver_group="ops"), id="another-group"),
+    pytest.param(minimal_group_submit, set_requirement(min_approvals=3), id="more-approvals"),
+    pytest.param(minimal_group_submit, set_requirement(min_approvals=1), id="fewer-approvals"),
+    pytest.param(minimal_approve, set_top(audience="governance"), id="an-audience"),
+    pytest.param(
+        lambda: edited(minimal_approve(), set_top(audience="staging")),
+        set_top(audience="production"),
+        id="another-audience",
+    ),
 ]
 
 

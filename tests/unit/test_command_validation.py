@@ -18,6 +18,7 @@ from governance.commands import (
     LATEST_TIMESTAMP,
     MAX_METADATA_BYTES,
     Command,
+    CommandAuth,
     CommandType,
     InvalidCommand,
     MoveToPendingArgs,
@@ -36,7 +37,14 @@ from governance.commands import (
 )
 from governance.model import ActorType, BlastScope, PendingReason, RiskLevel, Status
 
-from .builders import ALL_TYPES, THREE_APPROVERS, command_payload, submit_payload, valid_commands
+from .builders import (
+    ALL_TYPES,
+    SIGNATURE,
+    THREE_APPROVERS,
+    command_payload,
+    submit_payload,
+    valid_commands,
+)
 
 VALID_COMMANDS = valid_commands()
 
@@ -128,8 +136,8 @@ BAD_COMMANDS = [
     pytest.param(
         approve("priority", "high"),
         "priority",
-        "unknown field; expected one of actor, args, command_id, expected_revision, issued_at, "
-        "metadata, reason, request_id, type",
+        "unknown field; expected one of actor, args, audience, auth, command_id, "
+        "expected_revision, issued_at, metadata, reason, request_id, type",
         id="unknown-top-level-field",
     ),
     pytest.param(approve("request_id", DELETE), "request_id", "required", id="no-request-id"),
@@ -676,7 +684,7 @@ BAD_COMMANDS = [
     pytest.param(
         submit("args.approval_requirements", [{"approver_id": "bob", "weight": 2}]),
         "args.approval_requirements[0].weight",
-        "unknown field; expected one of approval_id, approver_id,",
+        "unknown field; expected one of approval_id, approver_group, approver_id,",
         id="unknown-requirement-field",
     ),
     pytest.param(
@@ -702,6 +710,156 @@ BAD_COMMANDS = [
         "args.intent.metadata.a",
         "expected keys without NUL characters",
         id="intent-metadata-key-with-nul",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_id": "bob", "approver_group": "cab"}]),
+        "args.approval_requirements[0].approver_group",
+        "expected either approver_id or approver_group, not both",
+        id="requirement-named-and-group",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_id": None, "approver_group": None}]),
+        "args.approval_requirements[0].approver_id",
+        "expected a string, got null",
+        id="requirement-null-approver-and-null-group",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"min_approvals": 2}]),
+        "args.approval_requirements[0].approver_id",
+        "required (or approver_group)",
+        id="requirement-with-neither-approver-nor-group",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_group": ""}]),
+        "args.approval_requirements[0].approver_group",
+        "expected at least 1 character(s)",
+        id="requirement-group-empty",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_group": "   "}]),
+        "args.approval_requirements[0].approver_group",
+        "expected a non-blank string",
+        id="requirement-group-blank",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_group": "c\tab"}]),
+        "args.approval_requirements[0].approver_group",
+        "expected no control characters",
+        id="requirement-group-control-character",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_group": "g" * 129}]),
+        "args.approval_requirements[0].approver_group",
+        "expected at most 128 characters, got 129",
+        id="requirement-group-too-long",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_group": ["cab"]}]),
+        "args.approval_requirements[0].approver_group",
+        "expected a string, got a list",
+        id="requirement-group-not-a-string",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_group": "cab", "min_approvals": 0}]),
+        "args.approval_requirements[0].min_approvals",
+        "expected an integer from 1 to 100, got 0",
+        id="requirement-min-approvals-zero",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_group": "cab", "min_approvals": 101}]),
+        "args.approval_requirements[0].min_approvals",
+        "expected an integer from 1 to 100, got 101",
+        id="requirement-min-approvals-over-100",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_group": "cab", "min_approvals": "2"}]),
+        "args.approval_requirements[0].min_approvals",
+        'expected an integer, got "2"',
+        id="requirement-min-approvals-string",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_group": "cab", "min_approvals": True}]),
+        "args.approval_requirements[0].min_approvals",
+        "expected an integer, got a boolean",
+        id="requirement-min-approvals-boolean",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_group": "cab", "min_approvals": 2.0}]),
+        "args.approval_requirements[0].min_approvals",
+        "expected an integer, got the number 2.0",
+        id="requirement-min-approvals-float",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_group": "cab", "min_approvals": None}]),
+        "args.approval_requirements[0].min_approvals",
+        "expected an integer, got null",
+        id="requirement-min-approvals-null",
+    ),
+    pytest.param(
+        submit("args.approval_requirements", [{"approver_id": "bob", "min_approvals": 2}]),
+        "args.approval_requirements[0].min_approvals",
+        "expected 1 for a named approver, got 2; more than one approval needs approver_group",
+        id="requirement-named-with-two-approvals",
+    ),
+    pytest.param(
+        approve("auth", "signed"), "auth", 'expected a JSON object, got "signed"', id="auth-string"
+    ),
+    pytest.param(
+        approve("auth", {"signature": SIGNATURE}), "auth.key_id", "required", id="auth-no-key"
+    ),
+    pytest.param(
+        approve("auth", {"key_id": "k-1"}), "auth.signature", "required", id="auth-no-signature"
+    ),
+    pytest.param(
+        approve("auth", {"key_id": "k-1", "signature": SIGNATURE, "alg": "EdDSA"}),
+        "auth.alg",
+        "unknown field; expected one of key_id, signature",
+        id="auth-unknown-field",
+    ),
+    pytest.param(
+        approve("auth", {"key_id": 7, "signature": SIGNATURE}),
+        "auth.key_id",
+        "expected a string, got the number 7",
+        id="auth-key-id-number",
+    ),
+    pytest.param(
+        approve("auth", {"key_id": "k\n1", "signature": SIGNATURE}),
+        "auth.key_id",
+        "expected no control characters",
+        id="auth-key-id-control-character",
+    ),
+    pytest.param(
+        approve("auth", {"key_id": "k-1", "signature": None}),
+        "auth.signature",
+        "expected a string, got null",
+        id="auth-signature-null",
+    ),
+    pytest.param(
+        approve("auth", {"key_id": "k-1", "signature": "A" * 513}),
+        "auth.signature",
+        "expected at most 512 characters, got 513",
+        id="auth-signature-oversize",
+    ),
+    pytest.param(
+        approve("auth", {"key_id": "k-1", "signature": ""}),
+        "auth.signature",
+        "expected at least 1 character(s)",
+        id="auth-signature-empty",
+    ),
+    pytest.param(
+        approve("audience", 7),
+        "audience",
+        "expected a string, got the number 7",
+        id="audience-number",
+    ),
+    pytest.param(
+        approve("audience", ""), "audience", "expected at least 1 character(s)", id="audience-empty"
+    ),
+    pytest.param(
+        approve("audience", "a" * 129),
+        "audience",
+        "expected at most 128 characters, got 129",
+        id="audience-too-long",
     ),
 ]
 
@@ -803,10 +961,16 @@ def test_a_parsed_submit_carries_every_argument() -> None:
     assert isinstance(args, SubmitArgs)
     assert args.initial_status is Status.PENDING
     assert args.pending_reason is PendingReason.APPROVAL
-    assert [(r.approval_id, r.approver_id, r.step_order) for r in args.approval_requirements] == [
-        (None, "alice", 1),
-        ("bob-2", "bob", 2),
+    assert [
+        (r.approval_id, r.approver_id, r.approver_group, r.min_approvals, r.step_order)
+        for r in args.approval_requirements
+    ] == [
+        (None, "alice", None, 1, 1),
+        ("bob-2", "bob", None, 1, 2),
+        ("cab-3", None, "cab", 2, 3),
     ]
+    assert command.audience == "governance"
+    assert command.auth == CommandAuth("operator-key-1", SIGNATURE)
     assert args.expires_at == datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
     assert args.intent.risk_level is RiskLevel.HIGH
     assert args.intent.blast_radius.scope is BlastScope.MODULE
@@ -817,6 +981,51 @@ def test_a_parsed_resolve_version_carries_its_strategy() -> None:
     args = parse_command(command_payload("resolve_version")).args
 
     assert args == ResolveVersionArgs("v2", ResolutionStrategy.REJECT_STALE)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param({"approver_id": "bob"}, ("bob", None, 1), id="named"),
+        pytest.param(
+            {"approver_id": "bob", "min_approvals": 1}, ("bob", None, 1), id="named-one-approval"
+        ),
+        pytest.param(
+            {"approver_id": "bob", "approver_group": None}, ("bob", None, 1), id="named-null-group"
+        ),
+        pytest.param({"approver_group": "cab"}, (None, "cab", 1), id="group-default-one"),
+        pytest.param(
+            {"approver_group": "cab", "min_approvals": 3}, (None, "cab", 3), id="group-of-three"
+        ),
+        pytest.param(
+            {"approver_group": "cab", "approver_id": None, "min_approvals": 100},
+            (None, "cab", 100),
+            id="group-of-a-hundred-null-approver",
+        ),
+    ],
+)
+def test_a_requirement_names_an_approver_or_a_group_with_its_approvals(
+    spec: dict[str, Any], expected: tuple[str | None, str | None, int]
+) -> None:
+    args = parse_command(submit_payload(approval_requirements=[spec])).args
+
+    assert isinstance(args, SubmitArgs)
+    (parsed,) = args.approval_requirements
+    assert (parsed.approver_id, parsed.approver_group, parsed.min_approvals) == expected
+
+
+def test_a_command_without_audience_or_auth_has_none() -> None:
+    command = parse_command({**command_payload("approve"), "audience": None, "auth": None})
+
+    assert (command.audience, command.auth) == (None, None)
+
+
+def test_a_signature_is_checked_for_form_only() -> None:
+    # A signature that is not even base64url is for verification to refuse (unauthenticated),
+    # not validation: only its type, size and characters are validation's business.
+    payload = {**command_payload("approve"), "auth": {"key_id": "k-1", "signature": "!!"}}
+
+    assert parse_command(payload).auth == CommandAuth("k-1", "!!")
 
 
 def test_an_actor_defaults_to_a_user_without_a_name() -> None:
@@ -920,6 +1129,14 @@ def test_payload_hash_ignores_issued_at() -> None:
         {**payload, "issued_at": "2026-11-28T15:30:00Z"}
     )
     assert payload_hash(payload) == payload_hash({**payload, "issued_at": "2026-11-28T14:00:00Z"})
+
+
+def test_payload_hash_ignores_the_signature() -> None:
+    payload = command_payload("approve", expected_revision=3)
+    signed = {**payload, "auth": {"key_id": "k-1", "signature": SIGNATURE}}
+
+    assert payload_hash(signed) == payload_hash(payload)
+    assert payload_hash(signed) == payload_hash({**signed, "auth": {"key_id": "k-2"}})
 
 
 def test_payload_hash_ignores_key_order() -> None:
@@ -1075,6 +1292,22 @@ def with_requirement(**fields: Any) -> dict[str, Any]:
             id="requirement.approver_name",
         ),
         pytest.param(
+            submit("args.approval_requirements", [{"approver_group": NUL}]),
+            "args.approval_requirements[0].approver_group",
+            id="requirement.approver_group",
+        ),
+        pytest.param(
+            approve("auth", {"key_id": NUL, "signature": SIGNATURE}),
+            "auth.key_id",
+            id="auth.key_id",
+        ),
+        pytest.param(
+            approve("auth", {"key_id": "k-1", "signature": NUL}),
+            "auth.signature",
+            id="auth.signature",
+        ),
+        pytest.param(approve("audience", NUL), "audience", id="audience"),
+        pytest.param(
             with_requirement(description=NUL),
             "args.approval_requirements[0].description",
             id="requirement.description",
@@ -1227,6 +1460,10 @@ hostile_values = st.recursive(
 #: Where a hostile value may land in an otherwise valid command.
 HOSTILE_PATHS = [
     "command_id",
+    "audience",
+    "auth",
+    "auth.key_id",
+    "auth.signature",
     "request_id",
     "reason",
     "issued_at",

@@ -16,7 +16,6 @@ from .builders import (
     applied,
     command,
     command_payload,
-    issue,
     rejected,
     request_in_status,
 )
@@ -92,26 +91,3 @@ def test_a_decision_carries_the_actor_reason_command_metadata_and_time() -> None
     assert decision.reason == "fine"
     assert decision.metadata == {"ticket": "OPS-7"}
     assert decision.occurred_at == NOW
-
-
-def test_supersede_records_the_superseding_request() -> None:
-    outcome = applied(
-        issue(request_in_status(Status.APPROVED), "supersede", superseding_request_id="req-99")
-    )
-
-    assert outcome.request.status is Status.SUPERSEDED
-    assert outcome.decisions[0].metadata == {"superseding_request_id": "req-99"}
-    assert outcome.request.metadata == {"origin": "unit-test", "superseded_by": "req-99"}
-
-
-def test_a_request_cannot_supersede_itself() -> None:
-    # Given an approved request
-    current = request_in_status(Status.APPROVED, revision=3)
-
-    # When it is superseded by itself
-    rejection = rejected(issue(current, "supersede", superseding_request_id=REQUEST_ID))
-
-    # Then the command is refused as invalid, naming the field
-    assert rejection.code is RejectionCode.INVALID_COMMAND
-    assert rejection.message.startswith("args.superseding_request_id:")
-    assert (rejection.current_revision, rejection.current_status) == (3, Status.APPROVED)

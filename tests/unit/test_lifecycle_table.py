@@ -1,20 +1,19 @@
-"""The transition table of DESIGN.md §2, exhaustively, through the commands that target each
-status."""
+"""The transition table, exhaustively, through the commands that target each status."""
 
 from __future__ import annotations
 
 import pytest
 
 from governance.lifecycle import ALLOWED_TRANSITIONS, TERMINAL_STATUSES, can_transition, is_terminal
-from governance.model import DecisionCategory, PendingReason, Status
-from governance.rules import RejectionCode
+from governance.model import DecisionCategory, MutationRequest, PendingReason, Status
+from governance.rules import Outcome, RejectionCode
 
-from .builders import LATER, NOW, applied, issue, rejected, request_in_status
+from .builders import LATER, NOW, applied, issue, rejected, request_in_status, superseding_request
 
 S = Status
 
-#: DESIGN.md §2 "Allowed transitions", written out independently of governance.lifecycle.
-DESIGN_TABLE: dict[Status, set[Status]] = {
+#: The contract's allowed transitions, written out independently of governance.lifecycle.
+CONTRACT_TABLE: dict[Status, set[Status]] = {
     S.CREATED: {S.PENDING, S.APPROVED, S.CANCELED, S.SUPERSEDED},
     S.PENDING: {S.APPROVED, S.REJECTED, S.CANCELED, S.EXPIRED, S.SUPERSEDED},
     S.APPROVED: {S.PENDING, S.REJECTED, S.CANCELED, S.SUPERSEDED, S.EXECUTED},
@@ -40,14 +39,21 @@ ALLOWED_PAIRS = [
     pytest.param(source, target, id=f"{source}->{target}")
     for source in Status
     for target in COMMAND_FOR_TARGET
-    if target in DESIGN_TABLE[source]
+    if target in CONTRACT_TABLE[source]
 ]
 REFUSED_PAIRS = [
     pytest.param(source, target, id=f"{source}->{target}")
     for source in Status
     for target in COMMAND_FOR_TARGET
-    if target not in DESIGN_TABLE[source]
+    if target not in CONTRACT_TABLE[source]
 ]
+
+
+def issue_targeting(request: MutationRequest, target: Status) -> Outcome:
+    """The command targeting ``target`` against ``request``; a supersede names a live request,
+    so that only the table decides."""
+    superseding = superseding_request() if target is S.SUPERSEDED else None
+    return issue(request, COMMAND_FOR_TARGET[target], superseding=superseding)
 
 
 def test_every_pair_of_statuses_is_covered_once() -> None:
@@ -55,9 +61,9 @@ def test_every_pair_of_statuses_is_covered_once() -> None:
     assert len(ALLOWED_PAIRS) == 14
 
 
-def test_the_lifecycle_table_is_the_design_table() -> None:
+def test_the_lifecycle_table_is_the_contract_table() -> None:
     assert {source: set(targets) for source, targets in ALLOWED_TRANSITIONS.items()} == (
-        DESIGN_TABLE
+        CONTRACT_TABLE
     )
 
 
@@ -85,7 +91,7 @@ def test_an_allowed_transition_is_applied(source: Status, target: Status) -> Non
     request = request_in_status(source, revision=3)
 
     # When the command targeting the target status is issued at revision 3
-    outcome = applied(issue(request, COMMAND_FOR_TARGET[target]))
+    outcome = applied(issue_targeting(request, target))
 
     # Then the request moved one revision on, recording one lifecycle decision
     assert outcome.from_status is source
@@ -106,7 +112,7 @@ def test_a_refused_transition_is_rejected_as_invalid_transition(
     request = request_in_status(source, revision=3)
 
     # When the command targeting a status the table does not allow is issued
-    rejection = rejected(issue(request, COMMAND_FOR_TARGET[target]))
+    rejection = rejected(issue_targeting(request, target))
 
     # Then it is refused, reporting where the request stands
     assert rejection.code is RejectionCode.INVALID_TRANSITION
@@ -116,14 +122,14 @@ def test_a_refused_transition_is_rejected_as_invalid_transition(
     assert f"from {source.value} to {target.value}" in rejection.message
 
 
-@pytest.mark.parametrize("target", sorted(DESIGN_TABLE[S.PENDING]), ids=str)
+@pytest.mark.parametrize("target", sorted(CONTRACT_TABLE[S.PENDING]), ids=str)
 def test_leaving_pending_clears_pending_reason_and_expiry(target: Status) -> None:
     # Given a request pending for manual review until LATER
     request = request_in_status(S.PENDING, pending_reason=PendingReason.MANUAL_REVIEW)
     assert request.expires_at == LATER
 
     # When it leaves pending
-    outcome = applied(issue(request, COMMAND_FOR_TARGET[target]))
+    outcome = applied(issue_targeting(request, target))
 
     # Then it no longer has a pending reason or an expiry
     assert outcome.request.pending_reason is None

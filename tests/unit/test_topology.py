@@ -1,4 +1,4 @@
-"""The broker names the wire contract fixes (DESIGN.md §4)."""
+"""The broker names the wire contract fixes."""
 
 from __future__ import annotations
 

@@ -169,6 +169,20 @@ def test_after_renewed_approval_the_approvals_can_be_granted_again_to_reach_appr
     assert kinds(request.decisions[-2:]) == ["approval.granted", "lifecycle.approved"]
 
 
+def test_after_renewed_approval_approve_is_refused_until_the_approvals_are_granted_again() -> None:
+    # Given a request sent back for renewed approval, its three requirements pending again
+    request = applied(
+        resolve(approved_after_three_approvals(), "v2", "require_renewed_approval")
+    ).request
+
+    # When it is approved by hand instead
+    rejection = rejected(issue(request, "approve"))
+
+    # Then it is refused: the spent approvals must be granted again
+    assert rejection.code is RejectionCode.APPROVAL_NOT_ALLOWED
+    assert "3 approval requirements are still pending" in rejection.message
+
+
 def test_renewed_approval_on_a_pending_request_resets_its_grants_without_a_lifecycle_move() -> None:
     # Given a request pending approval whose first step was granted, waiting until LATER
     request = request_in_status(

@@ -1,0 +1,137 @@
+"""What proves a command and a request's history: the bytes a command's signature covers,
+and the hash chain over a request's decisions.
+
+Both rest on RFC 8785 (JCS) canonical JSON, so that key order and whitespace never change
+what is signed or hashed. Pure: no keys and no signature checks here (the worker and the
+producer hold those); only the bytes they agree on.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import rfc8785
+
+from governance.codec import timestamp_to_wire
+
+#: The member of a command that carries its signature, and so cannot be signed itself.
+AUTH_MEMBER = "auth"
+
+#: The fields of a decision as it is chained, in the order they are documented.
+CHAINED_FIELDS: tuple[str, ...] = (
+    "request_id",
+    "revision",
+    "position",
+    "command_id",
+    "category",
+    "type",
+    "actor",
+    "reason",
+    "metadata",
+    "occurred_at",
+)
+_ACTOR_FIELDS = ("id", "name", "type")
+_B64URL_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def b64url_encode(data: bytes) -> str:
+    """``data`` as base64url without padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """The bytes of base64url text without padding.
+
+    Raises ValueError for anything else: padding characters, characters outside the
+    base64url alphabet (standard base64's ``+`` and ``/`` too), a length no encoding has, or
+    leftover bits that are not zero (so every byte string has exactly one accepted text).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected base64url text, got {type(text).__name__}")
+    if "=" in text:
+        raise ValueError("base64url text must not be padded")
+    if not _B64URL_ALPHABET.issuperset(text):
+        raise ValueError("not base64url: characters outside A-Z a-z 0-9 - _")
+    if len(text) % 4 == 1:
+        raise ValueError(f"not base64url: no encoding is {len(text)} characters long")
+    # The checks above leave nothing for the decoder to refuse (its binascii.Error would be a
+    # ValueError all the same).
+    data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if b64url_encode(data) != text:
+        # The last character carried bits beyond the data: another spelling of the same bytes.
+        raise ValueError("not base64url: non-canonical final character")
+    return data
+
+
+def _jcs(value: Any, what: str) -> bytes:
+    """RFC 8785 bytes of ``value``, or ValueError saying why ``what`` has none."""
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        # Integers beyond ±(2**53-1), non-finite floats, lone surrogates, non-string keys.
+        raise ValueError(f"{what} cannot be canonicalised (RFC 8785): {exc}") from exc
+    except RecursionError as exc:
+        raise ValueError(f"{what} cannot be canonicalised (RFC 8785): nested too deep") from exc
+
+
+def signed_bytes(command: Mapping[str, Any]) -> bytes:
+    """The bytes a command's signature covers: the RFC 8785 canonical JSON (UTF-8) of the
+    command object as received, without its ``auth`` member.
+
+    Raises ValueError when the object cannot be canonicalised (RFC 8785 refuses, for
+    instance, integers beyond ±(2**53-1) and non-finite floats).
+    """
+    unsigned = {key: value for key, value in command.items() if key != AUTH_MEMBER}
+    return _jcs(unsigned, "the command")
+
+
+def chained_decision(
+    request_id: str,
+    revision: int,
+    position: int,
+    command_id: str,
+    decision_dict: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The decision as it is chained: where it stands in the history (``request_id``,
+    ``revision``, ``position``, ``command_id``) and what it says.
+
+    ``decision_dict`` is a decision in :func:`governance.codec.decision_to_dict`'s form (or
+    a stored row with those keys); only the chained fields are taken from it, and an
+    ``occurred_at`` read back as a datetime is put in the wire form, so the writer and a
+    verifier reading the database hash the same dictionary.
+    """
+    actor = decision_dict["actor"]
+    occurred_at = decision_dict["occurred_at"]
+    return {
+        "request_id": request_id,
+        "revision": revision,
+        "position": position,
+        "command_id": command_id,
+        "category": decision_dict["category"],
+        "type": decision_dict["type"],
+        "actor": {name: actor.get(name) for name in _ACTOR_FIELDS},
+        "reason": decision_dict.get("reason"),
+        "metadata": decision_dict.get("metadata") or {},
+        "occurred_at": timestamp_to_wire(occurred_at)
+        if isinstance(occurred_at, datetime)
+        else occurred_at,
+    }
+
+
+def decision_digest_material(decision: Mapping[str, Any]) -> bytes:
+    """The RFC 8785 bytes of a decision as stored (see :func:`chained_decision`).
+
+    Raises ValueError when the decision cannot be canonicalised.
+    """
+    return _jcs(dict(decision), "the decision")
+
+
+def chain_hash(previous: str | None, decision: Mapping[str, Any]) -> str:
+    """The chain hash of ``decision``: hex sha256 of the previous chain hash of the request
+    (ASCII; nothing for its first decision) followed by the decision's RFC 8785 bytes."""
+    material = (previous or "").encode("ascii") + decision_digest_material(decision)
+    return hashlib.sha256(material).hexdigest()

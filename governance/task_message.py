@@ -1,0 +1,120 @@
+"""The Celery task message that carries a command: encoded and decoded in this one place.
+
+A command travels as Celery's message protocol 2: the body is the JSON array
+``[args, kwargs, embed]`` with the command object as the only positional argument, and the
+task's name, id and retry count are headers. The worker's batch consumer decodes messages
+itself, the dead-letter replay encodes them, and both use these functions, so they agree
+with each other and with ``send_task`` of any Celery client.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from governance.topology import APPLY_COMMAND_TASK
+
+CONTENT_TYPE = "application/json"
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMessage:
+    """A command as a Celery task message: body, headers and the properties to publish with."""
+
+    body: str
+    headers: dict[str, Any]
+    task_id: str
+    content_type: str = CONTENT_TYPE
+    content_encoding: str = "utf-8"
+
+
+def encode_task_message(
+    command: Mapping[str, Any],
+    *,
+    task_id: str | None = None,
+    retries: int = 0,
+    origin: str = "governance",
+    extra_headers: Mapping[str, Any] | None = None,
+) -> TaskMessage:
+    """The ``governance.apply_command`` task message for ``command``, as ``send_task`` writes
+    it (so a worker cannot tell the two apart)."""
+    task_id = task_id or str(uuid.uuid4())
+    body = json.dumps([[dict(command)], {}, _EMBED], ensure_ascii=False)
+    headers: dict[str, Any] = {
+        "lang": "py",
+        "task": APPLY_COMMAND_TASK,
+        "id": task_id,
+        "root_id": task_id,
+        "parent_id": None,
+        "group": None,
+        "retries": retries,
+        "eta": None,
+        "expires": None,
+        "timelimit": [None, None],
+        "argsrepr": repr((command.get("command_id"),)),
+        "kwargsrepr": "{}",
+        "origin": origin,
+        **(extra_headers or {}),
+    }
+    return TaskMessage(body=body, headers=headers, task_id=task_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What a task message carries: the command, or why it carries none (then ``carried`` is
+    the command object it holds in an unusable shape, if any, for the dead-letter queue)."""
+
+    command: object = None
+    problem: str | None = None
+    carried: Mapping[str, Any] | None = None
+
+
+def decode_task_message(
+    headers: Mapping[str, Any] | None, body: bytes | str, content_type: str | None
+) -> Decoded:
+    """The command a ``governance.apply_command`` task message carries, or why it carries
+    none."""
+    task = (headers or {}).get("task")
+    if task is None:
+        return Decoded(problem="not a task message (no task header)")
+    if task != APPLY_COMMAND_TASK:
+        return Decoded(problem=f"unknown task: {task!r}")
+    if content_type != CONTENT_TYPE:
+        return Decoded(
+            problem=f"undecodable message: content type {content_type!r} is not {CONTENT_TYPE}"
+        )
+    try:
+        decoded = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return Decoded(problem=f"undecodable message: {exc}")
+    if not (isinstance(decoded, list) and len(decoded) == 3):
+        return Decoded(problem="invalid task message: the body is not [args, kwargs, embed]")
+    args, kwargs = decoded[0], decoded[1]
+    problem = arguments_problem(args, kwargs)
+    if problem is not None:
+        return Decoded(problem=problem, carried=carried_command(args))
+    return Decoded(command=args[0])
+
+
+def arguments_problem(args: object, kwargs: object) -> str | None:
+    """Why these task arguments are not "exactly one positional argument", or None."""
+    if isinstance(args, list | tuple) and len(args) == 1 and not kwargs:
+        return None
+    count = len(args) if isinstance(args, list | tuple) else 0
+    keywords = len(kwargs) if isinstance(kwargs, dict) else 0
+    return (
+        f"expected exactly one positional argument (the command object), got {count} "
+        f"positional and {keywords} keyword argument(s)"
+    )
+
+
+def carried_command(args: object) -> Mapping[str, Any] | None:
+    """The command object among task arguments of the wrong shape (one given with an extra
+    keyword argument, say), so that it can be dead-lettered as itself and replayed."""
+    if isinstance(args, list | tuple) and args and isinstance(args[0], dict):
+        return args[0]
+    return None
