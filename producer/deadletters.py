@@ -17,7 +17,6 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,8 +24,8 @@ from typing import Any
 
 import kombu
 
+from governance.task_message import encode_task_message
 from governance.topology import (
-    APPLY_COMMAND_TASK,
     COMMANDS_QUEUE,
     DEAD_LETTER_QUEUE,
     DEAD_LETTER_REASON_HEADER,
@@ -225,29 +224,15 @@ def publish_command(producer: kombu.Producer, command: dict[str, Any]) -> str:
     """Publish ``command`` as a Celery (protocol 2) ``governance.apply_command`` task message,
     exactly as ``send_task`` would; on a connection opened with ``confirm_publish`` it
     returns once the broker confirmed it. Returns the task id."""
-    task_id = str(uuid.uuid4())
-    body = json.dumps([[command], {}, {"callbacks": None, "errbacks": None, "chain": None}])
+    message = encode_task_message(command, origin="governance-dlq")
     producer.publish(
-        body,
+        message.body,
         exchange=COMMANDS_EXCHANGE,
         routing_key=COMMANDS_QUEUE,
-        content_type="application/json",
-        content_encoding="utf-8",
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
         delivery_mode=2,
-        correlation_id=task_id,
-        headers={
-            "lang": "py",
-            "task": APPLY_COMMAND_TASK,
-            "id": task_id,
-            "root_id": task_id,
-            "parent_id": None,
-            "group": None,
-            "retries": 0,
-            "eta": None,
-            "expires": None,
-            "argsrepr": repr((command.get("command_id"),)),
-            "kwargsrepr": "{}",
-            "origin": "governance-dlq",
-        },
+        correlation_id=message.task_id,
+        headers=message.headers,
     )
-    return task_id
+    return message.task_id

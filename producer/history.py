@@ -2,7 +2,7 @@
 
 Give it what a producer knows (the commands it sent, the outcome events it received, the
 messages it found dead-lettered) and the database, and it reports every way the run broke
-DESIGN.md §3 to §5:
+the service's guarantees:
 
 - every command has exactly one outcome: one event (duplicates of the *same* ``event_id``
   are fine, delivery is at least once) or a dead letter with a reason, never both, never
@@ -33,11 +33,9 @@ from typing import Any
 
 import psycopg
 
-from governance.topology import COMMANDS_QUEUE
+from governance.events import APPLIED
+from governance.topology import COMMANDS_QUEUE, RETRY_QUEUE
 from producer.event_log import LogPage, LogPosition, read_page
-
-APPLIED = "transition.applied"
-REJECTED = "transition.rejected"
 
 #: Rejections that are answered without a ledger record of their own (the id belongs to
 #: another command), so they need not match the ledger's event for their command_id.
@@ -96,7 +94,7 @@ def check_history(
     database_url: str,
     dead_letters: Iterable[DeadLetterRecord] = (),
     broker_url: str | None = None,
-    queues: Iterable[str] = (COMMANDS_QUEUE,),
+    queues: Iterable[str] = (COMMANDS_QUEUE, RETRY_QUEUE),
 ) -> HistoryReport:
     """Check a run; see the module docstring for what is checked.
 

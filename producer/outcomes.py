@@ -1,4 +1,4 @@
-"""Outcome events and the exit codes of the contract (DESIGN.md §6).
+"""Outcome events and the exit codes of the contract.
 
 An outcome is the ``transition.applied`` or ``transition.rejected`` event of one command,
 as a plain dict in the wire spelling. The exit codes are what ``--wait`` and ``wait``
@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from governance.events import APPLIED, REJECTED
+from governance.events import APPLIED
 
 EXIT_APPLIED = 0
 EXIT_USAGE = 2
 EXIT_CONFLICT = 3
 EXIT_REJECTED = 4
 EXIT_TIMEOUT = 5
+EXIT_ALTERED = 6  # `governance verify`: the history or its anchor was altered
 
 #: How bad each exit code is, worst last: a batch exits with its worst outcome. A command that
 #: cannot even be validated is a defect of the input, so it outranks every outcome.
@@ -43,10 +44,6 @@ class OutcomeTimeout(TimeoutError):
 
 def is_applied(event: Mapping[str, Any]) -> bool:
     return event.get("event_type") == APPLIED
-
-
-def is_rejected(event: Mapping[str, Any]) -> bool:
-    return event.get("event_type") == REJECTED
 
 
 def rejection_code(event: Mapping[str, Any]) -> str | None:

@@ -1,4 +1,4 @@
-"""Fixtures for the real services (DESIGN.md §8): one database per test run, one broker."""
+"""Fixtures for the real services: one database per test run, one broker."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import kombu
 import psycopg
 import pytest
 
-from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE
+from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE, RETRY_QUEUE
 from tests.support.events import EventListener
 from tests.support.processes import WorkerProcess
 from tests.support.services import find_broker, find_postgres, fresh_database, unavailable
 from worker.migrate import migrate
+from worker.outbox import EventPublisher
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +60,7 @@ def broker_url() -> Iterator[str]:
 
 
 def purge_queues(
-    broker_url: str, names: tuple[str, ...] = (COMMANDS_QUEUE, DEAD_LETTER_QUEUE)
+    broker_url: str, names: tuple[str, ...] = (COMMANDS_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE)
 ) -> None:
     with kombu.Connection(broker_url) as conn:
         channel = conn.channel()
@@ -68,6 +69,16 @@ def purge_queues(
                 channel.queue_purge(name)
             except Exception:  # the queue does not exist yet; reopen the closed channel
                 channel = conn.channel()
+
+
+@pytest.fixture
+def publisher(broker_url: str) -> Iterator[EventPublisher]:
+    """The worker's event publisher, on the test broker."""
+    publisher = EventPublisher(broker_url)
+    try:
+        yield publisher
+    finally:
+        publisher.close()
 
 
 @pytest.fixture

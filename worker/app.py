@@ -6,7 +6,6 @@ flags. Tasks only decode and call the per-process runtime.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -19,20 +18,23 @@ from celery.worker.consumer import Consumer
 from kombu import Consumer as Consumer_
 from kombu import Exchange, Queue
 
-from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE
-from worker import batching, runtime
+from governance.task_message import arguments_problem, decode_task_message
+from governance.topology import (
+    APPLY_COMMAND_TASK,
+    COMMANDS_QUEUE,
+    EXPIRE_DUE_TASK,
+    MAINTENANCE_QUEUE,
+    RELAY_OUTBOX_TASK,
+    RETRY_QUEUE,
+)
+from worker import batching, deadletter, policy, runtime
 from worker.config import Settings
 from worker.errors import InfrastructureError
-from worker.outbox import EventPublisher
+from worker.policy import Action, Verdict
 from worker.transaction import NotACommand
 
 log = logging.getLogger(__name__)
 
-EXPIRE_DUE_TASK = "governance.expire_due"
-RELAY_OUTBOX_TASK = "governance.relay_outbox"
-MAINTENANCE_QUEUE = "governance.maintenance"
-#: In batch mode, where a command that failed inside a batch goes to be retried on its own.
-RETRY_QUEUE = "governance.commands.retry"
 
 #: Declared exactly as a plain Celery client auto-declares a queue it is told to send to.
 COMMANDS = Queue(COMMANDS_QUEUE, Exchange(COMMANDS_QUEUE, type="direct"), COMMANDS_QUEUE)
@@ -41,8 +43,9 @@ MAINTENANCE = Queue(
 )
 RETRY = Queue(RETRY_QUEUE, Exchange(RETRY_QUEUE, type="direct"), RETRY_QUEUE)
 
-#: In-process waits before a command hit by an infrastructure fault goes back to the broker.
-INFRASTRUCTURE_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+#: In-process waits before a command hit by an infrastructure fault goes back to the broker;
+#: the total is also bounded by ``GOVERNANCE_INFRASTRUCTURE_RETRY_SECONDS``.
+INFRASTRUCTURE_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 T = TypeVar("T")
 
@@ -93,14 +96,33 @@ configure(app, settings)
 
 
 def _with_backoff(operation: Callable[[], T]) -> T:
-    """Run ``operation``, waiting and rerunning while infrastructure faults last a little."""
+    """Run ``operation``, waiting and rerunning while infrastructure faults last a little.
+
+    Bounded in time, not only in attempts: past the budget the fault is raised and the message
+    goes back to the broker, so a worker never sits on a command (or, in batch mode, blocks its
+    event loop) for longer than the budget plus one attempt's own timeouts.
+    """
+    deadline = time.monotonic() + settings.infrastructure_retry_seconds
     for delay in INFRASTRUCTURE_BACKOFF:
         try:
             return operation()
         except InfrastructureError as exc:
-            log.warning("infrastructure fault, retrying in %.2fs: %s", delay, exc)
-            time.sleep(delay * (0.5 + random.random()))
+            wait = delay * (0.5 + random.random())
+            if time.monotonic() + wait > deadline:
+                raise
+            log.warning("infrastructure fault, retrying in %.2fs: %s", wait, exc)
+            time.sleep(wait)
     return operation()
+
+
+def _guard_lost_deliveries(payload: object, redelivered: bool) -> tuple[str | None, Verdict | None]:
+    """For a redelivered message, count its lost deliveries; the key to clear once this one
+    completes, and the verdict when it must be parked instead of tried again."""
+    if not redelivered:
+        return None, None
+    key = policy.message_key(payload)
+    lost = _with_backoff(lambda: runtime.current().count_lost_delivery(key))
+    return key, policy.lost_deliveries_verdict(lost, settings.lost_delivery_limit)
 
 
 @app.task(
@@ -114,41 +136,43 @@ def _with_backoff(operation: Callable[[], T]) -> T:
 )
 def apply_command(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
     """Apply one transition command; its outcome goes out as an event, never as a result."""
-    if len(args) != 1 or kwargs:
-        return _dead_letter_task(
-            self,
-            args,
-            kwargs,
-            f"expected exactly one positional argument (the command object), got {len(args)} "
-            f"positional and {len(kwargs)} keyword argument(s)",
-        )
+    problem = arguments_problem(args, kwargs)
+    if problem is not None:
+        _park_task(self, args, kwargs, problem)
+        return None
+    payload = args[0]
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    key: str | None = None
     try:
-        stored = _with_backoff(lambda: runtime.current().handle(args[0]))
-    except NotACommand as exc:
-        return _dead_letter_task(self, args, kwargs, str(exc))
-    except InfrastructureError as exc:
-        # Not a rejection: the broker keeps the command and delivers it again.
-        raise Reject(exc, requeue=True) from exc
+        key, lost = _guard_lost_deliveries(payload, redelivered)
+        if lost is not None:
+            _park_task(self, args, kwargs, lost.reason)
+            return None
+        stored = _with_backoff(lambda: runtime.current().handle(payload))
     except Exception as exc:
-        retries = self.request.retries or 0
-        if retries >= settings.poison_retry_limit:
-            return _dead_letter_task(
-                self, args, kwargs, f"the handler failed {retries + 1} times: {exc!r}"
-            )
-        raise self.retry(exc=exc, countdown=min(30.0, 0.5 * 2**retries)) from exc
+        verdict = policy.on_failure(exc, self.request.retries or 0, settings.poison_retry_limit)
+        if verdict.action is Action.REQUEUE:
+            # Not a rejection: the broker keeps the command and delivers it again.
+            raise Reject(exc, requeue=True) from exc
+        if verdict.action is Action.PARK:
+            _park_task(self, args, kwargs, verdict.reason)
+            return None
+        raise self.retry(exc=exc, countdown=verdict.countdown) from exc
+    finally:
+        if key is not None:
+            runtime.current().forget_delivery(key)
     return {"event_id": stored.event["event_id"], "sequence": stored.sequence}
 
 
-def _dead_letter_task(self: Task, args: Any, kwargs: Any, reason: str) -> dict[str, Any] | None:
-    body = args[0] if len(args) == 1 and not kwargs else {"args": args, "kwargs": kwargs}
-    encoded = json.dumps(body, default=repr).encode("utf-8")
+def _park_task(self: Task, args: Any, kwargs: Any, reason: str) -> None:
     headers = {
         "x-governance-task-id": self.request.id,
         "x-governance-retries": self.request.retries,
     }
-    log.error("dead-lettering task %s: %s", self.request.id, reason)
     try:
-        runtime.current().dead_letter(encoded, "application/json", reason, headers)
+        runtime.current().dead_letter(
+            deadletter.letter_from_arguments(list(args), kwargs), reason, headers
+        )
     except InfrastructureError as exc:
         raise Reject(exc, requeue=True) from exc
     return None
@@ -170,37 +194,31 @@ class GovernanceConsumer(Consumer):
     """Celery's consumer, but a message it cannot turn into a task is dead-lettered with the
     reason instead of being dropped, and the worker goes on."""
 
-    _publisher: EventPublisher | None = None
-
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        self._dead_letter(message, f"undecodable message: {exc}")
+        _park_message(message, f"undecodable message: {exc}")
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        self._dead_letter(message, "not a task message (no task header)")
+        _park_message(message, "not a task message (no task header)")
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
-        self._dead_letter(message, f"unknown task: {exc}")
+        _park_message(message, f"unknown task: {exc}")
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        self._dead_letter(message, f"invalid task message: {exc}")
+        _park_message(message, f"invalid task message: {exc}")
 
-    def _dead_letter(self, message: Any, reason: str) -> None:
-        from worker import deadletter
 
-        raw = message.body
-        body = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogateescape")
-        log.error("dead-lettering message: %s", reason)
-        try:
-            if GovernanceConsumer._publisher is None:
-                GovernanceConsumer._publisher = EventPublisher(settings.broker_url)
-            deadletter.publish(
-                GovernanceConsumer._publisher, body, message.content_type, reason, {}
-            )
-        except Exception:
-            log.exception("could not dead-letter; returning the message to the queue")
-            message.reject(requeue=True)
-            return
-        message.ack()
+def _park_message(message: Any, reason: str) -> None:
+    """Dead-letter a raw message and acknowledge it; back to the queue if that fails."""
+    raw = message.body
+    body = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogateescape")
+    letter = deadletter.letter_from_message(message.headers, body, message.content_type)
+    try:
+        runtime.current().dead_letter(letter, reason)
+    except Exception:
+        log.exception("could not dead-letter; returning the message to the queue")
+        message.reject(requeue=True)
+        return
+    message.ack()
 
 
 class BatchCommandConsumer(bootsteps.ConsumerStep):
@@ -209,6 +227,8 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
 
     Messages are acknowledged only after their batch committed and its events went out (or
     were left to the relay); a batch hit by an infrastructure fault goes back to the queue.
+    A redelivered message is applied alone, so that one that kills its worker is counted (and
+    in the end parked) alone, without the batch it came with.
     """
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
@@ -248,20 +268,26 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
     def flush(self) -> None:
         self.flush_scheduled = False
         messages, self.buffer = self.buffer, []
-        if not messages:
-            return
-        commands: list[tuple[Any, object]] = []
+        fresh: list[tuple[Any, object]] = []
         for message in messages:
-            payload, reason = batching.decode_task_message(
-                message.headers, message.body, message.content_type
-            )
-            if reason is not None:
-                self._dead_letter(message, reason)
+            decoded = decode_task_message(message.headers, message.body, message.content_type)
+            if decoded.problem is not None:
+                _park_message(message, decoded.problem)
+            elif message.delivery_info.get("redelivered"):
+                self._apply([(message, decoded.command)], redelivered=True)
             else:
-                commands.append((message, payload))
-        if not commands:
-            return
+                fresh.append((message, decoded.command))
+        if fresh:
+            self._apply(fresh, redelivered=False)
+
+    def _apply(self, commands: list[tuple[Any, object]], *, redelivered: bool) -> None:
+        key: str | None = None
         try:
+            if redelivered:
+                key, lost = _guard_lost_deliveries(commands[0][1], True)
+                if lost is not None:
+                    _park_message(commands[0][0], lost.reason)
+                    return
             results = _with_backoff(
                 lambda: runtime.current().handle_batch([payload for _, payload in commands])
             )
@@ -270,26 +296,42 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
             for message, _ in commands:
                 message.reject(requeue=True)
             return
+        except Exception as exc:
+            # Not from one command (those fail alone, inside the batch): every message of
+            # the batch meets the same policy, on its own from here on.
+            log.exception("a batch of %d failed", len(commands))
+            for message, payload in commands:
+                self._after_failure(message, payload, exc)
+            return
+        finally:
+            if key is not None:
+                runtime.current().forget_delivery(key)
         for (message, payload), result in zip(commands, results, strict=True):
-            if isinstance(result, NotACommand):
-                self._dead_letter(message, str(result))
-            elif isinstance(result, batching.Failed):
-                # Alone on the retry queue, the task path's bounded retries and
-                # dead-lettering apply to it.
-                app.send_task(APPLY_COMMAND_TASK, args=[payload], queue=RETRY_QUEUE)
-                message.ack()
+            if isinstance(result, batching.Failed):
+                self._after_failure(message, payload, result.error)
+            elif isinstance(result, NotACommand):
+                self._after_failure(message, payload, result)
             else:
                 message.ack()
 
-    def _dead_letter(self, message: Any, reason: str) -> None:
-        body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
-        log.error("dead-lettering message: %s", reason)
-        try:
-            runtime.current().dead_letter(body, message.content_type, reason)
-        except InfrastructureError:
+    def _after_failure(self, message: Any, payload: object, exc: BaseException) -> None:
+        retries = int((message.headers or {}).get("retries") or 0)
+        verdict = policy.on_failure(exc, retries, settings.poison_retry_limit)
+        if verdict.action is Action.PARK:
+            _park_message(message, verdict.reason)
+        elif verdict.action is Action.REQUEUE:
             message.reject(requeue=True)
-            return
-        message.ack()
+        else:
+            # Alone on the retry queue, where the task path takes it, with the same policy
+            # and the count carried on.
+            app.send_task(
+                APPLY_COMMAND_TASK,
+                args=[payload],
+                queue=RETRY_QUEUE,
+                retries=retries + 1,
+                countdown=verdict.countdown,
+            )
+            message.ack()
 
 
 if settings.batch_size > 1:

@@ -13,16 +13,13 @@ together — a crash before the commit redelivers all of them, none applied.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from governance.topology import APPLY_COMMAND_TASK
 from worker.errors import InfrastructureError
 from worker.transaction import NotACommand, StoredOutcome, apply_commands
 
@@ -43,8 +40,9 @@ def apply_batch(conn: psycopg.Connection[Any], payloads: Sequence[object]) -> li
     """Apply ``payloads`` in one guarded transaction; results in input order.
 
     If the transaction fails for anything but an infrastructure fault (a command that makes
-    the handler raise), each command is applied again in a transaction of its own, so one
-    bad command fails alone. Infrastructure faults are raised: nothing was committed.
+    the handler raise, or the database refuse its data), each command is applied again in a
+    transaction of its own, so one bad command fails alone. Infrastructure faults are raised:
+    nothing was committed.
     """
     try:
         return list(apply_commands(conn, payloads))
@@ -61,59 +59,3 @@ def apply_batch(conn: psycopg.Connection[Any], payloads: Sequence[object]) -> li
         except Exception as exc:
             results.append(Failed(exc))
     return results
-
-
-def publication_plan(
-    outcomes: Sequence[StoredOutcome],
-) -> tuple[list[StoredOutcome], list[StoredOutcome]]:
-    """Split a committed batch's outcomes into those that can go out at once (in sequence
-    order) and those that must wait for predecessors published by someone else.
-
-    An event is ready when every unpublished predecessor it saw under the lock is an earlier
-    event of this same batch, which goes out before it.
-    """
-    ready: list[StoredOutcome] = []
-    waiting: list[StoredOutcome] = []
-    earlier_in_batch: Counter[str] = Counter()
-    blocked: set[str] = set()
-    for stored in sorted(outcomes, key=lambda s: s.sequence):
-        request_id = stored.event.get("request_id")
-        if stored.replayed or request_id is None:
-            ready.append(stored)
-            continue
-        outside = stored.unpublished_before - earlier_in_batch[request_id]
-        earlier_in_batch[request_id] += 1
-        if outside > 0 or request_id in blocked:
-            blocked.add(request_id)
-            waiting.append(stored)
-        else:
-            ready.append(stored)
-    return ready, waiting
-
-
-def decode_task_message(
-    headers: dict[str, Any] | None, body: bytes | str, content_type: str | None
-) -> tuple[object, str | None]:
-    """The command a Celery task message carries, or why it carries none."""
-    task = (headers or {}).get("task")
-    if task is None:
-        return None, "not a task message (no task header)"
-    if task != APPLY_COMMAND_TASK:
-        return None, f"unknown task: {task!r}"
-    if content_type != "application/json":
-        return None, f"undecodable message: content type {content_type!r} is not application/json"
-    try:
-        decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, f"undecodable message: {exc}"
-    if not (isinstance(decoded, list) and len(decoded) == 3):
-        return None, "invalid task message: the body is not [args, kwargs, embed]"
-    args, kwargs = decoded[0], decoded[1]
-    if not isinstance(args, list) or len(args) != 1 or kwargs:
-        count = len(args) if isinstance(args, list) else 0
-        return None, (
-            "expected exactly one positional argument (the command object), got "
-            f"{count} positional and {len(kwargs) if isinstance(kwargs, dict) else 0} "
-            "keyword argument(s)"
-        )
-    return args[0], None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -32,10 +33,48 @@ class Settings:
     relay_grace_seconds: float = 2.0
     #: Attempts for a command whose handler raises something unexpected, before dead-lettering.
     poison_retry_limit: int = 5
+    #: ``signed`` (the default): every command's author is proved by its signature and the
+    #: roles table applies; ``off``: development only, the actor is taken as asserted.
+    auth: str = "signed"
+    #: The deployment signed commands must name as their ``audience``.
+    audience: str = "governance"
+    #: How old (seconds) a signed command's ``issued_at`` may be.
+    max_command_age: float = 86_400.0
+    #: Deliveries of one message during which its worker was lost (killed, never reporting a
+    #: failure), past which the message is parked instead of tried again.
+    lost_delivery_limit: int = 5
+    #: How long a worker retries an infrastructure fault in process before the command goes
+    #: back to the broker (and, in batch mode, the event loop is free again).
+    infrastructure_retry_seconds: float = 5.0
     #: Commands per transaction; 1 applies each command as its own Celery task.
     batch_size: int = 1
     #: How long a batch waits to fill before it is applied anyway.
     batch_linger_ms: float = 5.0
+
+    # Bounds on every database wait, in seconds (see worker/database.py). A parameter the
+    # database URL sets itself (``?connect_timeout=``, ``?options=-c lock_timeout=...``) wins.
+    #: How long a command waits for a pooled connection before it is retried.
+    db_acquire_timeout: float = 5.0
+    #: One connection attempt (libpq ``connect_timeout``: whole seconds, at least 2).
+    db_connect_timeout: float = 5.0
+    #: How long the pool retries a lost connection in the background before it gives that
+    #: attempt up; the next command that needs a connection starts a fresh one at once, so
+    #: this caps the pool's backoff between attempts, and so how late it notices a recovery.
+    db_reconnect_timeout: float = 10.0
+    #: A wait for a lock (0 turns it off); its expiry is retried, never a rejection.
+    db_lock_timeout: float = 5.0
+    #: One statement (0 turns it off).
+    db_statement_timeout: float = 15.0
+    #: A session idle inside its transaction is ended by the server, releasing its locks
+    #: (0 turns it off).
+    db_idle_in_transaction_timeout: float = 15.0
+    #: Data left unacknowledged this long breaks the connection (0: the system's default).
+    db_tcp_user_timeout: float = 10.0
+    #: TCP keepalives on both ends: an idle connection whose peer vanished is dropped after
+    #: idle + interval x count seconds.
+    db_keepalives_idle: float = 5.0
+    db_keepalives_interval: float = 2.0
+    db_keepalives_count: int = 3
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -54,8 +93,27 @@ class Settings:
             relay_interval=_float(env, "GOVERNANCE_RELAY_INTERVAL", 2.0),
             relay_grace_seconds=_float(env, "GOVERNANCE_RELAY_GRACE_SECONDS", 2.0),
             poison_retry_limit=_int(env, "GOVERNANCE_POISON_RETRY_LIMIT", 5, minimum=0),
+            auth=_choice(env, "GOVERNANCE_AUTH", "signed", ("signed", "off")),
+            audience=_audience(env.get("GOVERNANCE_AUDIENCE", "governance")),
+            max_command_age=_float(env, "GOVERNANCE_MAX_COMMAND_AGE", 86_400.0),
+            lost_delivery_limit=_int(env, "GOVERNANCE_LOST_DELIVERY_LIMIT", 5, minimum=0),
+            infrastructure_retry_seconds=_float(
+                env, "GOVERNANCE_INFRASTRUCTURE_RETRY_SECONDS", 5.0
+            ),
             batch_size=_int(env, "GOVERNANCE_BATCH_SIZE", 1, minimum=1),
             batch_linger_ms=_float(env, "GOVERNANCE_BATCH_LINGER_MS", 5.0),
+            db_acquire_timeout=_float(env, "GOVERNANCE_DB_ACQUIRE_TIMEOUT", 5.0),
+            db_connect_timeout=_float(env, "GOVERNANCE_DB_CONNECT_TIMEOUT", 5.0),
+            db_reconnect_timeout=_float(env, "GOVERNANCE_DB_RECONNECT_TIMEOUT", 10.0),
+            db_lock_timeout=_float(env, "GOVERNANCE_DB_LOCK_TIMEOUT", 5.0, zero=True),
+            db_statement_timeout=_float(env, "GOVERNANCE_DB_STATEMENT_TIMEOUT", 15.0, zero=True),
+            db_idle_in_transaction_timeout=_float(
+                env, "GOVERNANCE_DB_IDLE_IN_TRANSACTION_TIMEOUT", 15.0, zero=True
+            ),
+            db_tcp_user_timeout=_float(env, "GOVERNANCE_DB_TCP_USER_TIMEOUT", 10.0, zero=True),
+            db_keepalives_idle=_float(env, "GOVERNANCE_DB_KEEPALIVES_IDLE", 5.0),
+            db_keepalives_interval=_float(env, "GOVERNANCE_DB_KEEPALIVES_INTERVAL", 2.0),
+            db_keepalives_count=_int(env, "GOVERNANCE_DB_KEEPALIVES_COUNT", 3, minimum=1),
         )
 
 
@@ -85,6 +143,24 @@ def broker_url_from(url: str, variable: str) -> str:
     return url
 
 
+def _choice(
+    env: os._Environ[str] | dict[str, str], name: str, default: str, allowed: tuple[str, ...]
+) -> str:
+    raw = env.get(name, default)
+    if raw not in allowed:
+        raise ConfigurationError(f"{name}={raw!r} must be one of {', '.join(allowed)}")
+    return raw
+
+
+def _audience(raw: str) -> str:
+    if not raw or len(raw) > 128 or not raw.isprintable() or raw.strip() != raw:
+        raise ConfigurationError(
+            f"GOVERNANCE_AUDIENCE={raw!r} must be 1..128 printable characters without spaces "
+            "around them"
+        )
+    return raw
+
+
 def _int(env: os._Environ[str] | dict[str, str], name: str, default: int, minimum: int) -> int:
     raw = env.get(name)
     if raw is None:
@@ -98,7 +174,10 @@ def _int(env: os._Environ[str] | dict[str, str], name: str, default: int, minimu
     return value
 
 
-def _float(env: os._Environ[str] | dict[str, str], name: str, default: float) -> float:
+def _float(
+    env: os._Environ[str] | dict[str, str], name: str, default: float, *, zero: bool = False
+) -> float:
+    """A positive number (or zero, where ``zero`` says 0 means "off")."""
     raw = env.get(name)
     if raw is None:
         return default
@@ -106,6 +185,11 @@ def _float(env: os._Environ[str] | dict[str, str], name: str, default: float) ->
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name}={raw!r} must be a finite number")
+    if zero and value == 0:
+        return value
     if not value > 0:
-        raise ConfigurationError(f"{name}={raw!r} must be positive")
+        qualifier = "zero or positive" if zero else "positive"
+        raise ConfigurationError(f"{name}={raw!r} must be {qualifier}")
     return value

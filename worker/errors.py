@@ -1,4 +1,14 @@
-"""The worker's own small exception tree; psycopg errors are translated once, here."""
+"""The worker's own small exception tree; psycopg errors are translated once, here.
+
+Every driver error is classified by its SQLSTATE class, because what to do with a failed
+command depends only on whose fault it was:
+
+- the surroundings' (the connection, the server, a lock or a race): :class:`InfrastructureError`,
+  retried until the fault ends and never counted against the message;
+- the message's own (data the server refuses, a constraint it breaks, a limit it exceeds):
+  :class:`MessageFault`, retried a bounded number of times and then parked;
+- a benign race that rerunning the transaction resolves at once: :class:`TransientConflict`.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +17,14 @@ from psycopg import errors as pg_errors
 
 
 class InfrastructureError(Exception):
-    """A fault of the surroundings (lost connection, deadlock, broker down): retry, never
-    answer it as a rejection."""
+    """A fault of the surroundings (lost connection, deadlock, database down): retry, never
+    answer it as a rejection, never count it against the message."""
+
+
+class MessageFault(Exception):
+    """A failure the message itself causes every time it is applied (the server refuses its
+    data, it breaks a constraint or a program limit). Retried a bounded number of times, then
+    the message is parked with this reason."""
 
 
 class TransientConflict(Exception):
@@ -16,21 +32,39 @@ class TransientConflict(Exception):
     of one command, two submits of one request). Rerun at once; never surfaced."""
 
 
-_TRANSIENT_STATES = (
-    pg_errors.SerializationFailure,
-    pg_errors.DeadlockDetected,
-    pg_errors.LockNotAvailable,
-    pg_errors.QueryCanceled,
-    pg_errors.AdminShutdown,
-    pg_errors.CannotConnectNow,
-    pg_errors.TooManyConnections,
-)
+#: SQLSTATE classes of faults in the surroundings: connection exception, transaction
+#: rollback (serialization failure, deadlock), insufficient resources, operator intervention
+#: (admin shutdown, query canceled by a statement timeout, cannot connect now), system error.
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58", "XX"})
+
+#: States outside those classes that are faults of the moment, not of the message: a
+#: ``lock_timeout`` expiring (55P03) and an object in use by a concurrent operation (55006).
+_TRANSIENT_STATES = frozenset({"55P03", "55006"})
+
+#: Classes of faults of the deployment, which no redelivery cures but no message causes
+#: either (a database not migrated, a role without a privilege, a wrong password): retried
+#: like the surroundings' faults, so commands wait for the operator instead of being parked.
+_DEPLOYMENT_CLASSES = frozenset({"28", "3D", "42"})
+
+#: Classes of errors the message's own data causes: data exception (22), integrity constraint
+#: violation (23), program limit exceeded (54).
+_MESSAGE_CLASSES = frozenset({"22", "23", "54"})
 
 
 def translate(exc: BaseException) -> BaseException:
     """Map a psycopg error to the project's tree; anything else is returned unchanged."""
+    if not isinstance(exc, psycopg.Error):
+        return exc
     if isinstance(exc, pg_errors.UniqueViolation):
         return TransientConflict(str(exc))
-    if isinstance(exc, (*_TRANSIENT_STATES, psycopg.OperationalError, psycopg.InterfaceError)):
-        return InfrastructureError(f"{type(exc).__name__}: {exc}")
-    return exc
+    state = exc.sqlstate
+    described = f"{type(exc).__name__} ({state or 'no SQLSTATE'}): {exc}"
+    if state is None:
+        # No server answer at all: the connection failed or was lost.
+        return InfrastructureError(described)
+    if state in _TRANSIENT_STATES or state[:2] in _TRANSIENT_CLASSES | _DEPLOYMENT_CLASSES:
+        return InfrastructureError(described)
+    if state[:2] in _MESSAGE_CLASSES:
+        return MessageFault(described)
+    # Anything else is bounded like a message fault, so one message cannot stall the queue.
+    return MessageFault(described)

@@ -43,6 +43,8 @@ def expire_due(conn: psycopg.Connection[Any], *, batch_size: int = 200) -> list[
     The caller publishes the returned events after this returns (the sweep has committed).
     """
     with conn.transaction():
-        due = conn.execute(sql.CLAIM_DUE, {"batch_size": batch_size}).fetchall()
+        due = conn.execute(
+            sql.CLAIM_DUE, {"batch_size": batch_size, "scan_size": batch_size * 4}
+        ).fetchall()
         results = apply_commands(conn, [expire_command(rid, revision) for rid, revision in due])
     return [result for result in results if isinstance(result, StoredOutcome)]

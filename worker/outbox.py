@@ -10,7 +10,8 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import kombu
@@ -20,6 +21,7 @@ from psycopg.pq import TransactionStatus
 from governance.events import with_sequence
 from governance.topology import EVENTS_EXCHANGE
 from worker import sql
+from worker.transaction import StoredOutcome
 
 log = logging.getLogger(__name__)
 
@@ -181,68 +183,96 @@ def mark_published(conn: psycopg.Connection[Any], sequences: list[int]) -> None:
         conn.execute(sql.MARK_PUBLISHED, {"sequences": sequences})
 
 
-def publish_in_order(
-    conn: psycopg.Connection[Any],
-    publisher: EventPublisher,
-    event: Mapping[str, Any],
-    routing_key: str,
-    sequence: int,
-    *,
-    in_order: bool = False,
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """What to do with a committed run's outcome events, so that each request's events reach
+    the broker in sequence (hence revision) order."""
+
+    #: Events that may go out at once, in this order: their requests had no unpublished
+    #: events when they were locked, so nothing of theirs can be overtaken.
+    ready: tuple[StoredOutcome, ...]
+    #: Events of requests that had: each goes out after its request's unpublished
+    #: predecessors, claimed in sequence order.
+    behind: tuple[StoredOutcome, ...]
+
+
+def publication_plan(outcomes: Sequence[StoredOutcome]) -> Publication:
+    """The one publication decision, for a single command, a batch and an expiry sweep alike.
+
+    A recorded outcome (a redelivery) is ordered like any other event of its request: behind
+    the request's unpublished events when it has some, at once when it has none. An event that
+    appears twice (the same command delivered twice into one batch) is published once for
+    each delivery, the copies next to each other in the request's order.
+    """
+    ready: list[StoredOutcome] = []
+    behind: list[StoredOutcome] = []
+    blocked: set[str] = set()
+    for stored in sorted(outcomes, key=lambda s: s.sequence):
+        request_id = stored.request_id
+        if request_id is not None and (stored.behind_backlog or request_id in blocked):
+            blocked.add(request_id)
+            behind.append(stored)
+        else:
+            ready.append(stored)
+    return Publication(tuple(ready), tuple(behind))
+
+
+def publish_outcomes(
+    conn: psycopg.Connection[Any], publisher: EventPublisher, outcomes: Sequence[StoredOutcome]
 ) -> bool:
-    """Publish a committed event, after any unpublished predecessors of its request, and mark
+    """Publish a committed run's outcome events as :func:`publication_plan` decides, and mark
     them published. ``conn`` must have no transaction open.
 
-    ``in_order`` says the guarded transaction saw no unpublished predecessor under the row
-    lock, so the event goes straight out. Otherwise the request's unpublished events up to
-    this one are claimed in sequence order (waiting for a publisher that holds one) and
-    published oldest first, so subscribers see a request's events in revision order even when
-    an earlier writer died before publishing.
-
-    A broker that cannot take them now is not an error of the command: the rows stay
-    unpublished for the relay (or the request's next publisher). Returns whether they went out.
+    A broker that cannot take them now is not an error of the commands: the rows stay
+    unpublished for the relay (or the request's next publisher). Returns whether all went out.
     """
-    request_id = event.get("request_id")
+    plan = publication_plan(outcomes)
+    went_out = _publish_ready(conn, publisher, plan.ready)
+    for stored in plan.behind:
+        went_out = _publish_behind_backlog(conn, publisher, stored) and went_out
+    return went_out
+
+
+def _publish_ready(
+    conn: psycopg.Connection[Any], publisher: EventPublisher, ready: Sequence[StoredOutcome]
+) -> bool:
+    if not ready:
+        return True
     try:
-        if in_order or request_id is None:
-            publisher.publish(event, routing_key)
-            mark_published(conn, [sequence])
-            return True
+        publisher.publish_many((s.event, s.routing_key) for s in ready)
+    except Exception as exc:  # any broker fault: the rows wait for the relay
+        log.warning("%d event(s) left to the relay: %s", len(ready), exc)
+        return False
+    mark_published(conn, [s.sequence for s in ready])
+    return True
+
+
+def _publish_behind_backlog(
+    conn: psycopg.Connection[Any], publisher: EventPublisher, stored: StoredOutcome
+) -> bool:
+    """Claim the request's unpublished events up to this one in sequence order (waiting for a
+    publisher that holds one), publish them oldest first, then this one if it was already
+    published (a redelivery announces its outcome again)."""
+    try:
         with conn.transaction():
+            conn.execute(sql.PUBLISHING_TRANSACTION)
             backlog: list[tuple[int, str, Mapping[str, Any]]] = conn.execute(
-                sql.CLAIM_REQUEST_BACKLOG, {"request_id": request_id, "sequence": sequence}
+                sql.CLAIM_REQUEST_BACKLOG,
+                {"request_id": stored.request_id, "sequence": stored.sequence},
             ).fetchall()
             batch: list[tuple[Mapping[str, Any], str]] = [
                 (with_sequence(body, seq), key) for seq, key, body in backlog
             ]
-            if not any(seq == sequence for seq, _, _ in backlog):
-                # Already published: a redelivered command announces its outcome again.
-                batch.append((event, routing_key))
+            if not any(seq == stored.sequence for seq, _, _ in backlog):
+                batch.append((stored.event, stored.routing_key))
             publisher.publish_many(batch)
-            mark_published(conn, [seq for seq, _, _ in backlog] or [sequence])
+            if backlog:
+                mark_published(conn, [seq for seq, _, _ in backlog])
     except psycopg.Error:
         raise
     except Exception as exc:  # any broker fault: the rows wait for the relay
-        log.warning("event %s left to the relay: %s", event.get("event_id"), exc)
+        log.warning("event %s left to the relay: %s", stored.event.get("event_id"), exc)
         return False
-    return True
-
-
-def publish_ready(
-    conn: psycopg.Connection[Any],
-    publisher: EventPublisher,
-    ready: list[tuple[Mapping[str, Any], str, int]],
-) -> bool:
-    """Publish events known to be next in their requests' order (a committed batch's), in
-    the order given, then mark them all published with one statement."""
-    if not ready:
-        return True
-    try:
-        publisher.publish_many((event, key) for event, key, _ in ready)
-    except Exception as exc:  # any broker fault: the rows wait for the relay
-        log.warning("%d events left to the relay: %s", len(ready), exc)
-        return False
-    mark_published(conn, [sequence for _, _, sequence in ready])
     return True
 
 
@@ -263,6 +293,7 @@ def relay_unpublished(
     total = 0
     while True:
         with conn.transaction():
+            conn.execute(sql.PUBLISHING_TRANSACTION)
             claimed = conn.execute(
                 sql.CLAIM_UNPUBLISHED, {"batch_size": batch_size, "grace_seconds": grace_seconds}
             ).fetchall()

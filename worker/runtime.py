@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from worker import batching, deadletter, expiry, outbox
+from worker import batching, database, deadletter, expiry, outbox, sql
 from worker.config import Settings
 from worker.errors import InfrastructureError, translate
 from worker.transaction import StoredOutcome, apply_command
@@ -27,14 +27,7 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            settings.database_url,
-            min_size=1,
-            max_size=settings.pool_size,
-            kwargs={"autocommit": True},
-            name="governance",
-            open=True,
-        )
+        self.pool: ConnectionPool[psycopg.Connection[Any]] = database.create_pool(settings)
         self.publisher = outbox.EventPublisher(settings.broker_url)
 
     def handle(self, payload: object) -> StoredOutcome:
@@ -43,14 +36,7 @@ class Runtime:
         try:
             with self.pool.connection() as conn:
                 stored = apply_command(conn, payload)
-                outbox.publish_in_order(
-                    conn,
-                    self.publisher,
-                    stored.event,
-                    stored.routing_key,
-                    stored.sequence,
-                    in_order=stored.in_order,
-                )
+                outbox.publish_outcomes(conn, self.publisher, [stored])
         except psycopg.Error as exc:
             raise translate(exc) from exc
         return stored
@@ -61,15 +47,9 @@ class Runtime:
         try:
             with self.pool.connection() as conn:
                 results = batching.apply_batch(conn, payloads)
-                stored = [r for r in results if isinstance(r, StoredOutcome)]
-                ready, waiting = batching.publication_plan(stored)
-                outbox.publish_ready(
-                    conn, self.publisher, [(s.event, s.routing_key, s.sequence) for s in ready]
+                outbox.publish_outcomes(
+                    conn, self.publisher, [r for r in results if isinstance(r, StoredOutcome)]
                 )
-                for s in waiting:
-                    outbox.publish_in_order(
-                        conn, self.publisher, s.event, s.routing_key, s.sequence
-                    )
         except psycopg.Error as exc:
             raise translate(exc) from exc
         return results
@@ -79,10 +59,7 @@ class Runtime:
         try:
             with self.pool.connection() as conn:
                 outcomes = expiry.expire_due(conn, batch_size=self.settings.expiry_batch_size)
-                for stored in outcomes:
-                    outbox.publish_in_order(
-                        conn, self.publisher, stored.event, stored.routing_key, stored.sequence
-                    )
+                outbox.publish_outcomes(conn, self.publisher, outcomes)
         except psycopg.Error as exc:
             raise translate(exc) from exc
         return sum(1 for stored in outcomes if stored.applied and not stored.replayed)
@@ -98,16 +75,34 @@ class Runtime:
             raise translate(exc) from exc
 
     def dead_letter(
-        self,
-        body: bytes,
-        content_type: str | None,
-        reason: str,
-        headers: dict[str, Any] | None = None,
+        self, letter: deadletter.Letter, reason: str, headers: dict[str, Any] | None = None
     ) -> None:
+        """Park a message on the dead-letter queue; raises ``InfrastructureError`` when the
+        broker cannot take it (the message then goes back to its queue)."""
+        log.error("dead-lettering message: %s", reason)
         try:
-            deadletter.publish(self.publisher, body, content_type, reason, headers or {})
+            deadletter.publish(self.publisher, letter, reason, headers or {})
         except Exception as exc:
             raise InfrastructureError(f"cannot dead-letter: {exc}") from exc
+
+    def count_lost_delivery(self, key: str) -> int:
+        """Record one more delivery of a message that was delivered before without completing;
+        return how many there have been. Raises ``InfrastructureError``."""
+        try:
+            with self.pool.connection() as conn:
+                row = conn.execute(sql.COUNT_DELIVERY, {"message_key": key}).fetchone()
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        assert row is not None
+        return int(row[0])
+
+    def forget_delivery(self, key: str) -> None:
+        """The delivery completed; a failure to record that only leaves a count to clear."""
+        try:
+            with self.pool.connection() as conn:
+                conn.execute(sql.FORGET_DELIVERY, {"message_key": key})
+        except psycopg.Error as exc:
+            log.warning("could not clear the delivery count of %s: %s", key, exc)
 
     def close(self) -> None:
         self.pool.close()

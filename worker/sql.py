@@ -34,17 +34,20 @@ ORDER BY request_id
 FOR UPDATE
 """
 
-#: Earlier events of the requests not yet published; run after the locks, so it sees all
-#: that the requests' previous holders committed.
-COUNT_UNPUBLISHED = """
-SELECT request_id, count(*) FROM outbox_events
-WHERE request_id = ANY(%(request_ids)s::text[]) AND published_at IS NULL
-GROUP BY request_id
+#: The locked requests that have events nobody has published yet; run after the locks, so it
+#: sees all that the requests' previous holders committed. One probe of the per-request
+#: unpublished index each, however long the backlog.
+WITH_BACKLOG = """
+SELECT r.request_id FROM unnest(%(request_ids)s::text[]) AS r(request_id)
+WHERE EXISTS (
+    SELECT 1 FROM outbox_events AS o
+    WHERE o.request_id = r.request_id AND o.published_at IS NULL
+)
 """
 
 #: What the idempotency ledger knows of the commands: their payload hash and outcome event.
 LOOKUP = """
-SELECT p.command_id, p.payload_hash, o.sequence, o.routing_key, o.body
+SELECT p.command_id, p.payload_hash, o.sequence, o.routing_key, o.body, o.request_id
 FROM processed_commands AS p
 JOIN outbox_events AS o ON o.sequence = p.event_sequence
 WHERE p.command_id = ANY(%(command_ids)s::text[])
@@ -136,6 +139,11 @@ WRITE: dict[tuple[RequestWrite, bool], str] = {
     (kind, record): _write(kind, record) for kind in RequestWrite for record in (True, False)
 }
 
+#: A transaction that holds claimed outbox rows while it waits for the broker's confirms
+#: (which may take up to the publisher's confirm timeout, twice): the session's
+#: idle-in-transaction limit, meant for a holder that froze, must not end it meanwhile.
+PUBLISHING_TRANSACTION = "SET LOCAL idle_in_transaction_session_timeout = '120s'"
+
 MARK_PUBLISHED = """
 UPDATE outbox_events SET published_at = now()
 WHERE sequence = ANY(%(sequences)s) AND published_at IS NULL
@@ -171,11 +179,38 @@ FOR UPDATE SKIP LOCKED
 #: Due pending requests, judged by the database clock. Claimed without ever waiting, in the
 #: order every command takes its locks (the request's advisory lock, then its row), so a sweep
 #: cannot deadlock with a command: what another sweeper or a command holds is skipped.
+#:
+#: The advisory locks are tried on a materialised list of the most overdue candidates, and the
+#: LIMIT stops the trying as soon as the batch is full: a lock taken in the WHERE clause of the
+#: row query would be tried on every row the plan visits before its LIMIT, and held by the
+#: sweep until it commits. ``scan_size`` bounds the candidates (a few batches' worth, so
+#: rows held by others do not starve the sweep).
 CLAIM_DUE = """
+WITH candidates AS MATERIALIZED (
+    SELECT request_id, expires_at FROM mutation_requests
+    WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= now()
+    ORDER BY expires_at
+    LIMIT %(scan_size)s
+), claimed AS MATERIALIZED (
+    SELECT request_id FROM candidates
+    WHERE pg_try_advisory_xact_lock(hashtextextended(request_id, 0))
+    LIMIT %(batch_size)s
+)
 SELECT request_id, revision FROM mutation_requests
-WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= now()
-  AND pg_try_advisory_xact_lock(hashtextextended(request_id, 0))
+WHERE request_id IN (SELECT request_id FROM claimed)
+  AND status = 'pending' AND expires_at IS NOT NULL AND expires_at <= now()
 ORDER BY expires_at
-LIMIT %(batch_size)s
 FOR UPDATE SKIP LOCKED
 """
+
+#: One more delivery of a message that was delivered before and never completed (its worker
+#: died, or the connection it came on was lost); returns how many such deliveries there were.
+COUNT_DELIVERY = """
+INSERT INTO delivery_attempts (message_key, attempts) VALUES (%(message_key)s, 1)
+ON CONFLICT (message_key) DO UPDATE
+SET attempts = delivery_attempts.attempts + 1, last_seen_at = now()
+RETURNING attempts
+"""
+
+#: The delivery completed (the process survived it, whatever its outcome).
+FORGET_DELIVERY = "DELETE FROM delivery_attempts WHERE message_key = %(message_key)s"

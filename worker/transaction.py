@@ -37,7 +37,9 @@ from governance.commands import (
     Command,
     CommandType,
     InvalidCommand,
+    SupersedeArgs,
     canonical_json,
+    command_digest,
     command_id_of,
     parse_actor,
     parse_command,
@@ -52,7 +54,7 @@ from governance.events import (
     with_sequence,
 )
 from governance.model import MutationRequest, PendingReason, RequestContext, Status
-from governance.rules import Applied, Rejection, RejectionCode, decide
+from governance.rules import Applied, Rejection, RejectionCode, decide, requests_to_lock
 from worker import sql
 from worker.errors import InfrastructureError, TransientConflict, translate
 
@@ -66,21 +68,19 @@ class NotACommand(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class StoredOutcome:
-    """A command's outcome event as the log holds it."""
+    """A command's outcome event as the log holds it, with what its publisher must know."""
 
     event: dict[str, Any]
     routing_key: str
     sequence: int
     #: True when the ledger already knew the command and this is its recorded outcome.
     replayed: bool
-    #: Earlier events of the request still unpublished when the row was locked (counted in
-    #: the same transaction, so a batch counts its own earlier events too).
-    unpublished_before: int = 0
-
-    @property
-    def in_order(self) -> bool:
-        """No earlier event of the request was waiting: this one may go out straight away."""
-        return self.unpublished_before == 0
+    #: The request whose event stream this event belongs to (the outbox row's), if any.
+    request_id: str | None = None
+    #: Whether, when the request was locked, it had events nobody had published yet (a writer
+    #: killed before its publish, or one publishing right now). Such an event must not be
+    #: published before them; an event of a request without such a backlog may go out at once.
+    behind_backlog: bool = False
 
     @property
     def applied(self) -> bool:
@@ -166,9 +166,12 @@ def _prepare(payload: object) -> _Prepared | NotACommand:
         return NotACommand("the message is not an object with a usable command_id")
     assert isinstance(payload, dict)
     try:
-        return _Prepared(payload, command_id, payload_hash(payload), parse_command(payload), None)
+        command = parse_command(payload)
     except InvalidCommand as exc:
+        # No parsed form to judge by: only the very same spelling is the same command.
         return _Prepared(payload, command_id, payload_hash(payload), None, exc)
+    # Judged by meaning, so that a re-send spelled another way still finds its outcome.
+    return _Prepared(payload, command_id, command_digest(command), command, None)
 
 
 def _run(
@@ -176,8 +179,9 @@ def _run(
 ) -> list[Result]:
     commands = [p for p in prepared if isinstance(p, _Prepared)]
     # Sorted, so that every transaction takes its locks in one global order and two batches
-    # can never deadlock on each other.
-    request_ids = sorted({p.command.request_id for p in commands if p.command is not None})
+    # can never deadlock on each other. A message that failed validation but names a request
+    # locks it too: its rejection is one of that request's events, ordered among the others.
+    request_ids = sorted({rid for p in commands for rid in _requests_of(p)})
     boundary = (
         _OWN_TRANSACTION if conn.info.transaction_status is TransactionStatus.IDLE else _SAVEPOINT
     )
@@ -191,18 +195,18 @@ def _run(
                 # yet (a submit racing another submit or an approve), which FOR UPDATE cannot.
                 conn.execute(sql.LOCK_REQUEST_KEYS, {"request_ids": request_ids})
                 locked = conn.execute(sql.LOCK_REQUESTS, {"request_ids": request_ids})
-                backlog = conn.execute(sql.COUNT_UNPUBLISHED, {"request_ids": request_ids})
+                backlog = conn.execute(sql.WITH_BACKLOG, {"request_ids": request_ids})
             ledger = conn.execute(sql.LOOKUP, {"command_ids": [p.command_id for p in commands]})
             pipeline.sync()
             now = _one(clock)[0]
             requests: dict[str, MutationRequest | None] = {}
-            unpublished: dict[str, int] = {}
+            behind: set[str] = set()
             if request_ids:
                 requests = {row[0]: request_from_row(row) for row in locked.fetchall()}
-                unpublished = {rid: int(count) for rid, count in backlog.fetchall()}
+                behind = {row[0] for row in backlog.fetchall()}
             known = {row[0]: row[1:] for row in ledger.fetchall()}
 
-            plan = _Plan(now, requests, unpublished, known)
+            plan = _Plan(now, requests, behind, known)
             for item in prepared:
                 plan.decide(item)
 
@@ -222,7 +226,7 @@ def _run(
 @dataclass(frozen=True, slots=True)
 class _Pending:
     write_index: int
-    unpublished_before: int
+    request_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,12 +241,12 @@ class _Plan:
         self,
         now: datetime,
         requests: dict[str, MutationRequest | None],
-        unpublished: dict[str, int],
+        behind: set[str],
         known: dict[str, tuple[Any, ...]],
     ) -> None:
         self.now = now
         self.requests = requests
-        self.unpublished = unpublished
+        self.behind = behind
         self.known = known
         self.writes: list[_Write] = []
         #: Per input: a ready result, a write of this run, or a repeat of an earlier input.
@@ -260,44 +264,66 @@ class _Plan:
             return
         recorded = self.known.get(item.command_id)
         if seen is None and recorded is not None and recorded[0] == item.digest:
-            _, sequence, routing_key, body = recorded
+            _, sequence, routing_key, body, request_id = recorded
             self._slots.append(
-                StoredOutcome(with_sequence(body, sequence), routing_key, sequence, True)
+                StoredOutcome(
+                    with_sequence(body, sequence),
+                    routing_key,
+                    sequence,
+                    True,
+                    request_id=request_id,
+                    behind_backlog=request_id in self.behind,
+                )
             )
             return
         id_taken = seen is not None or recorded is not None
         if seen is None:
             self._seen[item.command_id] = (item.digest, len(self._slots))
+        readable = _readable_request_id(item.payload)
         if item.invalid is not None:
             # Recorded, so a redelivery gets the same answer; unless the id is taken by
             # another command, which keeps its own record.
             rejection = Rejection(RejectionCode.INVALID_COMMAND, item.invalid.message)
-            self._write(_rejection_write(item, self.now, None, rejection, record=not id_taken))
+            now = self._clock(readable)
+            self._write(_rejection_write(item, now, None, rejection, record=not id_taken))
             return
         if id_taken:
             rejection = Rejection(
                 RejectionCode.DUPLICATE_COMMAND,
                 f"command_id {item.command_id} was already used for a different command",
             )
-            self._write(_rejection_write(item, self.now, None, rejection, record=False))
+            now = self._clock(readable)
+            self._write(_rejection_write(item, now, None, rejection, record=False))
             return
         command = item.command
         assert command is not None
         current = self.requests.get(command.request_id)
-        outcome = decide(current, command, self.now)
+        now = self._clock(command.request_id)
+        outcome = decide(current, command, now, superseding=self._superseding(command))
         if isinstance(outcome, Applied):
             self.requests[command.request_id] = outcome.request
-            write = _applied_write(command, outcome, item.digest, self.now)
+            write = _applied_write(command, outcome, item.digest, now)
         else:
-            write = _rejection_write(item, self.now, current, outcome, record=True)
-        self._write(write, command.request_id)
+            write = _rejection_write(item, now, current, outcome, record=True)
+        self._write(write)
 
-    def _write(self, write: _Write, request_id: str | None = None) -> None:
-        before = 0
-        if request_id is not None:
-            before = self.unpublished.get(request_id, 0)
-            self.unpublished[request_id] = before + 1
-        self._slots.append(_Pending(len(self.writes), before))
+    def _clock(self, request_id: str | None) -> datetime:
+        """The decision time for a command on ``request_id``: the transaction's clock, but
+        never earlier than the request's last change, which a transaction that started
+        before and waited for the lock would otherwise undercut."""
+        current = self.requests.get(request_id) if request_id is not None else None
+        if current is not None and current.updated_at > self.now:
+            return current.updated_at
+        return self.now
+
+    def _superseding(self, command: Command) -> MutationRequest | None:
+        args = command.args
+        if isinstance(args, SupersedeArgs):
+            return self.requests.get(args.superseding_request_id)
+        return None
+
+    def _write(self, write: _Write) -> None:
+        self._slots.append(_Pending(len(self.writes), write.params["event_request_id"]))
         self.writes.append(write)
 
     def results(self, sequences: list[Any]) -> list[Result]:
@@ -311,7 +337,7 @@ class _Plan:
                 assert isinstance(first, StoredOutcome)
                 out.append(replace(first, replayed=True))
             else:
-                index, before = slot.write_index, slot.unpublished_before
+                index = slot.write_index
                 if sequences[index] is None:
                     # A guarded write matched no row: should be impossible under the locks.
                     raise TransientConflict("a guarded write matched no row")
@@ -323,10 +349,19 @@ class _Plan:
                         write.routing_key,
                         sequence,
                         False,
-                        unpublished_before=before,
+                        request_id=slot.request_id,
+                        behind_backlog=slot.request_id in self.behind,
                     )
                 )
         return out
+
+
+def _requests_of(item: _Prepared) -> tuple[str, ...]:
+    """The requests a message's transaction locks."""
+    if item.command is not None:
+        return requests_to_lock(item.command)
+    readable = _readable_request_id(item.payload)
+    return () if readable is None else (readable,)
 
 
 def _undo(conn: psycopg.Connection[Any], boundary: _Boundary) -> None:
@@ -435,17 +470,17 @@ def _readable_parts(
         if isinstance(raw_type, str) and raw_type in CommandType._value2member_map_
         else None
     )
-    raw_request = payload.get("request_id")
-    request_id = (
-        raw_request
-        if isinstance(raw_request, str) and REQUEST_ID_PATTERN.fullmatch(raw_request)
-        else None
-    )
+    request_id = _readable_request_id(payload)
     try:
         actor: dict[str, Any] | None = actor_to_dict(parse_actor(payload.get("actor")))
     except InvalidCommand:
         actor = None
     return command_type, request_id, actor
+
+
+def _readable_request_id(payload: Mapping[str, Any]) -> str | None:
+    raw = payload.get("request_id")
+    return raw if isinstance(raw, str) and REQUEST_ID_PATTERN.fullmatch(raw) else None
 
 
 def request_from_row(row: tuple[Any, ...]) -> MutationRequest:

@@ -79,6 +79,20 @@ def test_the_quick_start_command_runs_as_written() -> None:
     assert "every guarantee held" in done.stdout
 
 
+def command_path(words: list[str]) -> tuple[str, ...]:
+    """The subcommand a command line names, through nested groups (``dlq list``,
+    ``actors key add``): the leading words while each one is a group's subcommand."""
+    path: tuple[str, ...] = ()
+    for word in words:
+        if word.startswith("-"):
+            break
+        listed = re.findall(r"^  (\S+)\s{2,}", help_text(path), re.M)
+        if word not in listed:
+            break
+        path = (*path, word)
+    return path
+
+
 def governance_lines() -> list[str]:
     return [line for line in shell_lines() if line.startswith("governance ")]
 
@@ -86,9 +100,7 @@ def governance_lines() -> list[str]:
 @pytest.mark.parametrize("line", governance_lines())
 def test_every_cli_example_names_real_subcommands_and_options(line: str) -> None:
     words = shlex.split(line.split(";")[0])
-    subcommand = tuple(w for w in words[1:3] if not w.startswith("-"))[:1]
-    if subcommand == ("dlq",):
-        subcommand = ("dlq", words[2])
+    subcommand = command_path(words[1:])
     text = help_text(subcommand)
     for option in (w.split("=", 1)[0] for w in words if w.startswith("--")):
         assert option in text, f"{line!r}: {option} is not an option of {subcommand}"

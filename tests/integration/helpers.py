@@ -266,6 +266,12 @@ class Sender:
         self.client.close()
 
 
+def send_and_wait(sender: Sender, events: EventListener, payload: dict[str, Any]) -> dict[str, Any]:
+    """Send one command and return its outcome event."""
+    sender.send(payload)
+    return events.wait_for([payload["command_id"]], timeout=PATIENCE)[payload["command_id"]]
+
+
 def wait_for_events(
     listener: EventListener,
     condition: Callable[[list[dict[str, Any]]], bool],

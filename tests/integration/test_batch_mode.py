@@ -20,7 +20,7 @@ from tests.integration.helpers import PATIENCE, Sender, code_of, get_all, reques
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from tests.support.processes import WorkerProcess
-from worker import batching
+from worker.outbox import publication_plan
 from worker.transaction import NotACommand, StoredOutcome, apply_commands
 
 
@@ -121,10 +121,10 @@ def test_publication_plan_keeps_a_request_behind_an_event_published_elsewhere(
     # When a batch moves both requests on
     results = apply_commands(db, [command("approve", request_id, 1), command("approve", other, 1)])
     stored = [r for r in results if isinstance(r, StoredOutcome)]
-    ready, waiting = batching.publication_plan(stored)
+    plan = publication_plan(stored)
     # Then the request with the unpublished predecessor waits, the other goes at once
-    assert [s.event["request_id"] for s in ready] == [other]
-    assert [s.event["request_id"] for s in waiting] == [request_id]
+    assert [s.event["request_id"] for s in plan.ready] == [other]
+    assert [s.event["request_id"] for s in plan.behind] == [request_id]
 
 
 # --------------------------------------------------------------------------- end to end

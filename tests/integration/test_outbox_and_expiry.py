@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from typing import Any
 
@@ -28,22 +28,12 @@ from tests.integration.helpers import (
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from worker.expiry import expire_due
-from worker.outbox import EventPublisher, publish_in_order, relay_unpublished
+from worker.outbox import EventPublisher, publish_outcomes, relay_unpublished
 from worker.transaction import StoredOutcome, apply_command
 
 pytestmark = pytest.mark.integration
 
 PAST = "2020-01-01T00:00:00Z"
-
-
-@pytest.fixture
-def publisher(broker_url: str) -> Iterator[EventPublisher]:
-    """A publisher to the test broker."""
-    publisher = EventPublisher(broker_url)
-    try:
-        yield publisher
-    finally:
-        publisher.close()
 
 
 def unreachable_broker_url() -> str:
@@ -84,7 +74,7 @@ def test_an_event_the_broker_could_not_take_is_committed_and_later_relayed_once(
     stored = apply_command(db, submit(new_id()))
     down = EventPublisher(unreachable_broker_url())
     try:
-        went_out = publish_in_order(db, down, stored.event, stored.routing_key, stored.sequence)
+        went_out = publish_outcomes(db, down, [stored])
     finally:
         down.close()
 

@@ -30,6 +30,10 @@ def client(
         yield governance
 
 
+#: Stands for a live request that a parametrised supersede is given, submitted by the test.
+SUCCESSOR = "successor"
+
+
 def submit(client: GovernanceClient, request_id: str, **kwargs: Any) -> Command:
     return client.submit(
         request_id,
@@ -139,7 +143,7 @@ def test_approve_requirement_then_reject_requirement_rejects_the_request(
         ("reject", {}, "rejected"),
         ("cancel", {}, "canceled"),
         ("expire", {}, "expired"),
-        ("supersede", {"superseding_request_id": "req-successor"}, "superseded"),
+        ("supersede", {"superseding_request_id": SUCCESSOR}, "superseded"),
     ],
 )
 def test_ending_commands_apply_to_a_pending_request(
@@ -148,6 +152,10 @@ def test_ending_commands_apply_to_a_pending_request(
     # Given a request pending for manual review
     request_id = new_id()
     applied(client, submit(client, request_id, pending_reason="manual_review"))
+    if extra.get("superseding_request_id") == SUCCESSOR:
+        # (a supersede names a live request that exists)
+        extra = {"superseding_request_id": new_id()}
+        applied(client, submit(client, extra["superseding_request_id"]))
 
     # When the ending command is sent against revision 1
     command = getattr(client, method)(request_id, expected_revision=1, actor="ops", **extra)

@@ -1,7 +1,7 @@
 """The stale-snapshot race, for real: commands issued against the same revision on separate
 connections (or processes) that all read revision r before any of them commits.
 
-The guarantee under test (DESIGN.md §3): exactly one of them is applied; every other one is
+The guarantee under test: exactly one of them is applied; every other one is
 rejected with ``concurrency_conflict`` reporting the revision and the status it lost to.
 """
 

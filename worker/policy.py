@@ -1,0 +1,75 @@
+"""The one error policy: how a delivery that produced no outcome ends, on every path.
+
+The task path (one Celery task per command) and the batch consumer ask the same question
+here and act on the same answer:
+
+- the surroundings failed (:class:`InfrastructureError`: connection lost, database down or
+  partitioned away, a deadlock): **requeue**, however often; nothing is counted against the
+  message, so no outage can park a command;
+- the message cannot be answered by an event (:class:`NotACommand`): **park** it at once;
+- anything else is the message's own doing (:class:`MessageFault`, or the handler raising):
+  **retry** it later, a bounded number of times, then **park** it with the reason;
+- a message whose earlier deliveries never completed (the worker died each time, which no
+  exception reports): counted in the database, and **parked** past the bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from enum import Enum
+
+from governance.commands import command_id_of
+from worker.errors import InfrastructureError
+from worker.transaction import NotACommand
+
+
+class Action(Enum):
+    REQUEUE = "requeue"
+    RETRY = "retry"
+    PARK = "park"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do with a delivery that produced no outcome."""
+
+    action: Action
+    reason: str
+    #: For ``RETRY``: seconds to wait before the next attempt.
+    countdown: float = 0.0
+
+
+def on_failure(exc: BaseException, retries: int, retry_limit: int) -> Verdict:
+    """The verdict for a delivery whose handling raised ``exc`` after ``retries`` earlier
+    counted retries."""
+    if isinstance(exc, NotACommand):
+        return Verdict(Action.PARK, str(exc))
+    if isinstance(exc, InfrastructureError):
+        return Verdict(Action.REQUEUE, str(exc))
+    if retries >= retry_limit:
+        return Verdict(Action.PARK, f"the handler failed {retries + 1} times: {exc!r}")
+    return Verdict(Action.RETRY, repr(exc), countdown=min(30.0, 0.5 * 2**retries))
+
+
+def lost_deliveries_verdict(lost: int, limit: int) -> Verdict | None:
+    """The verdict for a message delivered ``lost`` times before without completing, or None
+    when it may be tried once more."""
+    if lost <= limit:
+        return None
+    return Verdict(
+        Action.PARK,
+        f"delivered {lost + 1} times and the worker was lost during each of the last {lost} "
+        "(the message kills its worker)",
+    )
+
+
+def message_key(payload: object) -> str:
+    """The key a message's lost deliveries are counted under: its ``command_id`` where it has
+    a usable one, a digest of its content otherwise."""
+    command_id = command_id_of(payload)
+    if command_id is not None:
+        return command_id
+    text = json.dumps(payload, sort_keys=True, default=repr)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
