@@ -6,10 +6,10 @@ import sys
 
 import click
 
-from governance_cli import client_commands, demo, dlq
+from governance_cli import actors, client_commands, demo, dlq
 from governance_cli.options import database_url_option
 
-#: Exit codes of the contract (DESIGN.md §6).
+#: Exit codes of the contract.
 EXIT_USAGE = 2
 
 
@@ -42,6 +42,7 @@ def migrate(database_url: str) -> None:
 client_commands.register(cli)
 demo.register(cli)
 dlq.register(cli)
+actors.register(cli)
 
 
 def main() -> None:

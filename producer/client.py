@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -31,16 +32,20 @@ from celery import Celery
 from governance.codec import command_to_dict, timestamp_to_wire
 from governance.commands import Command, check_timestamp, parse_command
 from governance.model import Actor
-from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE
+from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE, DEFAULT_AUDIENCE
 from producer._amqp import ALL_OUTCOMES, EVENTS, decode_event
 from producer._closing import Closing
+from producer.keys import SigningKey, load_key_file
 from producer.outcomes import OutcomeTimeout
 from producer.queries import Queries
+from producer.signing import sign_command
 
 log = logging.getLogger(__name__)
 
 ActorLike = str | Actor | Mapping[str, Any]
 CommandLike = Command | Mapping[str, Any]
+#: A key, a key file's path, or a keyring (actor id → key) for a client acting for several.
+SigningKeyLike = SigningKey | str | os.PathLike[str] | Mapping[str, SigningKey]
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RESEND_ATTEMPTS = 2
@@ -174,6 +179,13 @@ class GovernanceClient(Closing):
     queries (:attr:`queries`). ``timeout`` and ``resend_attempts`` are the defaults of
     :meth:`send_and_wait`. The client is thread-safe: many threads may send and await at
     once, served by one consumer thread. Use it as a context manager, or call :meth:`close`.
+
+    ``signing_key`` signs every command sent (a :class:`producer.keys.SigningKey`, the path
+    of a key file, or a mapping from actor id to key for a client that acts for several
+    actors): each command gets ``issued_at``, ``audience`` and ``auth`` just before it is
+    published, so a re-send is signed afresh and is still the same command. A command that
+    already carries an ``auth`` is sent as it is. Without a key commands go unsigned, which
+    only a worker in development mode (``GOVERNANCE_AUTH=off``) accepts.
     """
 
     def __init__(
@@ -183,11 +195,17 @@ class GovernanceClient(Closing):
         *,
         timeout: float = DEFAULT_TIMEOUT,
         resend_attempts: int = DEFAULT_RESEND_ATTEMPTS,
+        signing_key: SigningKeyLike | None = None,
+        audience: str = DEFAULT_AUDIENCE,
     ) -> None:
         self.broker_url = broker_url
         self.database_url = database_url
         self.timeout = timeout
         self.resend_attempts = resend_attempts
+        self.audience = audience
+        if isinstance(signing_key, str | os.PathLike):
+            signing_key = load_key_file(signing_key)
+        self.signing_key = signing_key
         # A Celery app used purely as a client: it writes the Celery protocol message the
         # worker expects, and with confirm_publish a publish returns only once the broker has
         # taken responsibility for the message.
@@ -224,15 +242,36 @@ class GovernanceClient(Closing):
     # ------------------------------------------------------------------ sending
 
     def send(self, command: CommandLike) -> str:
-        """Publish a command (validated first) with publisher confirms; return its id."""
+        """Publish a command (validated first, then signed when the client has a key) with
+        publisher confirms; return its id."""
         validated = as_command(command)
         self._app.send_task(
             APPLY_COMMAND_TASK,
-            args=[command_to_dict(validated)],
+            args=[self.wire_form(validated)],
             queue=COMMANDS_QUEUE,
             task_id=str(uuid.uuid4()),
         )
         return validated.command_id
+
+    def wire_form(self, command: CommandLike) -> dict[str, Any]:
+        """The command object exactly as :meth:`send` would publish it now (signed when the
+        client has a key for its actor)."""
+        validated = as_command(command)
+        payload = command_to_dict(validated)
+        if validated.auth is not None or self.signing_key is None:
+            return payload
+        key = self._key_for(validated.actor.id)
+        return sign_command(payload, key, audience=self.audience)
+
+    def _key_for(self, actor_id: str) -> SigningKey:
+        key = self.signing_key
+        if isinstance(key, SigningKey):
+            return key
+        assert key is not None and not isinstance(key, str | os.PathLike)
+        try:
+            return key[actor_id]
+        except KeyError:
+            raise ValueError(f"no signing key for actor {actor_id!r}") from None
 
     def _outcomes(self) -> OutcomeListener:
         with self._listener_lock:

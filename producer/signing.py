@@ -1,0 +1,54 @@
+"""Signing a command object for the worker that checks it.
+
+The signature covers the RFC 8785 canonical JSON of the command without its ``auth`` member
+(:func:`governance.proof.signed_bytes`), so the command must not change after it is signed:
+the worker verifies the object exactly as it receives it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from governance.codec import timestamp_to_wire
+from governance.proof import b64url_encode, signed_bytes
+from producer.keys import SigningKey
+
+
+def sign_command(
+    command: Mapping[str, Any],
+    key: SigningKey,
+    *,
+    audience: str,
+    issued_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A signed copy of ``command``: ``issued_at`` (now, UTC, unless given) and ``audience``
+    set, then ``auth = {"key_id", "signature"}`` over everything else.
+
+    Raises ValueError when the command's ``actor.id`` is not the key's actor (the worker
+    would refuse it anyway, and the mistake is the caller's), when ``issued_at`` has no
+    time zone, or when the command cannot be canonicalised.
+    """
+    actor = command.get("actor")
+    actor_id = actor.get("id") if isinstance(actor, Mapping) else None
+    if actor_id != key.actor_id:
+        raise ValueError(
+            f"key {key.key_id} signs for actor {key.actor_id!r}, "
+            f"not for the command's actor {actor_id!r}"
+        )
+    if not isinstance(audience, str) or not audience:
+        raise ValueError("audience must be a non-empty string")
+    if issued_at is None:
+        issued_at = datetime.now(UTC)
+    elif issued_at.tzinfo is None or issued_at.utcoffset() is None:
+        raise ValueError("issued_at must be an aware datetime (with a time zone)")
+    # A deep copy: the signed object must not share parts a caller may still change.
+    signed = copy.deepcopy(dict(command))
+    signed.pop("auth", None)
+    signed["issued_at"] = timestamp_to_wire(issued_at)
+    signed["audience"] = audience
+    signature = key.sign(signed_bytes(signed))
+    signed["auth"] = {"key_id": key.key_id, "signature": b64url_encode(signature)}
+    return signed

@@ -1,0 +1,138 @@
+"""Proved identities for the tests: every actor a test names has a key, is registered in the
+test databases, and every command a test sends is signed — as the default (signed) mode of
+the worker requires.
+
+Keys are derived from the actor id, so a test (or a worker it starts) that names ``alice``
+always signs as the same ``alice``. An actor is registered, with every role, the first time a
+command of it is signed, in every database the tests track (the run's database, and any
+private database a test migrates itself). Tests about roles, groups and keys register their
+own actors with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from producer.keys import SigningKey, write_key_file
+from producer.signing import sign_command
+
+AUDIENCE = "governance"
+ALL_ROLES = ("requester", "approver", "operator")
+#: Actors that are never registered: the worker's own, and ones tests use to be unknown.
+UNREGISTERED = frozenset({"system"})
+
+_lock = threading.Lock()
+_databases: set[str] = set()
+_registered: dict[str, set[str]] = {}
+
+
+def key_for(actor_id: str) -> SigningKey:
+    """The test key of ``actor_id`` (the same in every process of the run)."""
+    seed = hashlib.sha256(f"governance-test-key:{actor_id}".encode()).digest()
+    return SigningKey(actor_id=actor_id, key_id=f"test-{actor_id}"[:128], seed=seed)
+
+
+def track(database_url: str) -> None:
+    """Register every signing actor in this (migrated) database from now on."""
+    with _lock:
+        _databases.add(database_url)
+        _registered.setdefault(database_url, set())
+
+
+def untrack(database_url: str) -> None:
+    with _lock:
+        _databases.discard(database_url)
+        _registered.pop(database_url, None)
+
+
+def register(
+    database_url: str,
+    actor_id: str,
+    *,
+    roles: Iterable[str] = ALL_ROLES,
+    groups: Iterable[str] = (),
+    name: str | None = None,
+    actor_type: str = "user",
+) -> SigningKey:
+    """Register ``actor_id`` with its test key (as ``governance actors add`` would), unless it
+    is registered already; its key."""
+    key = key_for(actor_id)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO actors (actor_id, name, type, roles, groups) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (actor_id) DO NOTHING",
+            (actor_id, name or actor_id.title(), actor_type, list(roles), list(groups)),
+        )
+        conn.execute(
+            "INSERT INTO actor_keys (key_id, actor_id, public_key) VALUES (%s, %s, %s) "
+            "ON CONFLICT (key_id) DO NOTHING",
+            (key.key_id, actor_id, key.public_key_b64),
+        )
+    with _lock:
+        _registered.setdefault(database_url, set()).add(actor_id)
+    return key
+
+
+def _ensure_registered(actor_id: str) -> None:
+    with _lock:
+        missing = [url for url in _databases if actor_id not in _registered.get(url, set())]
+    for url in missing:
+        register(url, actor_id)
+
+
+def sign(payload: Any, *, issued_at: datetime | None = None) -> Any:
+    """``payload`` signed by its actor's test key (registered where needed); anything that is
+    not a command object with an actor id, or is signed already, is returned as it is."""
+    if not isinstance(payload, dict) or "auth" in payload:
+        return payload
+    actor = payload.get("actor")
+    actor_id = actor.get("id") if isinstance(actor, Mapping) else None
+    if not isinstance(actor_id, str) or not actor_id or actor_id in UNREGISTERED:
+        return payload
+    _ensure_registered(actor_id)
+    try:
+        return sign_command(payload, key_for(actor_id), audience=AUDIENCE, issued_at=issued_at)
+    except ValueError:
+        # Not canonicalisable, or otherwise unsignable: the test means to send it as it is.
+        return payload
+
+
+def sign_all(payloads: Iterable[Any]) -> list[Any]:
+    return [sign(payload) for payload in payloads]
+
+
+class Keyring(Mapping[str, SigningKey]):
+    """Every test actor's key, for a client that signs as whichever actor a command names."""
+
+    def __getitem__(self, actor_id: str) -> SigningKey:
+        if actor_id in UNREGISTERED:
+            raise KeyError(actor_id)
+        _ensure_registered(actor_id)
+        return key_for(actor_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def key_file(directory: Path, actor_id: str) -> Path:
+    """A key file for ``actor_id`` in ``directory`` (written once), for the CLI."""
+    path = directory / f"{actor_id}.key"
+    if not path.exists():
+        _ensure_registered(actor_id)
+        write_key_file(key_for(actor_id), path)
+    return path
+
+
+def describe(payload: Mapping[str, Any]) -> str:
+    return json.dumps({k: v for k, v in payload.items() if k != "auth"}, sort_keys=True)

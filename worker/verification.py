@@ -1,0 +1,153 @@
+"""Who sent a command: its signature checked against the registered key, inside the guarded
+transaction (the key and its actor are read in the transaction's first round trip).
+
+A signed command carries ``auth = {"key_id", "signature"}``: an Ed25519 signature over the
+RFC 8785 canonical JSON of the command as received without ``auth``
+(:func:`governance.proof.signed_bytes`), plus the ``audience`` it is meant for and the
+``issued_at`` instant it was signed at. Anything that does not hold is an ``unauthenticated``
+rejection that says which check failed; nothing here raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from governance.commands import Command
+from governance.model import ActorType
+from governance.proof import b64url_decode, signed_bytes
+from governance.rules import Rejection, RejectionCode
+from governance.trust import Principal
+
+#: How far ahead of the database clock a command may say it was issued (clock skew).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+SIGNATURE_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A registered public key, as the transaction read it."""
+
+    key_id: str
+    actor_id: str
+    public_key: str
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What this deployment accepts: its audience and the age limit of a signed command."""
+
+    audience: str
+    max_age: timedelta
+
+
+DEFAULT_AUDIENCE = "governance"
+DEFAULT_MAX_AGE = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class Trust:
+    """How the guarded transaction judges who sent its commands.
+
+    ``signed`` (the default) proves every command's author by its signature and checks the
+    roles table; development mode (``signed=False``) takes the actor as asserted and skips
+    the role checks. ``internal`` marks the worker's own commands (expiry, by the ``system``
+    actor), which carry no signature and need no role. The separation-of-duties rules hold
+    in every mode, and group membership always comes from the registry.
+    """
+
+    signed: bool = True
+    policy: Policy = Policy(DEFAULT_AUDIENCE, DEFAULT_MAX_AGE)
+    internal: bool = False
+
+
+def principal_from_row(row: tuple[Any, ...]) -> Principal:
+    """A registry row ``(actor_id, name, type, roles, groups, active)`` as a principal."""
+    actor_id, name, type_, roles, groups, active = row
+    return Principal(
+        actor_id=actor_id,
+        name=name,
+        type=ActorType(type_),
+        roles=frozenset(roles or ()),
+        groups=frozenset(groups or ()),
+        active=bool(active),
+    )
+
+
+def authenticate(
+    payload: Mapping[str, Any],
+    command: Command,
+    key: KeyRecord | None,
+    principal: Principal | None,
+    policy: Policy,
+    now: datetime,
+) -> Rejection | Principal:
+    """The registered principal who signed ``payload``, or why it is not proved.
+
+    ``key`` is the registry's row for the command's ``auth.key_id`` (None when unknown),
+    ``principal`` the registry's row for ``actor.id`` (None when unregistered).
+    """
+
+    def refuse(message: str) -> Rejection:
+        return Rejection(
+            RejectionCode.UNAUTHENTICATED, message, expected_revision=command.expected_revision
+        )
+
+    auth = payload.get("auth")
+    if not isinstance(auth, Mapping):
+        return refuse("auth: a signed command is required (auth with key_id and signature)")
+    key_id, signature = auth.get("key_id"), auth.get("signature")
+    if not isinstance(key_id, str) or not key_id:
+        return refuse("auth.key_id: missing")
+    if not isinstance(signature, str) or not signature:
+        return refuse("auth.signature: missing")
+    audience = payload.get("audience")
+    if audience is None:
+        return refuse("audience: a signed command must name its audience")
+    if audience != policy.audience:
+        return refuse(f"wrong audience: this deployment is {policy.audience!r}, not {audience!r}")
+    if command.issued_at is None:
+        return refuse("issued_at: a signed command must say when it was issued")
+    if command.issued_at < now - policy.max_age:
+        return refuse(
+            f"expired: issued at {command.issued_at.isoformat()}, more than "
+            f"{int(policy.max_age.total_seconds())} s before now"
+        )
+    if command.issued_at > now + MAX_CLOCK_SKEW:
+        return refuse(f"issued_at {command.issued_at.isoformat()} is in the future")
+    if key is None:
+        return refuse(f"unknown key {key_id}")
+    if key.actor_id != command.actor.id:
+        return refuse(f"key {key_id} belongs to {key.actor_id}, not {command.actor.id}")
+    if key.revoked_at is not None:
+        return refuse(f"key {key_id} was revoked at {key.revoked_at.isoformat()}")
+    if principal is None:
+        return refuse(f"actor {command.actor.id} is not registered")
+    if not principal.active:
+        return refuse(f"actor {command.actor.id} is not active")
+    try:
+        raw_signature = b64url_decode(signature)
+    except ValueError:
+        return refuse("auth.signature: not base64url without padding")
+    if len(raw_signature) != SIGNATURE_LENGTH:
+        return refuse(
+            f"auth.signature: expected {SIGNATURE_LENGTH} bytes, got {len(raw_signature)}"
+        )
+    try:
+        message = signed_bytes(payload)
+    except ValueError as exc:
+        return refuse(f"the command cannot be canonicalised for its signature: {exc}")
+    try:
+        public_key = Ed25519PublicKey.from_public_bytes(b64url_decode(key.public_key))
+        public_key.verify(raw_signature, message)
+    except InvalidSignature:
+        return refuse(f"the signature does not verify with key {key_id}")
+    except ValueError:
+        return refuse(f"key {key_id} is not a usable Ed25519 public key")
+    return principal
