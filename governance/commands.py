@@ -49,6 +49,8 @@ MAX_MIN_APPROVALS = 100
 MAX_SIGNATURE_LENGTH = 512
 MAX_TAGS = 64
 MAX_REVISION = 2**63 - 1
+#: The largest integer RFC 8785 (IEEE 754 doubles) represents exactly.
+MAX_SAFE = 2**53 - 1
 #: The instants a command may name. One day inside Python's own range (years 1..9999): a
 #: client whose session time zone is not UTC reads a ``timestamptz`` back in that zone, and
 #: an instant at the very edge would fall outside the range there (any offset is under 24h).
@@ -351,6 +353,11 @@ def _check_json_value(value: object, field: str, depth: int = 0) -> None:
         _fail(field, f"expected a finite number, got {value!r}")
     if isinstance(value, int) and not isinstance(value, bool):
         _check_integer_digits(value, field)
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > MAX_SAFE:
+        # Beyond ±(2**53 - 1) RFC 8785 cannot spell an integer, and JSONB reads a large
+        # whole float back as one: the decision it lands in could be neither signed nor
+        # chained the same way twice.
+        _fail(field, f"expected a number within ±{MAX_SAFE}, got {value!r}")
     if isinstance(value, str):
         # JSONB refuses U+0000 in any string, where a text column would only refuse it raw.
         if "\x00" in value:
@@ -773,12 +780,15 @@ def _parse_args(command_type: CommandType, value: object) -> CommandArgs:
 def _parse_auth(value: object) -> CommandAuth:
     obj = _object(value, "auth")
     _no_unknown_keys(obj, _AUTH_FIELDS, "auth.")
-    for name in ("key_id", "signature"):
-        if name not in obj:
-            _fail(f"auth.{name}", "required")
+    # A member left out is not malformed: authentication refuses it as unauthenticated,
+    # saying which one is missing. Empty stands for missing.
     return CommandAuth(
-        key_id=_identifier(obj["key_id"], "auth.key_id"),
-        signature=_string(obj["signature"], "auth.signature", max_length=MAX_SIGNATURE_LENGTH),
+        key_id=_identifier(obj["key_id"], "auth.key_id") if "key_id" in obj else "",
+        signature=(
+            _string(obj["signature"], "auth.signature", max_length=MAX_SIGNATURE_LENGTH)
+            if "signature" in obj
+            else ""
+        ),
     )
 
 

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE, RETRY_QUEUE
+from tests.support import identities
 from tests.support.events import EventListener
 from tests.support.processes import WorkerProcess
 from tests.support.services import find_broker, find_postgres, fresh_database, unavailable
@@ -35,7 +36,11 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
     """A database of this test run, migrated to the newest schema, dropped afterwards."""
     with fresh_database(postgres_server_url) as url:
         migrate(url)
-        yield url
+        identities.track(url)
+        try:
+            yield url
+        finally:
+            identities.untrack(url)
 
 
 @pytest.fixture

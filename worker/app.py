@@ -338,6 +338,16 @@ if settings.batch_size > 1:
     app.steps["consumer"].add(BatchCommandConsumer)
 
 
+@signals.worker_init.connect
+def _warn_of_development_mode(**_: Any) -> None:
+    if settings.auth == "off":
+        log.warning(
+            "GOVERNANCE_AUTH=off: DEVELOPMENT MODE. Commands are not authenticated: any actor "
+            "is taken as asserted and the roles table is not checked. Never run a "
+            "deployment like this."
+        )
+
+
 @signals.worker_process_init.connect
 def _fresh_runtime_after_fork(**_: Any) -> None:
     runtime.reset()

@@ -22,6 +22,7 @@ import psycopg
 
 from worker.errors import InfrastructureError
 from worker.transaction import NotACommand, StoredOutcome, apply_commands
+from worker.verification import SIGNED, Trust
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,9 @@ class Failed:
 BatchResult = StoredOutcome | NotACommand | Failed
 
 
-def apply_batch(conn: psycopg.Connection[Any], payloads: Sequence[object]) -> list[BatchResult]:
+def apply_batch(
+    conn: psycopg.Connection[Any], payloads: Sequence[object], trust: Trust = SIGNED
+) -> list[BatchResult]:
     """Apply ``payloads`` in one guarded transaction; results in input order.
 
     If the transaction fails for anything but an infrastructure fault (a command that makes
@@ -45,7 +48,7 @@ def apply_batch(conn: psycopg.Connection[Any], payloads: Sequence[object]) -> li
     nothing was committed.
     """
     try:
-        return list(apply_commands(conn, payloads))
+        return list(apply_commands(conn, payloads, trust))
     except InfrastructureError:
         raise
     except Exception:
@@ -53,7 +56,7 @@ def apply_batch(conn: psycopg.Connection[Any], payloads: Sequence[object]) -> li
     results: list[BatchResult] = []
     for payload in payloads:
         try:
-            results.extend(apply_commands(conn, [payload]))
+            results.extend(apply_commands(conn, [payload], trust))
         except InfrastructureError:
             raise
         except Exception as exc:

@@ -17,6 +17,7 @@ from governance.codec import actor_to_dict
 from governance.model import SYSTEM_ACTOR
 from worker import sql
 from worker.transaction import StoredOutcome, apply_commands
+from worker.verification import Trust
 
 _EXPIRY_NAMESPACE = uuid.UUID("5a1e7c1e-0000-4e00-8000-000000e0c0de")
 
@@ -37,14 +38,18 @@ def expire_command(request_id: str, revision: int) -> dict[str, Any]:
     }
 
 
-def expire_due(conn: psycopg.Connection[Any], *, batch_size: int = 200) -> list[StoredOutcome]:
+def expire_due(
+    conn: psycopg.Connection[Any], *, batch_size: int = 200, signed: bool = True
+) -> list[StoredOutcome]:
     """Expire up to ``batch_size`` due requests in one transaction; return their outcomes.
 
     The caller publishes the returned events after this returns (the sweep has committed).
+    The expirations are the worker's own commands: unsigned, and needing no role.
     """
     with conn.transaction():
         due = conn.execute(
             sql.CLAIM_DUE, {"batch_size": batch_size, "scan_size": batch_size * 4}
         ).fetchall()
-        results = apply_commands(conn, [expire_command(rid, revision) for rid, revision in due])
+        commands = [expire_command(rid, revision) for rid, revision in due]
+        results = apply_commands(conn, commands, Trust(signed=signed, internal=True))
     return [result for result in results if isinstance(result, StoredOutcome)]

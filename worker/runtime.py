@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ from worker import batching, database, deadletter, expiry, outbox, sql
 from worker.config import Settings
 from worker.errors import InfrastructureError, translate
 from worker.transaction import StoredOutcome, apply_command
+from worker.verification import Policy, Trust
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +31,17 @@ class Runtime:
         self.settings = settings
         self.pool: ConnectionPool[psycopg.Connection[Any]] = database.create_pool(settings)
         self.publisher = outbox.EventPublisher(settings.broker_url)
+        self.trust = Trust(
+            signed=settings.auth == "signed",
+            policy=Policy(settings.audience, timedelta(seconds=settings.max_command_age)),
+        )
 
     def handle(self, payload: object) -> StoredOutcome:
         """Apply one command, then publish its outcome (left to the relay if the broker is
         unavailable). Raises ``NotACommand`` or ``InfrastructureError``."""
         try:
             with self.pool.connection() as conn:
-                stored = apply_command(conn, payload)
+                stored = apply_command(conn, payload, self.trust)
                 outbox.publish_outcomes(conn, self.publisher, [stored])
         except psycopg.Error as exc:
             raise translate(exc) from exc
@@ -46,7 +52,7 @@ class Runtime:
         Raises ``InfrastructureError`` (nothing of the batch committed)."""
         try:
             with self.pool.connection() as conn:
-                results = batching.apply_batch(conn, payloads)
+                results = batching.apply_batch(conn, payloads, self.trust)
                 outbox.publish_outcomes(
                     conn, self.publisher, [r for r in results if isinstance(r, StoredOutcome)]
                 )
@@ -58,7 +64,11 @@ class Runtime:
         """One expiry sweep; returns how many requests it expired."""
         try:
             with self.pool.connection() as conn:
-                outcomes = expiry.expire_due(conn, batch_size=self.settings.expiry_batch_size)
+                outcomes = expiry.expire_due(
+                    conn,
+                    batch_size=self.settings.expiry_batch_size,
+                    signed=self.trust.signed,
+                )
                 outbox.publish_outcomes(conn, self.publisher, outcomes)
         except psycopg.Error as exc:
             raise translate(exc) from exc

@@ -27,8 +27,9 @@ FROM unnest(%(request_ids)s::text[]) WITH ORDINALITY AS ids(request_id, position
 ORDER BY position
 """
 
+#: The requests as locked, with the head of each one's decision chain last.
 LOCK_REQUESTS = f"""
-SELECT {REQUEST_COLUMNS} FROM mutation_requests
+SELECT {REQUEST_COLUMNS}, chain_head FROM mutation_requests
 WHERE request_id = ANY(%(request_ids)s::text[])
 ORDER BY request_id
 FOR UPDATE
@@ -43,6 +44,19 @@ WHERE EXISTS (
     SELECT 1 FROM outbox_events AS o
     WHERE o.request_id = r.request_id AND o.published_at IS NULL
 )
+"""
+
+#: The registered keys the commands name, and the registered actors they name: read in the
+#: transaction's first round trip, beside the locks, so checking who sent a command costs no
+#: round trip of its own.
+KEYS = """
+SELECT key_id, actor_id, public_key, revoked_at FROM actor_keys
+WHERE key_id = ANY(%(key_ids)s::text[])
+"""
+
+PRINCIPALS = """
+SELECT actor_id, name, type, roles, groups, active FROM actors
+WHERE actor_id = ANY(%(actor_ids)s::text[])
 """
 
 #: What the idempotency ledger knows of the commands: their payload hash and outcome event.
@@ -67,12 +81,12 @@ request_write AS (
     INSERT INTO mutation_requests (
         request_id, state_id, state_type, mutation_type, intent, context, status,
         pending_reason, approval_requirements, revision, expected_state_version, expires_at,
-        created_at, updated_at, metadata)
+        created_at, updated_at, metadata, chain_head)
     VALUES (
         %(request_id)s, %(state_id)s, %(state_type)s, %(mutation_type)s, %(intent)s::jsonb,
         %(context)s::jsonb, %(status)s, %(pending_reason)s, %(approval_requirements)s::jsonb,
         %(revision)s, %(expected_state_version)s, %(expires_at)s, %(created_at)s,
-        %(updated_at)s, %(metadata)s::jsonb)
+        %(updated_at)s, %(metadata)s::jsonb, %(chain_head)s)
     ON CONFLICT (request_id) DO NOTHING
     RETURNING revision
 )"""
@@ -87,7 +101,8 @@ request_write AS (
         expected_state_version = %(expected_state_version)s,
         expires_at = %(expires_at)s,
         updated_at = %(updated_at)s,
-        metadata = %(metadata)s::jsonb
+        metadata = %(metadata)s::jsonb,
+        chain_head = %(chain_head)s
     WHERE request_id = %(request_id)s AND revision = %(expected_revision)s
     RETURNING revision
 )"""
@@ -96,12 +111,18 @@ _DECISIONS = """
 decision_write AS (
     INSERT INTO request_decisions (
         request_id, revision, position, command_id, category, type, actor, actor_id, reason,
-        metadata, occurred_at)
+        metadata, occurred_at, chain_hash)
     SELECT %(request_id)s, w.revision, d.position, %(command_id)s, d.value->>'category',
            d.value->>'type', d.value->'actor', d.value->'actor'->>'id', d.value->>'reason',
-           d.value->'metadata', (d.value->>'occurred_at')::timestamptz
+           d.value->'metadata', (d.value->>'occurred_at')::timestamptz,
+           (%(chain_hashes)s::text[])[d.position]
     FROM request_write AS w,
          jsonb_array_elements(%(decisions)s::jsonb) WITH ORDINALITY AS d(value, position)
+),
+proof_write AS (
+    INSERT INTO command_proofs (request_id, revision, command_id, key_id, signed_command)
+    SELECT %(request_id)s, w.revision, %(command_id)s, %(key_id)s, %(signed_command)s
+    FROM request_write AS w
 )"""
 
 _EVENT = """

@@ -1,7 +1,10 @@
 """The guarded transaction: the one path every command takes.
 
-validate → idempotency lookup → ``SELECT ... FOR UPDATE`` → existence → revision check →
-the core's pure rule → guarded write (request, decisions, ledger row, outbox row) → commit.
+validate → idempotency lookup → authentication (the signature against the registered key)
+→ ``SELECT ... FOR UPDATE`` → existence → authorization (the roles table) → revision check →
+the core's pure rule → guarded write (request, chained decisions, the command's proof, ledger
+row, outbox row) → commit. The keys and actors are read in the first round trip, beside the
+locks.
 
 It takes a list of commands: a single command is a list of one, and batch mode hands it
 many, which then share the transaction's two round trips and its one commit. Each command is
@@ -15,6 +18,7 @@ transaction (an expiry sweep) it runs in a savepoint of it.
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -53,13 +57,19 @@ from governance.events import (
     rejected_routing_key,
     with_sequence,
 )
-from governance.model import MutationRequest, PendingReason, RequestContext, Status
+from governance.model import Actor, MutationRequest, PendingReason, RequestContext, Status
+from governance.proof import chain_hash, chained_decision
 from governance.rules import Applied, Rejection, RejectionCode, decide, requests_to_lock
+from governance.trust import Principal, authorize
 from worker import sql
 from worker.errors import InfrastructureError, TransientConflict, translate
+from worker.verification import SIGNED, KeyRecord, Trust, authenticate, principal_from_row
 
 #: Reruns of a transaction that lost a benign race (see ``TransientConflict``).
 MAX_ATTEMPTS = 5
+
+#: The worker's own actor: its commands (expiry) are built inside the worker, never sent.
+SYSTEM_ACTOR_ID = "system"
 
 
 class NotACommand(ValueError):
@@ -127,21 +137,27 @@ _SAVEPOINT = _Boundary(
 Result = StoredOutcome | NotACommand
 
 
-def apply_command(conn: psycopg.Connection[Any], payload: object) -> StoredOutcome:
+def apply_command(
+    conn: psycopg.Connection[Any], payload: object, trust: Trust = SIGNED
+) -> StoredOutcome:
     """Apply one command message and return its outcome, recorded in the same transaction.
 
     Raises :class:`NotACommand` for a message that has no usable ``command_id`` and
     :class:`InfrastructureError` for faults worth retrying; every other outcome, rejections
     included, is a returned value.
     """
-    (result,) = apply_commands(conn, [payload])
+    (result,) = apply_commands(conn, [payload], trust)
     if isinstance(result, NotACommand):
         raise result
     return result
 
 
-def apply_commands(conn: psycopg.Connection[Any], payloads: Sequence[object]) -> list[Result]:
+def apply_commands(
+    conn: psycopg.Connection[Any], payloads: Sequence[object], trust: Trust = SIGNED
+) -> list[Result]:
     """Apply command messages in one transaction; their outcomes in the same order.
+
+    ``trust`` says how their senders are judged (signed commands by default).
 
     All are committed together or none is. Raises :class:`InfrastructureError` for faults
     worth retrying (nothing was committed then).
@@ -149,7 +165,7 @@ def apply_commands(conn: psycopg.Connection[Any], payloads: Sequence[object]) ->
     prepared = [_prepare(payload) for payload in payloads]
     for _ in range(MAX_ATTEMPTS):
         try:
-            return _run(conn, prepared)
+            return _run(conn, prepared, trust)
         except TransientConflict:
             continue
         except psycopg.Error as exc:
@@ -175,9 +191,12 @@ def _prepare(payload: object) -> _Prepared | NotACommand:
 
 
 def _run(
-    conn: psycopg.Connection[Any], prepared: Sequence[_Prepared | NotACommand]
+    conn: psycopg.Connection[Any], prepared: Sequence[_Prepared | NotACommand], trust: Trust
 ) -> list[Result]:
     commands = [p for p in prepared if isinstance(p, _Prepared)]
+    valid = [p.command for p in commands if p.command is not None]
+    key_ids = sorted({c.auth.key_id for c in valid if c.auth and c.auth.key_id and trust.signed})
+    actor_ids = sorted({c.actor.id for c in valid})
     # Sorted, so that every transaction takes its locks in one global order and two batches
     # can never deadlock on each other. A message that failed validation but names a request
     # locks it too: its rejection is one of that request's events, ordered among the others.
@@ -197,16 +216,29 @@ def _run(
                 locked = conn.execute(sql.LOCK_REQUESTS, {"request_ids": request_ids})
                 backlog = conn.execute(sql.WITH_BACKLOG, {"request_ids": request_ids})
             ledger = conn.execute(sql.LOOKUP, {"command_ids": [p.command_id for p in commands]})
+            if key_ids:
+                keyed = conn.execute(sql.KEYS, {"key_ids": key_ids})
+            if actor_ids and not trust.internal:
+                registered = conn.execute(sql.PRINCIPALS, {"actor_ids": actor_ids})
             pipeline.sync()
             now = _one(clock)[0]
             requests: dict[str, MutationRequest | None] = {}
+            heads: dict[str, str | None] = {}
             behind: set[str] = set()
             if request_ids:
-                requests = {row[0]: request_from_row(row) for row in locked.fetchall()}
+                for row in locked.fetchall():
+                    requests[row[0]] = request_from_row(row[:-1])
+                    heads[row[0]] = row[-1]
                 behind = {row[0] for row in backlog.fetchall()}
             known = {row[0]: row[1:] for row in ledger.fetchall()}
+            keys = {row[0]: KeyRecord(*row) for row in keyed.fetchall()} if key_ids else {}
+            principals = (
+                {row[0]: principal_from_row(row) for row in registered.fetchall()}
+                if actor_ids and not trust.internal
+                else {}
+            )
 
-            plan = _Plan(now, requests, behind, known)
+            plan = _Plan(now, requests, behind, known, trust, keys, principals, heads)
             for item in prepared:
                 plan.decide(item)
 
@@ -243,11 +275,20 @@ class _Plan:
         requests: dict[str, MutationRequest | None],
         behind: set[str],
         known: dict[str, tuple[Any, ...]],
+        trust: Trust,
+        keys: dict[str, KeyRecord],
+        principals: dict[str, Principal],
+        heads: dict[str, str | None],
     ) -> None:
         self.now = now
         self.requests = requests
         self.behind = behind
         self.known = known
+        self.trust = trust
+        self.keys = keys
+        self.principals = principals
+        #: The head of each locked request's decision chain, as this run leaves it.
+        self.heads = heads
         self.writes: list[_Write] = []
         #: Per input: a ready result, a write of this run, or a repeat of an earlier input.
         self._slots: list[Result | _Pending | _SameAs] = []
@@ -280,32 +321,129 @@ class _Plan:
         if seen is None:
             self._seen[item.command_id] = (item.digest, len(self._slots))
         readable = _readable_request_id(item.payload)
+        # In signed mode only a command whose signature verified may occupy its command_id
+        # in the ledger: anything else is answered but not recorded.
+        record_unproved = not self.trust.signed or self.trust.internal
         if item.invalid is not None:
             # Recorded, so a redelivery gets the same answer; unless the id is taken by
             # another command, which keeps its own record.
             rejection = Rejection(RejectionCode.INVALID_COMMAND, item.invalid.message)
-            now = self._clock(readable)
-            self._write(_rejection_write(item, now, None, rejection, record=not id_taken))
+            self._reject(item, readable, None, rejection, record=record_unproved and not id_taken)
             return
         if id_taken:
             rejection = Rejection(
                 RejectionCode.DUPLICATE_COMMAND,
                 f"command_id {item.command_id} was already used for a different command",
             )
-            now = self._clock(readable)
-            self._write(_rejection_write(item, now, None, rejection, record=False))
+            self._reject(item, readable, None, rejection, record=False)
             return
         command = item.command
         assert command is not None
+        principal = self.principals.get(command.actor.id)
+        if self.trust.signed and not self.trust.internal:
+            proved = authenticate(
+                item.payload,
+                command,
+                self.keys.get(command.auth.key_id) if command.auth is not None else None,
+                principal,
+                self.trust.policy,
+                self.now,
+            )
+            if isinstance(proved, Rejection):
+                self._reject(item, readable, None, proved, record=False)
+                return
+            principal = proved
+            # Who acted is what the registry says, not what the message says.
+            command = replace(
+                command, actor=Actor(proved.actor_id, name=proved.name, type=proved.type)
+            )
         current = self.requests.get(command.request_id)
         now = self._clock(command.request_id)
-        outcome = decide(current, command, now, superseding=self._superseding(command))
+        outcome = self._authorize(command, principal, current) or decide(
+            current,
+            command,
+            now,
+            superseding=self._superseding(command),
+            groups=principal.groups if principal is not None else frozenset(),
+        )
         if isinstance(outcome, Applied):
             self.requests[command.request_id] = outcome.request
-            write = _applied_write(command, outcome, item.digest, now)
+            write = self._applied_write(item, command, outcome, now)
         else:
-            write = _rejection_write(item, now, current, outcome, record=True)
+            write = _rejection_write(
+                item, now, current, outcome, record=True, authenticated=self._proved
+            )
         self._write(write)
+
+    @property
+    def _proved(self) -> bool:
+        """Whether this run's applied outcomes are of commands whose authors are proved."""
+        return self.trust.signed
+
+    def _reject(
+        self,
+        item: _Prepared,
+        request_id: str | None,
+        current: MutationRequest | None,
+        rejection: Rejection,
+        *,
+        record: bool,
+    ) -> None:
+        """Answer a command that never reached the rules (invalid, duplicate, unproved)."""
+        now = self._clock(request_id)
+        self._write(
+            _rejection_write(
+                item,
+                now,
+                current,
+                rejection,
+                record=record,
+                authenticated=self._proved and rejection.code is not RejectionCode.UNAUTHENTICATED,
+            )
+        )
+
+    def _authorize(
+        self, command: Command, principal: Principal | None, current: MutationRequest | None
+    ) -> Rejection | None:
+        """The roles table (signed mode), and the rule that nobody may act as the worker."""
+        if self.trust.internal:
+            return None
+        if command.actor.id == SYSTEM_ACTOR_ID:
+            return Rejection(
+                RejectionCode.FORBIDDEN,
+                "the system actor is internal to the worker and cannot be sent",
+                expected_revision=command.expected_revision,
+            )
+        if not self.trust.signed:
+            return None
+        assert principal is not None
+        return authorize(command, principal, current)
+
+    def _applied_write(
+        self, item: _Prepared, command: Command, applied: Applied, now: datetime
+    ) -> _Write:
+        """The guarded write of an applied command, its decisions chained to the request's
+        earlier ones and its signed form kept beside them."""
+        request_id = command.request_id
+        write = _applied_write(command, applied, item.digest, now, authenticated=self._proved)
+        head = self.heads.get(request_id)
+        hashes = []
+        for position, decision in enumerate(write.body["decisions"], start=1):
+            head = chain_hash(
+                head,
+                chained_decision(
+                    request_id, applied.request.revision, position, command.command_id, decision
+                ),
+            )
+            hashes.append(head)
+        self.heads[request_id] = head
+        write.params.update(
+            chain_hashes=hashes,
+            chain_head=head,
+            key_id=command.auth.key_id if command.auth is not None and self._proved else None,
+            signed_command=json.dumps(item.payload, ensure_ascii=False, separators=(",", ":")),
+        )
+        return write
 
     def _clock(self, request_id: str | None) -> datetime:
         """The decision time for a command on ``request_id``: the transaction's clock, but
@@ -385,9 +523,17 @@ def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
     return tuple(row)
 
 
-def _applied_write(command: Command, applied: Applied, digest: str, now: datetime) -> _Write:
+def _applied_write(
+    command: Command, applied: Applied, digest: str, now: datetime, *, authenticated: bool
+) -> _Write:
     request = applied.request
-    body = applied_event(command, applied, event_id=str(uuid.uuid4()), occurred_at=now)
+    body = applied_event(
+        command,
+        applied,
+        event_id=str(uuid.uuid4()),
+        occurred_at=now,
+        authenticated=authenticated,
+    )
     routing_key = applied_routing_key(command.type.value)
     params: dict[str, Any] = {
         "request_id": request.request_id,
@@ -429,6 +575,7 @@ def _rejection_write(
     rejection: Rejection,
     *,
     record: bool,
+    authenticated: bool,
 ) -> _Write:
     command_type, request_id, actor = _readable_parts(item.payload)
     body = rejected_event(
@@ -440,6 +587,7 @@ def _rejection_write(
         current=current,
         event_id=str(uuid.uuid4()),
         occurred_at=now,
+        authenticated=authenticated,
     )
     routing_key = rejected_routing_key(rejection.code.value)
     params = _event_params(item.command_id, item.digest, request_id, body, routing_key)

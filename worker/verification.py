@@ -67,6 +67,10 @@ class Trust:
     internal: bool = False
 
 
+#: The default: commands signed, judged by this deployment's default policy.
+SIGNED = Trust()
+
+
 def principal_from_row(row: tuple[Any, ...]) -> Principal:
     """A registry row ``(actor_id, name, type, roles, groups, active)`` as a principal."""
     actor_id, name, type_, roles, groups, active = row

@@ -19,8 +19,10 @@ from celery import Celery
 from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
+from tests.support.identities import sign
+from tests.support.signed import apply_command
 from worker.outbox import EventPublisher
-from worker.transaction import StoredOutcome, apply_command
+from worker.transaction import StoredOutcome
 
 #: How long a test waits for something that should happen at once before it fails.
 PATIENCE = 30.0
@@ -217,7 +219,10 @@ def send_in_process(
         start.wait(PATIENCE)
         for payload in payloads:
             client.send_task(
-                APPLY_COMMAND_TASK, args=[payload], queue=COMMANDS_QUEUE, connection=connection
+                APPLY_COMMAND_TASK,
+                args=[sign(payload)],
+                queue=COMMANDS_QUEUE,
+                connection=connection,
             )
             results.put(payload["command_id"])
 
@@ -260,7 +265,9 @@ class Sender:
         self.client = Celery(broker=broker_url)
 
     def send(self, *args: Any, **options: Any) -> None:
-        self.client.send_task(APPLY_COMMAND_TASK, args=list(args), queue=COMMANDS_QUEUE, **options)
+        self.client.send_task(
+            APPLY_COMMAND_TASK, args=[sign(a) for a in args], queue=COMMANDS_QUEUE, **options
+        )
 
     def close(self) -> None:
         self.client.close()

@@ -20,8 +20,9 @@ from tests.integration.helpers import PATIENCE, Sender, code_of, get_all, reques
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from tests.support.processes import WorkerProcess
+from tests.support.signed import apply_commands
 from worker.outbox import publication_plan
-from worker.transaction import NotACommand, StoredOutcome, apply_commands
+from worker.transaction import NotACommand, StoredOutcome
 
 
 def outcome_codes(results: list[Any]) -> list[str | None]:

@@ -20,8 +20,10 @@ from producer.history import replay_outbox
 from producer.queries import read_event_log
 from tests.integration.helpers import PATIENCE
 from tests.support.commands import command, new_id, submit
+from tests.support.identities import Keyring
 from tests.support.processes import WorkerProcess
-from worker.transaction import StoredOutcome, apply_command
+from tests.support.signed import apply_command
+from worker.transaction import StoredOutcome
 
 pytestmark = pytest.mark.integration
 
@@ -315,7 +317,7 @@ def test_no_transaction_stays_open_between_pages(
 def client(
     running_worker: WorkerProcess, broker_url: str, database_url: str
 ) -> Iterator[GovernanceClient]:
-    with GovernanceClient(broker_url, database_url) as governance:
+    with GovernanceClient(broker_url, database_url, signing_key=Keyring()) as governance:
         yield governance
 
 

@@ -20,8 +20,8 @@ from tests.integration.helpers import (
     wait_for_lock_waiters,
 )
 from tests.support.commands import command
+from tests.support.signed import apply_command
 from worker.errors import InfrastructureError
-from worker.transaction import apply_command
 
 pytestmark = pytest.mark.integration
 

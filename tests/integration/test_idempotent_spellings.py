@@ -19,7 +19,7 @@ from tests.integration.helpers import (
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from tests.support.processes import WorkerProcess
-from worker.transaction import apply_command
+from tests.support.signed import DEVELOPMENT, apply_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.system]
 
@@ -126,23 +126,51 @@ def test_a_respelled_resend_replays_and_a_changed_one_is_a_duplicate_in_the_tran
     assert changed.event["rejection"]["code"] == "duplicate_command"
 
 
-def test_an_invalid_command_resent_verbatim_gets_its_recorded_refusal(
+def test_in_development_mode_an_invalid_command_resent_verbatim_gets_its_recorded_refusal(
     db: psycopg.Connection[Any],
 ) -> None:
-    # Given a command refused as invalid (an instant past the year 9999 in UTC)
+    # Given, in development mode, a command refused as invalid (an instant past 9999 in UTC)
     payload = command(
         "move_to_pending",
         new_id(),
         1,
         args={"pending_reason": "approval", "expires_at": "9999-12-31T23:00:00-14:00"},
     )
-    first = apply_command(db, payload)
+    first = apply_command(db, payload, DEVELOPMENT)
     assert first.event["rejection"]["code"] == "invalid_command", first.event
     assert first.event["rejection"]["message"].startswith("args.expires_at: ")
 
     # When the very same message comes again
-    again = apply_command(db, copy.deepcopy(payload))
+    again = apply_command(db, copy.deepcopy(payload), DEVELOPMENT)
 
     # Then it is answered with the recorded refusal
     assert again.replayed
     assert again.event["event_id"] == first.event["event_id"]
+
+
+def test_in_signed_mode_an_invalid_command_is_answered_but_does_not_take_its_command_id(
+    db: psycopg.Connection[Any],
+) -> None:
+    # Given a signed command refused as invalid
+    request_id = new_id()
+    apply_command(db, submit(request_id))
+    invalid = command(
+        "move_to_pending",
+        request_id,
+        1,
+        args={"pending_reason": "approval", "expires_at": "9999-12-31T23:00:00-14:00"},
+    )
+    first = apply_command(db, invalid)
+    assert first.event["rejection"]["code"] == "invalid_command", first.event
+    # When a valid command comes with the same command_id
+    valid = command(
+        "move_to_pending",
+        request_id,
+        1,
+        args={"pending_reason": "approval"},
+        command_id=invalid["command_id"],
+    )
+    outcome = apply_command(db, valid)
+    # Then it is applied: the invalid one was answered, not recorded
+    assert not first.replayed
+    assert outcome.event["event_type"] == "transition.applied", outcome.event

@@ -27,9 +27,10 @@ from tests.integration.helpers import (
 )
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
+from tests.support.signed import apply_command
 from worker.expiry import expire_due
 from worker.outbox import EventPublisher, publish_outcomes, relay_unpublished
-from worker.transaction import StoredOutcome, apply_command
+from worker.transaction import StoredOutcome
 
 pytestmark = pytest.mark.integration
 

@@ -15,6 +15,7 @@ from governance.commands import Command, InvalidCommand
 from producer import GovernanceClient, OutcomeTimeout
 from tests.support.commands import new_id
 from tests.support.events import EventListener
+from tests.support.identities import Keyring
 from tests.support.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,9 @@ INTENT = {"operation_name": "raise-limit", "risk_level": "high"}
 def client(
     running_worker: WorkerProcess, broker_url: str, database_url: str
 ) -> Iterator[GovernanceClient]:
-    with GovernanceClient(broker_url, database_url, timeout=30) as governance:
+    with GovernanceClient(
+        broker_url, database_url, timeout=30, signing_key=Keyring()
+    ) as governance:
         yield governance
 
 

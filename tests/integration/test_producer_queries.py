@@ -11,6 +11,7 @@ import pytest
 
 from producer import GovernanceClient, Queries
 from tests.support.commands import new_id
+from tests.support.identities import Keyring
 from tests.support.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -22,7 +23,7 @@ INTENT = {"operation_name": "rotate-key"}
 def client(
     running_worker: WorkerProcess, broker_url: str, database_url: str
 ) -> Iterator[GovernanceClient]:
-    with GovernanceClient(broker_url, database_url) as governance:
+    with GovernanceClient(broker_url, database_url, signing_key=Keyring()) as governance:
         yield governance
 
 

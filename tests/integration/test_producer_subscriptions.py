@@ -14,6 +14,7 @@ from governance.commands import Command
 from producer import EventFilter, GovernanceClient, Queries, Subscription, replay
 from tests.support.commands import new_id
 from tests.support.events import EventListener
+from tests.support.identities import Keyring
 from tests.support.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,7 @@ INTENT = {"operation_name": "resize"}
 def client(
     running_worker: WorkerProcess, broker_url: str, database_url: str
 ) -> Iterator[GovernanceClient]:
-    with GovernanceClient(broker_url, database_url) as governance:
+    with GovernanceClient(broker_url, database_url, signing_key=Keyring()) as governance:
         yield governance
 
 

@@ -19,8 +19,9 @@ from tests.integration.helpers import PATIENCE, Sender, flush, submitted, wait_f
 from tests.support.commands import command
 from tests.support.events import EventListener
 from tests.support.processes import WorkerProcess
+from tests.support.signed import apply_commands
 from worker.outbox import EventPublisher, publication_plan, publish_outcomes
-from worker.transaction import StoredOutcome, apply_commands
+from worker.transaction import StoredOutcome
 
 
 def published_request(db: psycopg.Connection[Any]) -> str:

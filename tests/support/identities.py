@@ -12,7 +12,7 @@ own actors with :func:`register`.
 from __future__ import annotations
 
 import hashlib
-import json
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
@@ -134,5 +134,33 @@ def key_file(directory: Path, actor_id: str) -> Path:
     return path
 
 
-def describe(payload: Mapping[str, Any]) -> str:
-    return json.dumps({k: v for k, v in payload.items() if k != "auth"}, sort_keys=True)
+#: What signing adds to a command.
+SIGNATURE_MEMBERS = ("auth", "audience", "issued_at")
+
+
+def without_signature(payload: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``payload`` without what signing added, to compare a command as it was sent (or
+    dead-lettered) with the one a test built."""
+    if payload is None:
+        return None
+    return {k: v for k, v in payload.items() if k not in SIGNATURE_MEMBERS}
+
+
+_key_dir: Path | None = None
+
+
+def signing_env(args: Iterable[str], default_actor: str) -> dict[str, str]:
+    """The environment a ``governance`` command line needs to sign as the actor it names
+    (``--actor X``, else ``default_actor``): ``GOVERNANCE_SIGNING_KEY`` of that actor."""
+    global _key_dir
+    words = list(args)
+    actor = default_actor
+    for index, word in enumerate(words[:-1]):
+        if word == "--actor":
+            actor = words[index + 1]
+    if actor in UNREGISTERED:
+        return {}
+    with _lock:
+        if _key_dir is None:
+            _key_dir = Path(tempfile.mkdtemp(prefix="governance-test-keys-"))
+    return {"GOVERNANCE_SIGNING_KEY": str(key_file(_key_dir, actor))}

@@ -36,6 +36,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from tests.support.faults import KILLER_PREFIX, LIMIT_PREFIX, POISON_PREFIX
 from worker import batching, runtime, transaction
 from worker.app import app
 
@@ -43,9 +44,6 @@ __all__ = ["app"]
 
 _FAULT_DIR = os.environ.get("GOVERNANCE_TEST_FAULT_DIR")
 _EXPIRE_KILL_AFTER = int(os.environ.get("GOVERNANCE_TEST_EXPIRE_KILL_AFTER", "20"))
-POISON_PREFIX = "poison-"
-KILLER_PREFIX = "killer-"
-LIMIT_PREFIX = "limit-"
 #: Fails with ProgramLimitExceeded (54000): an array larger than PostgreSQL allows.
 _OVER_A_LIMIT = "SELECT array_fill(1, ARRAY[200000000])"
 
@@ -82,7 +80,7 @@ class _Expiries:
     decided = 0
 
 
-def _decide(current: Any, command: Any, now: Any, superseding: Any = None) -> Any:
+def _decide(current: Any, command: Any, now: Any, *args: Any, **kwargs: Any) -> Any:
     # Called with the row locked: the transaction is open and holds FOR UPDATE.
     if command.type.value == "expire" and command.actor.id == "system":
         _Expiries.decided += 1
@@ -95,17 +93,17 @@ def _decide(current: Any, command: Any, now: Any, superseding: Any = None) -> An
         marker = Path(_FAULT_DIR) / f"paused.{command.command_id}"
         marker.write_text(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGSTOP)
-    return _real_decide(current, command, now, superseding)
+    return _real_decide(current, command, now, *args, **kwargs)
 
 
 _real_apply = runtime.apply_command
 
 
-def _apply_then_maybe_die(conn: Any, payload: object) -> Any:
+def _apply_then_maybe_die(conn: Any, payload: object, *args: Any) -> Any:
     command_id = _command_id(payload)
     if command_id is not None and command_id.startswith(LIMIT_PREFIX):
         conn.execute(_OVER_A_LIMIT)
-    stored = _real_apply(conn, payload)
+    stored = _real_apply(conn, payload, *args)
     # Committed; nothing published yet.
     if _take("before_publish", str(stored.event["command_id"])):
         _kill_worker()
@@ -129,21 +127,21 @@ def _handle(self: runtime.Runtime, payload: object) -> Any:
 _real_apply_commands = batching.apply_commands
 
 
-def _apply_commands(conn: Any, payloads: Any) -> Any:
+def _apply_commands(conn: Any, payloads: Any, *args: Any) -> Any:
     for payload in payloads:
         command_id = _command_id(payload) or ""
         if command_id.startswith(POISON_PREFIX):
             raise RuntimeError(f"the test poisoned command {command_id}")
         if command_id.startswith(LIMIT_PREFIX):
             conn.execute(_OVER_A_LIMIT)
-    return _real_apply_commands(conn, payloads)
+    return _real_apply_commands(conn, payloads, *args)
 
 
 _real_apply_batch = batching.apply_batch
 
 
-def _apply_batch_then_maybe_die(conn: Any, payloads: Any) -> Any:
-    results = _real_apply_batch(conn, payloads)
+def _apply_batch_then_maybe_die(conn: Any, payloads: Any, *args: Any) -> Any:
+    results = _real_apply_batch(conn, payloads, *args)
     # Committed; nothing published yet.
     if any(_take("before_publish", _command_id(p) or "") for p in payloads):
         _kill_worker()

@@ -20,6 +20,7 @@ from producer.deadletters import DeadLetterQueue
 from producer.history import DeadLetterRecord, check_history
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EVENTS, EventListener
+from tests.support.identities import sign
 from tests.support.processes import WorkerProcess
 
 FAULTS_APP = "tests.system.faults_app"
@@ -40,7 +41,7 @@ class Sender:
 
     def send(self, payloads: Iterable[dict[str, Any]], *, record: bool = True) -> None:
         with self.app.producer_or_acquire() as producer:
-            for payload in payloads:
+            for payload in map(sign, payloads):
                 self.app.send_task(
                     APPLY_COMMAND_TASK,
                     args=[payload],
@@ -56,7 +57,7 @@ class Sender:
         """Send each command until the broker confirms it, re-sending the same command after
         any failure (the broker may be restarting): what a producer with confirms does."""
         stop = time.monotonic() + deadline
-        for payload in payloads:
+        for payload in map(sign, payloads):
             while True:
                 try:
                     self.app.send_task(

@@ -29,6 +29,7 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
+from tests.support import identities
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from tests.support.services import fresh_database, unavailable
@@ -82,7 +83,11 @@ def database_url(postgres: PrivatePostgres) -> Iterator[str]:
     """A migrated database of this test on the private server."""
     with fresh_database(postgres.url) as url:
         migrate(url)
-        yield url
+        identities.track(url)
+        try:
+            yield url
+        finally:
+            identities.untrack(url)
 
 
 @pytest.fixture
@@ -123,7 +128,8 @@ def runtime_of(settings: Settings) -> Iterator[Runtime]:
 
 
 def a_submit() -> dict[str, Any]:
-    return submit(new_id("dbfault"), initial_status="created")
+    """A signed submit (registered in the databases the run tracks), as a worker gets it."""
+    return identities.sign(submit(new_id("dbfault"), initial_status="created"))
 
 
 def fails_over_within(runtime: Runtime, bound: float) -> float:

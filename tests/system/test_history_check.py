@@ -14,7 +14,7 @@ import pytest
 from governance.events import with_sequence
 from producer.history import DeadLetterRecord, HistoryReport, check_history
 from tests.support.commands import command, new_id, submit
-from worker.transaction import apply_command
+from tests.support.signed import apply_command
 
 pytestmark = pytest.mark.integration
 
