@@ -34,7 +34,7 @@ from bench.services import (
 )
 from bench.stats import ratio
 
-WORKLOADS = ("uniform", "hot", "approvals", "mixed", "baselines", "all")
+WORKLOADS = ("uniform", "hot", "approvals", "mixed", "baselines", "auth", "all")
 
 #: Sizes at ``--scale 1``.
 SIZES = {
@@ -57,6 +57,7 @@ TARGETS = {
     "half_load_p99_over_p50": ("<=", 4.0),
     "hot_round_p50_over_direct_p50": ("<=", 50.0),
     "hot_round_max_over_direct_p50": ("<=", 50.0),
+    "auth_signed_throughput_cost": ("<=", 0.10),
 }
 
 
@@ -206,6 +207,23 @@ class Run:
                     partial(self.bench.workload, workloads.mixed(requests), count),
                 )
 
+    def auth(self) -> None:
+        """The price of proving every command's author: the uniform workload at the largest
+        worker count with ``GOVERNANCE_AUTH=signed``, then ``off``, in one run (the commands
+        are signed either way; ``off`` only skips their verification)."""
+        count = max(self.args.worker_counts)
+        requests = self.size("uniform_requests")
+        for mode in ("signed", "off"):
+            self.bench.stop_workers()
+            self.bench.governance_env = {**self.args.worker_env, "GOVERNANCE_AUTH": mode}
+            self.phase(
+                "auth",
+                f"{mode} {count}w",
+                partial(self.bench.workload, workloads.uniform(requests), count),
+            )
+        self.bench.stop_workers()
+        self.bench.governance_env = dict(self.args.worker_env)
+
     def baselines(self) -> None:
         self.bench.stop_workers()
         for count in self.args.worker_counts:
@@ -275,6 +293,18 @@ def ratios(results: dict[str, Any], counts: list[int]) -> dict[str, Any]:
         out["hot_round_max_over_direct_p50"] = ratio(hot["round_time"]["max_ms"], direct_p50)
         out["hot_all_correct"] = hot["correctness"]["all_correct"]
     out["direct_single_transaction_p50_ms"] = direct_p50
+    auth = results.get("auth", {})
+    signed = next((v for k, v in auth.items() if k.startswith("signed")), None)
+    off = next((v for k, v in auth.items() if k.startswith("off")), None)
+    if signed is not None and off is not None:
+        out["auth_signed_throughput_cost"] = ratio(
+            (off["throughput_per_s"] or 0) - (signed["throughput_per_s"] or 0),
+            off["throughput_per_s"],
+        )
+        out["auth_worker_cpu_ms_per_command"] = {
+            "signed": signed.get("cpu_ms_per_command", {}).get("worker_processes"),
+            "off": off.get("cpu_ms_per_command", {}).get("worker_processes"),
+        }
     return out
 
 
@@ -344,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
                 run.others((args.workload,), args.worker_counts)
             if args.workload in ("baselines", "all"):
                 run.baselines()
+            if args.workload == "auth":
+                run.auth()
         except BaseException as exc:
             report.setdefault("fatal", repr(exc))
             if not isinstance(exc, Exception):

@@ -28,6 +28,7 @@ from bench.client import (
     InlinePublisher,
     PublisherProcess,
 )
+from bench.identities import Identities
 from bench.naive_app import NAIVE_EVENTS_EXCHANGE, NAIVE_QUEUE, NAIVE_TASK, SCHEMA
 from bench.noop_app import NOOP_QUEUE, NOOP_TASK
 from bench.services import (
@@ -59,6 +60,14 @@ class Bench:
     #: Extra environment of the governance workers only (tuning such as batch size).
     governance_env: dict[str, str] = field(default_factory=dict)
     _workers: WorkerSet | None = field(default=None, repr=False)
+    _identities: Identities | None = field(default=None, repr=False)
+
+    @property
+    def identities(self) -> Identities:
+        """The bench's actors and their keys (registered in the bench database)."""
+        if self._identities is None:
+            self._identities = Identities(self.database_url)
+        return self._identities
 
     # -- worker processes --------------------------------------------------------------------
 
@@ -136,12 +145,13 @@ class Bench:
         workers = self.governance_workers(count)
         collector = EventCollector(self.broker_url)
         collector.health = workers.check
+        timed = self.identities.sign_all(load.timed)
         try:
-            setup = self._setup(collector, load.setup)
+            setup = self._setup(collector, self.identities.sign_all(load.setup))
             db_start = _db_now(self.database_url)
             result = timed_run(
                 collector,
-                lambda: PublisherProcess(self.broker_url, load.timed, rate=rate_limit),
+                lambda: PublisherProcess(self.broker_url, timed, rate=rate_limit),
                 [c["command_id"] for c in load.timed],
                 CpuMeter(self.database_url, workers),
                 load.expected,
@@ -182,7 +192,10 @@ class Bench:
         """``racers`` commands with the same expected revision on one fresh request, per round."""
         reset_database(self.database_url)
         workers = self.governance_workers(count)
-        plan = [workloads.hot_round(racers) for _ in range(rounds)]
+        plan = [
+            (self.identities.sign(sub), self.identities.sign_all(racing))
+            for sub, racing in (workloads.hot_round(racers) for _ in range(rounds))
+        ]
         collector = EventCollector(self.broker_url)
         collector.health = workers.check
         publisher = InlinePublisher(self.broker_url)
@@ -265,7 +278,10 @@ class Bench:
                 result = timed_run(
                     collector,
                     lambda: PublisherProcess(
-                        self.broker_url, load.timed, task_name=NAIVE_TASK, queue=NAIVE_QUEUE
+                        self.broker_url,
+                        self.identities.sign_all(load.timed),
+                        task_name=NAIVE_TASK,
+                        queue=NAIVE_QUEUE,
                     ),
                     [c["command_id"] for c in load.timed],
                     CpuMeter(self.database_url, workers),
@@ -293,7 +309,10 @@ class Bench:
                 result = timed_run(
                     datagrams,
                     lambda: PublisherProcess(
-                        self.broker_url, load.timed, task_name=NOOP_TASK, queue=NOOP_QUEUE
+                        self.broker_url,
+                        self.identities.sign_all(load.timed),
+                        task_name=NOOP_TASK,
+                        queue=NOOP_QUEUE,
                     ),
                     [c["command_id"] for c in load.timed],
                     CpuMeter(self.database_url, workers),
@@ -318,11 +337,20 @@ class Bench:
         barrier = context.Barrier(processes)
         results = context.Queue()
         share = max(1, requests // processes)
+        loads = [workloads.uniform(share) for _ in range(processes)]
         children = [
             context.Process(
-                target=_direct_main, args=(self.database_url, share, barrier, results), daemon=True
+                target=_direct_main,
+                args=(
+                    self.database_url,
+                    self.identities.sign_all(load.setup),
+                    self.identities.sign_all(load.timed),
+                    barrier,
+                    results,
+                ),
+                daemon=True,
             )
-            for _ in range(processes)
+            for load in loads
         ]
         meter = CpuMeter(self.database_url, None)
         for child in children:
@@ -356,21 +384,26 @@ class Bench:
         }
 
 
-def _direct_main(database_url: str, requests: int, barrier: Any, results: Any) -> None:
+def _direct_main(
+    database_url: str,
+    setup: list[dict[str, Any]],
+    timed: list[dict[str, Any]],
+    barrier: Any,
+    results: Any,
+) -> None:
     """One direct-DB process: its own requests submitted untimed, then the timed commands."""
     from bench.client import cpu_self
     from worker.transaction import apply_command
 
-    load = workloads.uniform(requests)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        for payload in load.setup:
+        for payload in setup:
             apply_command(conn, payload)
         barrier.wait()
         cpu_before = cpu_self()
         latencies = []
         outcomes: Counter[str] = Counter()
         start = time.monotonic()
-        for payload in load.timed:
+        for payload in timed:
             began = time.monotonic()
             stored = apply_command(conn, payload)
             latencies.append(time.monotonic() - began)
@@ -379,7 +412,7 @@ def _direct_main(database_url: str, requests: int, barrier: Any, results: Any) -
         cpu = cpu_self() - cpu_before
     results.put(
         {
-            "commands": len(load.timed),
+            "commands": len(timed),
             "start": start,
             "end": end,
             "latencies": latencies,

@@ -22,12 +22,15 @@ from governance_cli.client_format import (
     duration_option,
     echo_json,
     invalid_command,
+    load_signing_key,
     parse_json_object,
     parse_when,
     service_errors,
+    usage_error,
 )
-from governance_cli.options import broker_url_option
+from governance_cli.options import audience_option, broker_url_option, signing_key_option
 from producer.client import GovernanceClient
+from producer.keys import SigningKey
 from producer.outcomes import EXIT_TIMEOUT, OutcomeTimeout, describe, exit_code_for
 
 F = Callable[..., Any]
@@ -45,8 +48,8 @@ def _common_options(f: F) -> F:
         click.option(
             "--actor",
             envvar="GOVERNANCE_ACTOR",
-            required=True,
-            help="Who issues the command (an id) [env GOVERNANCE_ACTOR].",
+            help="Who issues the command (an id; default: the signing key's actor) "
+            "[env GOVERNANCE_ACTOR].",
         ),
         click.option("--actor-name", help="The actor's display name."),
         click.option(
@@ -74,6 +77,8 @@ def _common_options(f: F) -> F:
         click.option(
             "--json", "as_json", is_flag=True, help="Print JSON (the outcome event with --wait)."
         ),
+        signing_key_option,
+        audience_option,
         broker_url_option,
     ]
     for decorator in reversed(decorators):
@@ -91,8 +96,13 @@ def _revision_option(f: F) -> F:
     )(f)
 
 
-def _actor(options: dict[str, Any]) -> dict[str, Any]:
-    actor: dict[str, Any] = {"id": options["actor"], "type": options["actor_type"]}
+def _actor(options: dict[str, Any], key: SigningKey | None) -> dict[str, Any]:
+    actor_id = options["actor"] or (key.actor_id if key is not None else None)
+    if not actor_id:
+        usage_error("--actor is required (or --signing-key, whose actor signs)")
+    if key is not None and actor_id != key.actor_id:
+        usage_error(f"--actor {actor_id} does not match the signing key, which is {key.actor_id}'s")
+    actor: dict[str, Any] = {"id": actor_id, "type": options["actor_type"]}
     if options.get("actor_name"):
         actor["name"] = options["actor_name"]
     return actor
@@ -104,13 +114,16 @@ Builder = Callable[[GovernanceClient, dict[str, Any]], Command]
 @service_errors
 def _execute(options: dict[str, Any], build: Builder) -> None:
     """Build, send and (with --wait) await one command; exit with the contract's code."""
+    key = load_signing_key(options["signing_key"])
     common = {
-        "actor": _actor(options),
+        "actor": _actor(options, key),
         "reason": options["reason"],
         "metadata": parse_json_object(options["metadata_json"], "--metadata-json"),
         "command_id": options["command_id"],
     }
-    with GovernanceClient(options["broker_url"]) as client:
+    with GovernanceClient(
+        options["broker_url"], signing_key=key, audience=options["audience"]
+    ) as client:
         try:
             command = build(client, common)
         except InvalidCommand as exc:

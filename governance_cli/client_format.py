@@ -20,6 +20,7 @@ from governance.commands import (
     check_timestamp,
     parse_timestamp,
 )
+from producer.keys import KeyFileError, SigningKey, load_key_file
 from producer.outcomes import EXIT_USAGE
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -120,6 +121,12 @@ def invalid_command(exc: InvalidCommand) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
+def usage_error(message: str) -> NoReturn:
+    """Report invalid usage in one line and exit 2."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, sort_keys=True))
 
@@ -162,3 +169,14 @@ def service_errors(f: _F) -> _F:
             raise click.ClickException(f"cannot reach a service: {exc}") from exc
 
     return cast(_F, wrapper)
+
+
+def load_signing_key(path: str | None) -> SigningKey | None:
+    """The key file at ``path`` (None without one); a bad file is a usage error (exit 2)."""
+    if not path:
+        return None
+    try:
+        return load_key_file(path)
+    except KeyFileError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)

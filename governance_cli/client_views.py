@@ -19,12 +19,18 @@ from governance_cli.client_format import (
     actor_text,
     duration_option,
     echo_json,
+    load_signing_key,
     parse_when,
     service_errors,
     short_time,
     table,
 )
-from governance_cli.options import broker_url_option, database_url_option
+from governance_cli.options import (
+    audience_option,
+    broker_url_option,
+    database_url_option,
+    signing_key_option,
+)
 from producer.batch import load_commands, run_batch
 from producer.client import GovernanceClient
 from producer.gate import wait_for_status
@@ -383,6 +389,13 @@ def register(cli: click.Group) -> None:
         help="With --wait: re-send commands still without an outcome this many times "
         "(safe: each is applied at most once).",
     )
+    @click.option(
+        "--keep-signatures",
+        is_flag=True,
+        help="Send lines already signed with another key as they are, instead of refusing them.",
+    )
+    @signing_key_option
+    @audience_option
     @broker_url_option
     @service_errors
     def send(
@@ -392,6 +405,9 @@ def register(cli: click.Group) -> None:
         skip_invalid: bool,
         timeout: float,
         resend_attempts: int,
+        keep_signatures: bool,
+        signing_key: str | None,
+        audience: str,
         broker_url: str,
     ) -> None:
         """Send the commands of FILE, a JSON-lines file (`-` for stdin), one command object
@@ -403,14 +419,18 @@ def register(cli: click.Group) -> None:
         a progress bar and a summary go to stderr, and the exit code is the worst one
         (0 < 3 < 4 < 5 < 2).
         """
-        items = load_commands(file)
+        key = load_signing_key(signing_key)
+        items = load_commands(file, key, keep_signatures=keep_signatures)
         invalid = [item for item in items if item.error is not None]
         if invalid and not skip_invalid:
             for item in invalid:
                 click.echo(f"line {item.line}: {item.error}", err=True)
             click.echo(f"Error: {len(invalid)} invalid line(s); nothing sent", err=True)
             sys.exit(EXIT_USAGE)
-        with _output(results) as out, GovernanceClient(broker_url) as client:
+        with (
+            _output(results) as out,
+            GovernanceClient(broker_url, signing_key=key, audience=audience) as client,
+        ):
             with click.progressbar(
                 length=len(items), label="outcomes" if wait else "sent", file=sys.stderr
             ) as bar:

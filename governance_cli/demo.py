@@ -47,6 +47,7 @@ def demo(database_url: str | None, broker_url: str | None, as_json: bool) -> Non
             click.echo(f"pipeline up in {time.monotonic() - started:.1f}s ({where}, {broker})")
         report = run_tour(
             stack.broker_url,
+            stack.database_url,
             lambda: app.send_task(EXPIRE_DUE_TASK, queue=MAINTENANCE_QUEUE),
             as_json=as_json,
         )

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from governance_cli import actors, client_commands, demo, dlq
+from governance_cli import actors, audit, client_commands, demo, dlq
 from governance_cli.options import database_url_option
 
 #: Exit codes of the contract.
@@ -43,6 +43,7 @@ client_commands.register(cli)
 demo.register(cli)
 dlq.register(cli)
 actors.register(cli)
+audit.register(cli)
 
 
 def main() -> None:

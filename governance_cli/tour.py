@@ -1,7 +1,8 @@
 """The demo's tour: the guarantees of the service shown on a running pipeline.
 
 Everything goes through the producer's public client, as any service would use it; only the
-expiry sweep is triggered by hand (beat would do it every few seconds).
+expiry sweep is triggered by hand (beat would do it every few seconds). The tour's actors are
+registered with fresh keys first, as an operator would, and every command is signed.
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
+import psycopg
 
 from producer import GovernanceClient
+from producer.audit import verify_request
+from producer.keys import SigningKey, generate
+from producer.signing import sign_command
 from producer.subscriptions import Subscription
+from worker import registry
 
 INTENT = {
     "operation_name": "raise-rate-limit",
@@ -88,12 +94,52 @@ class EventPrinter:
         self.subscription.close()
 
 
+#: The tour's actors: id, name, type, roles, groups. Their ids are the demo's own, so that a
+#: tour on a real deployment never touches the registry entry of a real alice.
+ACTORS = (
+    ("demo-alice", "Alice", "user", ("requester", "approver", "operator"), ("demo-cab",)),
+    ("demo-bob", "Bob", "user", ("approver", "operator"), ("demo-cab",)),
+    ("demo-carol", "Carol", "user", ("approver",), ("demo-cab",)),
+    ("demo-pipeline", "Deploy pipeline", "service", ("requester", "operator"), ()),
+)
+
+
+def register_actors(database_url: str) -> dict[str, SigningKey]:
+    """Register the tour's actors, each with a fresh key (an actor registered by an earlier
+    run gets the new key beside its old ones); their keys, by actor id."""
+    keys: dict[str, SigningKey] = {}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for actor_id, name, type_, roles, groups in ACTORS:
+            key = generate(actor_id, key_id=f"{actor_id}-{uuid.uuid4().hex[:8]}")
+            try:
+                registry.add_actor(
+                    conn,
+                    actor_id,
+                    name,
+                    type_,
+                    list(roles),
+                    list(groups),
+                    public_key=key.public_key_b64,
+                    key_id=key.key_id,
+                )
+            except registry.RegistryError:
+                registry.add_key(conn, actor_id, key.public_key_b64, key.key_id)
+            keys[actor_id] = key
+    return keys
+
+
 def run_tour(
-    broker_url: str, trigger_expiry: Callable[[], None], *, as_json: bool, timeout: float = 20.0
+    broker_url: str,
+    database_url: str,
+    trigger_expiry: Callable[[], None],
+    *,
+    as_json: bool,
+    timeout: float = 20.0,
 ) -> Report:
     """Run every step of the tour and return what it saw."""
     prefix = f"demo-{uuid.uuid4().hex[:6]}-"
     report = Report()
+    keys = register_actors(database_url)
     printer = EventPrinter(broker_url, as_json, prefix)
 
     def say(text: str) -> None:
@@ -101,12 +147,12 @@ def run_tour(
             with printer.lock:
                 click.secho(f"\n# {text}", bold=True)
 
-    alice = {"id": "alice", "name": "Alice"}
-    bob = {"id": "bob", "name": "Bob"}
-    carol = {"id": "carol", "name": "Carol"}
-    pipeline = {"id": "deploy-pipeline", "type": "service"}
+    alice = {"id": "demo-alice", "name": "Alice"}
+    bob = {"id": "demo-bob", "name": "Bob"}
+    carol = {"id": "demo-carol", "name": "Carol"}
+    pipeline = {"id": "demo-pipeline", "type": "service"}
     try:
-        with GovernanceClient(broker_url, timeout=timeout) as client:
+        with GovernanceClient(broker_url, timeout=timeout, signing_key=keys) as client:
 
             def submit(name: str, **kwargs: Any) -> str:
                 request_id = prefix + name
@@ -146,9 +192,9 @@ def run_tour(
             steps = submit(
                 "two-step",
                 approval_requirements=[
-                    {"approval_id": "a-alice", "approver_id": "alice", "step_order": 1},
-                    {"approval_id": "a-bob", "approver_id": "bob", "step_order": 2},
-                    {"approval_id": "a-carol", "approver_id": "carol", "step_order": 2},
+                    {"approval_id": "a-alice", "approver_id": "demo-alice", "step_order": 1},
+                    {"approval_id": "a-bob", "approver_id": "demo-bob", "step_order": 2},
+                    {"approval_id": "a-carol", "approver_id": "demo-carol", "step_order": 2},
                 ],
             )
             early = client.send_and_wait(
@@ -189,7 +235,7 @@ def run_tour(
             ):
                 request_id = submit(
                     f"stale-{strategy.split('_')[0]}",
-                    approval_requirements=[{"approval_id": "a-alice", "approver_id": "alice"}],
+                    approval_requirements=[{"approval_id": "a-alice", "approver_id": "demo-alice"}],
                     expected_state_version="v1",
                 )
                 granted = client.send_and_wait(
@@ -209,18 +255,76 @@ def run_tour(
                 )
                 _expect(report, resolved, "transition.applied", f"resolve {strategy}")
                 report.requests[request_id] = f"{strategy} -> {resolved.get('to_status')}"
+            say("Proved authors: a forged approval, a self-approval, and two of a group")
+            cab = submit(
+                "two-of-cab",
+                actor=alice,
+                approval_requirements=[
+                    {"approval_id": "cab", "approver_group": "demo-cab", "min_approvals": 2}
+                ],
+            )
+            # Right actor id, right key id, wrong key: what anyone with broker access could do.
+            forger = SigningKey(
+                "demo-alice", keys["demo-alice"].key_id, generate("demo-alice").seed
+            )
+            forged = client.send_and_wait(
+                sign_command(
+                    client.wire_form(
+                        client.approve_requirement(
+                            cab, expected_revision=1, actor=alice, approval_id="cab"
+                        )
+                    ),
+                    forger,
+                    audience=client.audience,
+                )
+            )
+            _expect(report, forged, "unauthenticated", "forged approval")
+            own = client.send_and_wait(
+                client.approve_requirement(cab, expected_revision=1, actor=alice, approval_id="cab")
+            )
+            _expect(report, own, "approval_not_allowed", "self-approval")
+            revision = 1
+            for actor in (bob, carol):
+                granted = client.send_and_wait(
+                    client.approve_requirement(
+                        cab, expected_revision=revision, actor=actor, approval_id="cab"
+                    )
+                )
+                _expect(report, granted, "transition.applied", f"cab grant by {actor['id']}")
+                revision += 1
+            report.requests[cab] = "approved by two members of cab, not by its submitter"
             printer.wait_for(lambda: len(printer.last) >= _expected_events(report), timeout)
     finally:
         printer.close()
     report.requests = {rid: note for rid, note in report.requests.items()}
+    _verify_histories(report, database_url, say)
     _summarise(report, printer, as_json)
     return report
 
 
+def _verify_histories(report: Report, database_url: str, say: Callable[[str], None]) -> None:
+    """What ``governance verify`` checks, for every request of the tour: each decision's
+    chain hash, and each command's signature against its registered key."""
+    unsigned = 0
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for request_id in report.requests:
+            findings = verify_request(conn, request_id)
+            if findings is None:
+                report.problems.append(f"verify {request_id}: no such request")
+                continue
+            report.problems += [f"verify: {finding}" for finding in findings.failures]
+            unsigned += len(findings.unsigned)
+    say(
+        f"Verified the history of {len(report.requests)} requests: every chain hash and "
+        f"signature holds ({unsigned} unsigned decision(s), the system actor's expiry)"
+    )
+
+
 def _expected_events(report: Report) -> int:
-    # Submits, the race pair, four requirement decisions, the expiry, and three resolutions
-    # with their grants: every command the tour sent has an outcome to print.
-    return 2 + 1 + 1 + 4 + 1 + 1 + 3 * 3
+    # Submits, the race pair, four requirement decisions, the expiry, three resolutions with
+    # their grants, and the group request with its forgery, self-approval and two grants:
+    # every command the tour sent has an outcome to print.
+    return 2 + 1 + 1 + 4 + 1 + 1 + 3 * 3 + 5
 
 
 def _expect(report: Report, event: dict[str, Any], wanted: str, step: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from governance.commands import Command, InvalidCommand, parse_command
 from producer.client import GovernanceClient
+from producer.keys import SigningKey
 from producer.outcomes import (
     EXIT_APPLIED,
     EXIT_CONFLICT,
@@ -22,27 +23,68 @@ from producer.outcomes import (
 
 @dataclass(frozen=True)
 class BatchLine:
-    """One line of the input: a valid command, or why it is not one."""
+    """One line of the input: a valid command (and what is sent for it), or why it is not one."""
 
     line: int
     command: Command | None = None
     error: str | None = None
+    #: What is sent: the line's object as given when it stays signed as it is, else the
+    #: validated command (which the client signs when it has a key).
+    payload: Command | dict[str, Any] | None = None
 
 
-def load_commands(lines: Iterable[str]) -> list[BatchLine]:
-    """Parse and validate JSON lines (blank lines and ``#`` comments are skipped)."""
+def load_commands(
+    lines: Iterable[str], key: SigningKey | None = None, *, keep_signatures: bool = False
+) -> list[BatchLine]:
+    """Parse and validate JSON lines (blank lines and ``#`` comments are skipped).
+
+    With ``key`` every line is signed with it (a line already signed with it is signed
+    afresh); a line signed with another key is refused unless ``keep_signatures``, and then
+    sent exactly as it is. A line for another actor than the key's is refused.
+    """
     parsed: list[BatchLine] = []
     for number, text in enumerate(lines, start=1):
         stripped = text.strip()
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            parsed.append(BatchLine(number, command=parse_command(json.loads(stripped))))
+            raw = json.loads(stripped)
+            command = parse_command(raw)
         except json.JSONDecodeError as exc:
             parsed.append(BatchLine(number, error=f"not JSON: {exc.msg}"))
+            continue
+        except RecursionError:
+            parsed.append(BatchLine(number, error="not a command: nested too deeply"))
+            continue
         except InvalidCommand as exc:
             parsed.append(BatchLine(number, error=str(exc)))
+            continue
+        problem, payload = _what_to_send(raw, command, key, keep_signatures)
+        if problem is not None:
+            parsed.append(BatchLine(number, error=problem))
+        else:
+            parsed.append(BatchLine(number, command=command, payload=payload))
     return parsed
+
+
+def _what_to_send(
+    raw: dict[str, Any], command: Command, key: SigningKey | None, keep_signatures: bool
+) -> tuple[str | None, Command | dict[str, Any]]:
+    if command.auth is not None:
+        if key is None or keep_signatures:
+            return None, raw
+        if command.auth.key_id != key.key_id:
+            return (
+                f"auth: already signed with key {command.auth.key_id}, not {key.key_id} "
+                "(--keep-signatures sends it as signed)",
+                raw,
+            )
+        # Signed with our own key: signed afresh, as the same command.
+        unsigned = {k: v for k, v in raw.items() if k != "auth"}
+        return None, parse_command(unsigned)
+    if key is not None and command.actor.id != key.actor_id:
+        return f"actor.id: {command.actor.id} is not the signing key's actor {key.actor_id}", raw
+    return None, command
 
 
 @dataclass
@@ -120,8 +162,8 @@ def run_batch(
             on_record(_record(item, EXIT_USAGE))
     if not wait:
         for item in valid:
-            assert item.command is not None
-            client.send(item.command)
+            assert item.payload is not None
+            client.send(item.payload)
             summary.add(EXIT_APPLIED)
             on_record({**_record(item, EXIT_APPLIED), "outcome": "sent"})
         return summary
@@ -133,7 +175,7 @@ def run_batch(
         on_record(_record(by_id[command.command_id], code, event))
 
     results = client.send_all_and_wait(
-        [item.command for item in valid if item.command is not None],
+        [item.payload for item in valid if item.payload is not None],
         timeout,
         resend_attempts=resend_attempts,
         on_outcome=outcome,

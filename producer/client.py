@@ -257,8 +257,11 @@ class GovernanceClient(Closing):
         """The command object exactly as :meth:`send` would publish it now (signed when the
         client has a key for its actor)."""
         validated = as_command(command)
+        if validated.auth is not None:
+            # Signed already: sent exactly as given, or its signature would no longer hold.
+            return dict(command) if isinstance(command, Mapping) else command_to_dict(validated)
         payload = command_to_dict(validated)
-        if validated.auth is not None or self.signing_key is None:
+        if self.signing_key is None:
             return payload
         key = self._key_for(validated.actor.id)
         return sign_command(payload, key, audience=self.audience)
@@ -316,7 +319,8 @@ class GovernanceClient(Closing):
         ``raise_on_timeout=False`` a command left without an outcome gives None instead of an
         :class:`OutcomeTimeout`.
         """
-        validated = [as_command(c) for c in commands]
+        originals = list(commands)
+        validated = [as_command(c) for c in originals]
         budget = self.timeout if timeout is None else timeout
         resends = self.resend_attempts if resend_attempts is None else resend_attempts
         listener = self._outcomes()
@@ -328,8 +332,8 @@ class GovernanceClient(Closing):
         ]
         results: dict[int, dict[str, Any]] = {}
         try:
-            for command in validated:
-                self.send(command)
+            for original in originals:
+                self.send(original)
             start = time.monotonic()
             slice_ = budget / (resends + 1)
             attempts = 1
@@ -353,7 +357,7 @@ class GovernanceClient(Closing):
                 for index, (command, _) in enumerate(waiters):
                     if index not in results:
                         log.info("no outcome yet for %s; re-sending", command.command_id)
-                        self.send(command)
+                        self.send(originals[index])
         finally:
             for command, waiter in waiters:
                 listener.unregister(command.command_id, waiter)

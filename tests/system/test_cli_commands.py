@@ -15,6 +15,7 @@ import pytest
 from producer import GovernanceClient
 from tests.support.commands import new_id
 from tests.support.events import EventListener
+from tests.support.identities import Keyring, signing_env
 from tests.support.processes import PROJECT_ROOT, WorkerProcess, service_env
 
 pytestmark = pytest.mark.system
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.system
 def client(
     running_worker: WorkerProcess, broker_url: str, database_url: str
 ) -> Iterator[GovernanceClient]:
-    with GovernanceClient(broker_url, database_url) as governance:
+    with GovernanceClient(broker_url, database_url, signing_key=Keyring()) as governance:
         yield governance
 
 
@@ -36,7 +37,12 @@ def governance(running_worker: WorkerProcess, database_url: str, broker_url: str
         return subprocess.run(
             [sys.executable, "-m", "governance_cli.main", *args],
             cwd=PROJECT_ROOT,
-            env=service_env(database_url, broker_url, GOVERNANCE_ACTOR="cli-user"),
+            env=service_env(
+                database_url,
+                broker_url,
+                GOVERNANCE_ACTOR="cli-user",
+                **signing_env(args, default_actor="cli-user"),
+            ),
             capture_output=True,
             text=True,
             timeout=120,

@@ -15,6 +15,7 @@ import pytest
 from governance.codec import command_to_dict
 from producer import GovernanceClient, Queries
 from tests.support.commands import new_id
+from tests.support.identities import Keyring, sign, signing_env
 from tests.support.processes import PROJECT_ROOT, WorkerProcess, service_env
 
 pytestmark = pytest.mark.system
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.system
 def client(
     running_worker: WorkerProcess, broker_url: str, database_url: str
 ) -> Iterator[GovernanceClient]:
-    with GovernanceClient(broker_url, database_url) as governance:
+    with GovernanceClient(broker_url, database_url, signing_key=Keyring()) as governance:
         yield governance
 
 
@@ -45,7 +46,7 @@ def governance(env: dict[str, str]) -> Any:
         return subprocess.run(
             command_line(*args),
             cwd=PROJECT_ROOT,
-            env=env,
+            env={**env, **signing_env(args, default_actor=env.get("GOVERNANCE_ACTOR", "ci"))},
             capture_output=True,
             text=True,
             timeout=120,
@@ -89,7 +90,7 @@ def submit_command(client: GovernanceClient, request_id: str, **kwargs: Any) -> 
         state_type="database",
         mutation_type="migrate",
         intent={"operation_name": "add-index"},
-        actor="ci",
+        actor=kwargs.pop("actor", "ci"),
         **kwargs,
     )
 
@@ -289,21 +290,40 @@ def test_send_exits_with_the_worst_outcome(
     request_id = new_id()
     submit(client, request_id, pending_reason="quota")
     client.send_and_wait(client.approve(request_id, expected_revision=1, actor="a"))
+    # (each line signed by its own actor, as the tools that wrote them would)
     lines = [
-        command_to_dict(submit_command(client, new_id())),
-        command_to_dict(client.cancel(request_id, expected_revision=1, actor="b")),
-        command_to_dict(client.approve(new_id(), expected_revision=1, actor="c")),
+        sign(command_to_dict(submit_command(client, new_id()))),
+        sign(command_to_dict(client.cancel(request_id, expected_revision=1, actor="b"))),
+        sign(command_to_dict(client.approve(new_id(), expected_revision=1, actor="c"))),
     ]
     source = tmp_path / "mixed.jsonl"
     source.write_text("\n".join(json.dumps(line) for line in lines))
 
-    # When it is sent with --wait, results on stdout
-    result = governance("send", str(source), "--wait")
+    # When it is sent with --wait, as signed, results on stdout
+    result = governance("send", str(source), "--wait", "--keep-signatures")
 
     # Then each line has its code, and the process exits with the worst (4)
     codes = {r["line"]: r["exit_code"] for r in map(json.loads, result.stdout.splitlines())}
     assert codes == {1: 0, 2: 3, 3: 4}
     assert result.returncode == 4
+
+
+def test_send_refuses_a_line_signed_with_another_key_unless_told_to_keep_it(
+    governance: Any, client: GovernanceClient, tmp_path: Path
+) -> None:
+    # Given a line signed by another actor's key
+    request_id = new_id()
+    source = tmp_path / "foreign.jsonl"
+    foreign = sign(command_to_dict(submit_command(client, request_id, actor="someone-else")))
+    source.write_text(json.dumps(foreign) + "\n")
+
+    # When it is sent with this shell's key
+    result = governance("send", str(source), "--wait")
+
+    # Then it exits 2 naming the key, and nothing was sent
+    assert result.returncode == 2, result.stderr
+    assert "already signed with key test-someone-else" in result.stderr
+    assert client.queries.request(request_id) is None
 
 
 def test_send_of_a_file_with_an_invalid_line_exits_2_and_sends_nothing(

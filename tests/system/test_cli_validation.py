@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.identities import signing_env
 from tests.support.processes import PROJECT_ROOT, service_env
 
 pytestmark = pytest.mark.system
@@ -29,7 +30,12 @@ def governance(database_url: str, broker_url: str) -> Any:
         return subprocess.run(
             [sys.executable, "-m", "governance_cli.main", *args],
             cwd=PROJECT_ROOT,
-            env=service_env(database_url, broker_url, GOVERNANCE_ACTOR="cli-user"),
+            env=service_env(
+                database_url,
+                broker_url,
+                GOVERNANCE_ACTOR="cli-user",
+                **signing_env(args, default_actor="cli-user"),
+            ),
             capture_output=True,
             text=True,
             timeout=120,

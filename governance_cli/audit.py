@@ -1,0 +1,303 @@
+"""``governance verify`` and ``governance export``: is a request's history as it was
+written? The chain over its decisions, the signed command kept for every revision and its
+signature against the registered key; an anchor file against a rewrite by whoever holds the
+database; and an exported history checked with no database at all.
+
+Exit codes of ``verify``: 0 all holds, 6 something was altered (one line per finding), 2
+invalid usage, 4 no such request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+import psycopg
+
+from governance_cli.options import database_url_option
+from producer.outcomes import EXIT_ALTERED, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from producer.audit import Findings
+    from producer.keys import SigningKey
+
+#: As ``governance show``: the request asked for does not exist.
+EXIT_NO_REQUEST = 4
+
+
+def _usage_error(message: str) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+@contextlib.contextmanager
+def _database(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection (every read takes its own short read-only transaction);
+    its errors become one-line messages."""
+    from worker.config import ConfigurationError, database_url_from
+
+    try:
+        url = database_url_from(database_url, "GOVERNANCE_DATABASE_URL")
+    except ConfigurationError as exc:
+        _usage_error(str(exc))
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            yield conn
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+        raise click.ClickException(
+            "the database has no history chain yet: run `governance migrate` first"
+        ) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise click.ClickException(
+            f"this database role may not read the history: {exc.diag.message_primary}"
+        ) from exc
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot reach the database: {exc}") from exc
+
+
+def _echo_findings(findings: Findings) -> None:
+    for line in findings.lines():
+        click.echo(line)
+
+
+def _finish(findings: Findings, as_json: bool, extra: dict[str, Any] | None = None) -> NoReturn:
+    """Print what was found and exit 0 when it all holds, 6 when not."""
+    if as_json:
+        click.echo(json.dumps({**findings.to_dict(), **(extra or {})}, ensure_ascii=False))
+    else:
+        _echo_findings(findings)
+        click.echo(findings.summary(), err=True)
+    sys.exit(0 if findings.ok else EXIT_ALTERED)
+
+
+def _read_export(path: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _usage_error(f"cannot read {path}: {exc}")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        _usage_error(f"{path} is not JSON: {exc}")
+
+
+def _verify_file(path: str, require_signed: bool, as_json: bool) -> NoReturn:
+    from producer.audit import ExportFormatError, verify_export
+
+    try:
+        findings = verify_export(_read_export(path), require_signed=require_signed)
+    except ExportFormatError as exc:
+        _usage_error(f"{path}: {exc}")
+    _finish(findings, as_json, {"file": path})
+
+
+def _load_operator_key(path: str | None) -> SigningKey:
+    from producer.keys import KeyFileError, load_key_file
+
+    if path is None:
+        _usage_error(
+            "--anchor writes a fresh anchor: give an operator's key with --signing-key FILE "
+            "or GOVERNANCE_SIGNING_KEY"
+        )
+    try:
+        return load_key_file(path)
+    except KeyFileError as exc:
+        _usage_error(str(exc))
+
+
+def _verify_all(
+    conn: psycopg.Connection[Any],
+    require_signed: bool,
+    anchor_path: str | None,
+    key: SigningKey | None,
+    as_json: bool,
+) -> NoReturn:
+    from producer.audit import (
+        AnchorError,
+        Findings,
+        check_anchor,
+        head_of,
+        read_all_request_ids,
+        read_request_history,
+        write_anchor,
+    )
+
+    findings = Findings()
+    heads = {}
+    for request_id in read_all_request_ids(conn):
+        history = read_request_history(conn, request_id)
+        if history is None:  # pragma: no cover - requests are never deleted
+            continue
+        found = history.verify(require_signed=require_signed)
+        if not as_json:
+            # Streamed: a large database shows its findings as they are found.
+            _echo_findings(found)
+        findings.merge(found)
+        # What the anchor will hold is what was just verified, request by request.
+        heads[request_id] = head_of(history)
+    streamed = len(findings.items)
+    extra: dict[str, Any] = {}
+    if anchor_path is not None and key is not None:
+        extra["anchor"] = {"file": anchor_path, "checked": False, "written": False}
+        if os.path.exists(anchor_path):
+            try:
+                anchored = check_anchor(conn, anchor_path)
+            except AnchorError as exc:
+                _usage_error(f"{exc} (left as it is)")
+            findings.items.extend(anchored.items)
+            extra["anchor"].update(checked=True, requests=anchored.requests)
+        if findings.ok:
+            try:
+                written = write_anchor(conn, key, anchor_path, heads=heads)
+            except AnchorError as exc:
+                raise click.ClickException(str(exc)) from exc
+            extra["anchor"].update(written=True, created_at=written["created_at"])
+    if as_json:
+        _finish(findings, as_json, extra)
+    for line in findings.lines()[streamed:]:
+        click.echo(line)
+    click.echo(findings.summary(), err=True)
+    if "anchor" in extra:
+        anchor = extra["anchor"]
+        if anchor["checked"]:
+            click.echo(f"anchor {anchor_path}: {anchor['requests']} request(s) checked", err=True)
+        if anchor["written"]:
+            click.echo(f"anchor {anchor_path}: written ({len(heads)} request(s))", err=True)
+        else:
+            # Never over an anchor that failed, nor to bless a history that did: the old
+            # file is the evidence.
+            click.echo(f"anchor {anchor_path}: not renewed (something was altered)", err=True)
+    sys.exit(0 if findings.ok else EXIT_ALTERED)
+
+
+def register(cli: click.Group) -> None:
+    """Add ``verify`` and ``export`` to ``cli``."""
+
+    @cli.command()
+    @click.argument("request_id", required=False)
+    @click.option("--all", "all_requests", is_flag=True, help="Verify every request.")
+    @click.option(
+        "--require-signed",
+        is_flag=True,
+        help="Count unsigned decisions (development mode, the system's expiry) as failures.",
+    )
+    @click.option(
+        "--anchor",
+        "anchor_path",
+        type=click.Path(dir_okay=False),
+        help="With --all: check this anchor file if it exists (no decision up to it may have "
+        "been rewritten), then write a fresh one to it, signed with --signing-key. Keep it off "
+        "the database host.",
+    )
+    @click.option(
+        "--signing-key",
+        "signing_key",
+        envvar="GOVERNANCE_SIGNING_KEY",
+        type=click.Path(dir_okay=False),
+        help="An operator's key file, to sign the anchor [env GOVERNANCE_SIGNING_KEY].",
+    )
+    @click.option(
+        "--file",
+        "export_file",
+        type=click.Path(dir_okay=False, allow_dash=True),
+        help="Verify a document written by `governance export` (no database needed).",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+    @database_url_option
+    def verify(
+        request_id: str | None,
+        all_requests: bool,
+        require_signed: bool,
+        anchor_path: str | None,
+        signing_key: str | None,
+        export_file: str | None,
+        as_json: bool,
+        database_url: str,
+    ) -> None:
+        """Verify REQUEST_ID's history (or --all, or an export --file): every decision's
+        chain hash, and the signed command kept for every revision against the registered
+        key (revoked or not).
+
+        \b
+        Prints one line per finding, naming the request, the decision (revision/position)
+        and what is wrong; unsigned decisions are listed ("unsigned: ...") and are no
+        failure unless --require-signed.
+        Exit codes: 0 all holds, 6 something was altered, 2 invalid usage, 4 no such request.
+        """
+        from producer.audit import verify_request
+
+        chosen = sum((request_id is not None, all_requests, export_file is not None))
+        if chosen != 1:
+            raise click.UsageError("give exactly one of REQUEST_ID, --all or --file F")
+        if anchor_path is not None and not all_requests:
+            raise click.UsageError("--anchor goes with --all")
+        if export_file is not None:
+            _verify_file(export_file, require_signed, as_json)
+        key = _load_operator_key(signing_key) if anchor_path is not None else None
+        with _database(database_url) as conn:
+            if all_requests:
+                if key is not None:
+                    _check_key(conn, key)
+                _verify_all(conn, require_signed, anchor_path, key, as_json)
+            assert request_id is not None
+            findings = verify_request(conn, request_id, require_signed=require_signed)
+        if findings is None:
+            click.echo(f"Error: no request {request_id}", err=True)
+            sys.exit(EXIT_NO_REQUEST)
+        _finish(findings, as_json)
+
+    @cli.command()
+    @click.argument("request_id")
+    @click.option(
+        "--out",
+        "out",
+        type=click.Path(dir_okay=False, allow_dash=True),
+        default="-",
+        help="The file to write [default: stdout].",
+    )
+    @database_url_option
+    def export(request_id: str, out: str, database_url: str) -> None:
+        """Write REQUEST_ID's history as one JSON document: the request, its decisions with
+        their chain hashes, the signed commands behind them and the public keys involved.
+        `governance verify --file F` checks it with no database.
+
+        Exits 4 when the request does not exist.
+        """
+        from producer.audit import UnknownRequest, export_request
+
+        with _database(database_url) as conn:
+            try:
+                document = export_request(conn, request_id)
+            except UnknownRequest:
+                click.echo(f"Error: no request {request_id}", err=True)
+                sys.exit(EXIT_NO_REQUEST)
+        # default=str: a column of a type JSON lacks is shown, not fatal (it is not verified).
+        text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+        text += "\n"
+        if out == "-":
+            click.echo(text, nl=False)
+            return
+        try:
+            Path(out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from exc
+        click.echo(
+            f"exported request {request_id} ({len(document['decisions'])} decision(s)) to {out}",
+            err=True,
+        )
+
+
+def _check_key(conn: psycopg.Connection[Any], key: SigningKey) -> None:
+    """Refuse, before the long verification, a key that may not sign an anchor."""
+    from producer.audit import AnchorError, check_operator_key
+
+    try:
+        check_operator_key(conn, key)
+    except AnchorError as exc:
+        _usage_error(str(exc))

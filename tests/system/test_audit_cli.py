@@ -1,0 +1,343 @@
+"""``governance verify`` and ``governance export`` as real processes, with their exit codes:
+0 all holds, 6 something was altered, 2 invalid usage, 4 no such request.
+
+Histories are written through the guarded path (signed, as each actor's test key) in a
+private database per test, then altered there as someone holding the database could.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from producer.keys import write_key_file
+from tests.integration.test_audit import approved_request, rechain, tamper
+from tests.support import identities
+from tests.support.commands import new_id, submit
+from tests.support.processes import PROJECT_ROOT, service_env
+from tests.support.services import fresh_database
+from tests.support.signed import apply_command
+from worker.expiry import expire_command
+from worker.migrate import migrate
+
+pytestmark = pytest.mark.system
+
+#: Nothing listens there: a command that must not need a database proves it does not.
+NO_DATABASE = "postgresql://nobody@127.0.0.1:1/none"
+
+
+def run_cli(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = service_env(database_url, "amqp://unused//", **env)
+    if "GOVERNANCE_SIGNING_KEY" not in env:
+        environment.pop("GOVERNANCE_SIGNING_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "governance_cli.main", *args],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def private_url(postgres_server_url: str) -> Iterator[str]:
+    """A migrated database of this test alone (``verify --all`` sees only its requests)."""
+    with fresh_database(postgres_server_url) as url:
+        migrate(url)
+        identities.track(url)
+        try:
+            yield url
+        finally:
+            identities.untrack(url)
+
+
+@pytest.fixture
+def conn(private_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(private_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def governance(private_url: str) -> Any:
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(private_url, *args, **env)
+
+    return run
+
+
+def altered_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.startswith("altered: ")]
+
+
+# --------------------------------------------------------------------------- verify REQUEST_ID
+
+
+def test_a_written_history_verifies(governance: Any, conn: psycopg.Connection[Any]) -> None:
+    request_id = approved_request(conn)
+
+    text = governance("verify", request_id)
+    as_json = governance("verify", request_id, "--json", "--require-signed")
+
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert text.stdout == ""
+    assert "verified 1 request(s)" in text.stderr and "0 failure(s)" in text.stderr
+    assert as_json.returncode == 0, as_json.stderr
+    document = json.loads(as_json.stdout)
+    assert document["ok"] is True and document["findings"] == []
+
+
+def test_an_updated_reason_exits_6_naming_the_decision(
+    governance: Any, conn: psycopg.Connection[Any]
+) -> None:
+    # Given a history whose approval reason is rewritten in the database
+    request_id = approved_request(conn)
+    tamper(
+        conn,
+        "UPDATE request_decisions SET reason = 'nobody looked' "
+        "WHERE request_id = %s AND revision = 2",
+        (request_id,),
+    )
+
+    # When it is verified
+    result = governance("verify", request_id)
+
+    # Then it exits 6, one line per finding, each naming the request and the decision
+    assert result.returncode == 6, result.stdout + result.stderr
+    lines = altered_lines(result)
+    assert len(lines) == 2
+    assert all(f"request {request_id}, decision 2/1 " in line for line in lines)
+    assert any("chain_hash" in line for line in lines)
+    assert any("'nobody looked' is not the signed command's" in line for line in lines)
+    everything = governance("verify", "--all", "--json")
+    assert everything.returncode == 6
+    assert json.loads(everything.stdout)["failures"] == 2
+
+
+def test_unsigned_decisions_are_listed_and_fail_only_with_require_signed(
+    governance: Any, conn: psycopg.Connection[Any]
+) -> None:
+    # Given a request expired by the worker itself, whose expiry is never signed
+    request_id = new_id()
+    assert apply_command(conn, submit(request_id, initial_status="pending")).applied
+    assert apply_command(conn, expire_command(request_id, 1)).applied
+
+    listed = governance("verify", request_id)
+    required = governance("verify", request_id, "--require-signed")
+
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert listed.stdout == (
+        f"unsigned: request {request_id}, decision 2/1 (command "
+        f"{expire_command(request_id, 1)['command_id']}): no signature (the system actor's "
+        "expiry)\n"
+    )
+    assert required.returncode == 6
+    assert required.stdout == listed.stdout
+
+
+def test_a_request_that_does_not_exist_exits_4(governance: Any) -> None:
+    result = governance("verify", new_id())
+
+    assert result.returncode == 4
+    assert "no request" in result.stderr
+
+
+# --------------------------------------------------------------------------- anchors
+
+
+def test_an_anchor_proves_a_rewrite_the_chain_cannot_show(
+    governance: Any, conn: psycopg.Connection[Any], private_url: str, tmp_path: Path
+) -> None:
+    # Given an anchor written with the operator's key, then checked and renewed
+    request_id = approved_request(conn)
+    key = identities.key_file(tmp_path, "operator")
+    anchor = tmp_path / "anchor.json"
+    first = governance("verify", "--all", "--anchor", str(anchor), "--signing-key", str(key))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"anchor {anchor}: written (1 request(s))" in first.stderr
+    renewed = governance(
+        "verify", "--all", "--anchor", str(anchor), GOVERNANCE_SIGNING_KEY=str(key)
+    )
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+    assert "1 request(s) checked" in renewed.stderr
+    assert request_id in json.loads(anchor.read_text(encoding="utf-8"))["heads"]
+
+    # When a decision is rewritten and every chain hash and the head recomputed after it
+    tamper(
+        conn,
+        "UPDATE request_decisions SET type = 'created' WHERE request_id = %s AND revision = 2",
+        (request_id,),
+    )
+    rechain(conn, request_id)
+    before = anchor.read_bytes()
+
+    # Then the chain alone holds, but the anchor exits 6 naming the request, and stays
+    assert governance("verify", "--all").returncode == 0
+    result = governance("verify", "--all", "--anchor", str(anchor), "--signing-key", str(key))
+    assert result.returncode == 6, result.stdout + result.stderr
+    (line,) = altered_lines(result)
+    assert line.startswith(f"altered: request {request_id}, decision 2/")
+    assert "a decision up to this one was rewritten" in line
+    assert "not renewed" in result.stderr
+    assert anchor.read_bytes() == before
+
+
+def test_anchor_usage_errors_exit_2(
+    governance: Any, conn: psycopg.Connection[Any], private_url: str, tmp_path: Path
+) -> None:
+    request_id = approved_request(conn)
+    anchor = str(tmp_path / "anchor.json")
+    requester = identities.register(private_url, new_id("requester"), roles=("requester",))
+    requester_key = tmp_path / "requester.key"
+    write_key_file(requester, requester_key)
+
+    without_key = governance("verify", "--all", "--anchor", anchor)
+    without_all = governance("verify", request_id, "--anchor", anchor)
+    not_operator = governance(
+        "verify", "--all", "--anchor", anchor, "--signing-key", str(requester_key)
+    )
+    bad_key_file = governance(
+        "verify", "--all", "--anchor", anchor, "--signing-key", str(tmp_path / "missing.key")
+    )
+
+    assert without_key.returncode == 2 and "--signing-key" in without_key.stderr
+    assert without_all.returncode == 2 and "--anchor goes with --all" in without_all.stderr
+    assert not_operator.returncode == 2 and "no operator role" in not_operator.stderr
+    assert bad_key_file.returncode == 2 and "missing.key" in bad_key_file.stderr
+    assert not os.path.exists(anchor)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param([], id="nothing"),
+        pytest.param(["REQ", "--all"], id="request-and-all"),
+        pytest.param(["--all", "--file", "x.json"], id="all-and-file"),
+    ],
+)
+def test_verify_takes_exactly_one_subject(governance: Any, args: list[str]) -> None:
+    result = governance("verify", *args)
+
+    assert result.returncode == 2
+    assert "exactly one of REQUEST_ID, --all or --file" in result.stderr
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_an_export_verifies_with_no_database_and_not_once_edited(
+    governance: Any, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    # Given a request's history exported to a file, and to stdout
+    request_id = approved_request(conn)
+    path = tmp_path / "export.json"
+    exported = governance("export", request_id, "--out", str(path))
+    to_stdout = governance("export", request_id)
+    assert exported.returncode == 0, exported.stderr
+    assert to_stdout.returncode == 0, to_stdout.stderr
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert json.loads(to_stdout.stdout)["decisions"] == document["decisions"]
+    assert document["request"]["request_id"] == request_id
+
+    # When it is verified where no database answers
+    clean = run_cli(NO_DATABASE, "verify", "--file", str(path))
+
+    # Then it holds; and once a decision in it is edited, it exits 6 naming it
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    document["decisions"][0]["reason"] = "edited"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    edited = run_cli(NO_DATABASE, "verify", "--file", str(path))
+    assert edited.returncode == 6, edited.stdout + edited.stderr
+    assert any(f"request {request_id}, decision 1/1 " in line for line in altered_lines(edited))
+
+
+def test_a_file_that_is_no_export_is_a_usage_error(tmp_path: Path) -> None:
+    not_json = tmp_path / "not.json"
+    not_json.write_text("{", encoding="utf-8")
+    other = tmp_path / "other.json"
+    other.write_text('{"format": "x"}', encoding="utf-8")
+
+    assert run_cli(NO_DATABASE, "verify", "--file", str(not_json)).returncode == 2
+    result = run_cli(NO_DATABASE, "verify", "--file", str(other))
+    assert result.returncode == 2 and "not a governance export" in result.stderr
+
+
+def test_exporting_a_request_that_does_not_exist_exits_4(governance: Any) -> None:
+    result = governance("export", new_id())
+
+    assert result.returncode == 4
+    assert "no request" in result.stderr
+
+
+def test_an_anchor_path_holding_no_anchor_is_left_alone(
+    governance: Any, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    approved_request(conn)
+    key = identities.key_file(tmp_path, "operator")
+    not_an_anchor = tmp_path / "notes.json"
+    not_an_anchor.write_text('{"format": "notes"}', encoding="utf-8")
+
+    result = governance(
+        "verify", "--all", "--anchor", str(not_an_anchor), "--signing-key", str(key)
+    )
+
+    assert result.returncode == 2
+    assert "is not an anchor" in result.stderr and "left as it is" in result.stderr
+    assert not_an_anchor.read_text(encoding="utf-8") == '{"format": "notes"}'
+
+
+def test_an_anchor_that_cannot_be_written_is_an_error(
+    governance: Any, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    approved_request(conn)
+    key = identities.key_file(tmp_path, "operator")
+
+    result = governance(
+        "verify",
+        "--all",
+        "--anchor",
+        str(tmp_path / "no-dir" / "a.json"),
+        "--signing-key",
+        str(key),
+    )
+
+    assert result.returncode == 1
+    assert "cannot write the anchor" in result.stderr
+
+
+def test_database_problems_are_one_line_errors(tmp_path: Path) -> None:
+    not_postgres = run_cli("mysql://somewhere/db", "verify", "--all")
+    unreachable = run_cli(NO_DATABASE, "verify", "--all")
+    missing_file = run_cli(NO_DATABASE, "verify", "--file", str(tmp_path / "missing.json"))
+
+    assert not_postgres.returncode == 2 and "is not a PostgreSQL URL" in not_postgres.stderr
+    assert unreachable.returncode == 1 and "cannot reach the database" in unreachable.stderr
+    assert missing_file.returncode == 2 and "cannot read" in missing_file.stderr
+
+
+def test_an_unmigrated_database_says_so(postgres_server_url: str) -> None:
+    with fresh_database(postgres_server_url) as url:
+        result = run_cli(url, "verify", "--all")
+
+    assert result.returncode == 1
+    assert "run `governance migrate` first" in result.stderr
+
+
+def test_an_export_that_cannot_be_written_is_an_error(
+    governance: Any, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    request_id = approved_request(conn)
+
+    result = governance("export", request_id, "--out", str(tmp_path / "no-dir" / "x.json"))
+
+    assert result.returncode == 1
+    assert "cannot write" in result.stderr
