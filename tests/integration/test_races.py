@@ -175,3 +175,42 @@ def test_fifty_commands_from_four_processes_on_one_revision_apply_once(
     assert outbox == (50, 50)
     assert request_row(db, request_id).revision == REVISION + 1
     assert len(decisions_after(db, request_id, REVISION, category="lifecycle")) == 1
+
+
+def _supersede(request_id: str, by: str) -> dict[str, Any]:
+    return command("supersede", request_id, REVISION, args={"superseding_request_id": by})
+
+
+def test_two_requests_superseding_each_other_at_once_never_both_apply(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    # Given two live requests, each at revision 1, and A-by-B and B-by-A on two connections
+    a, b = pending(db), pending(db)
+    for _ in range(10):
+        barrier = threading.Barrier(2)
+        racers = [
+            Racer(database_url, applying(_supersede(a, b)), barrier),
+            Racer(database_url, applying(_supersede(b, a)), barrier),
+        ]
+        # When they are released together (each locks both rows, in the one global order)
+        for racer in racers:
+            racer.start()
+        outcomes = [racer.outcome() for racer in racers]
+        # Then exactly one applies, and the other finds its superseding request superseded
+        codes = sorted(str(code_of(o)) for o in outcomes)
+        assert codes == ["None", "invalid_transition"], codes
+        loser = next(o for o in outcomes if code_of(o) is not None)
+        assert "superseded" in loser.event["rejection"]["message"]
+        statuses = sorted(request_row(db, r).status for r in (a, b))
+        assert statuses == ["pending", "superseded"]
+        a, b = pending(db), pending(db)
+
+
+def test_a_supersede_by_a_request_that_was_never_submitted_is_not_found(
+    db: psycopg.Connection[Any],
+) -> None:
+    request_id = pending(db)
+    outcome = applying(_supersede(request_id, "req-never-submitted"))(db)
+    assert code_of(outcome) == "not_found"
+    assert "req-never-submitted" in outcome.event["rejection"]["message"]
+    assert request_row(db, request_id).status == "pending"
