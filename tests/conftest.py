@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,24 @@ def postgres_server_url() -> Iterator[str]:
         found.close()
 
 
-@pytest.fixture(scope="session")
-def database_url(postgres_server_url: str) -> Iterator[str]:
-    """A database of this test run, migrated to the newest schema, dropped afterwards."""
-    with fresh_database(postgres_server_url) as url:
+@contextmanager
+def migrated_database(server_url: str) -> Iterator[str]:
+    """A new database on ``server_url``, migrated to the newest schema, the actors of the
+    tests registered in it as they sign; dropped afterwards."""
+    with fresh_database(server_url) as url:
         migrate(url)
         identities.track(url)
         try:
             yield url
         finally:
             identities.untrack(url)
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A database of this test run, migrated to the newest schema, dropped afterwards."""
+    with migrated_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture

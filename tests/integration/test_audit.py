@@ -31,12 +31,11 @@ from producer.audit import (
     write_anchor,
 )
 from producer.keys import SigningKey
+from tests.conftest import migrated_database
 from tests.support import identities
 from tests.support.commands import command, new_id, submit
-from tests.support.services import fresh_database
 from tests.support.signed import DEVELOPMENT, apply_command
 from worker.expiry import expire_command
-from worker.migrate import migrate
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +43,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def private_url(postgres_server_url: str) -> Iterator[str]:
     """A migrated database of this test alone, its actors registered as they sign."""
-    with fresh_database(postgres_server_url) as url:
-        migrate(url)
-        identities.track(url)
-        try:
-            yield url
-        finally:
-            identities.untrack(url)
+    with migrated_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -23,6 +23,25 @@ def service_env(database_url: str, broker_url: str, **extra: str) -> dict[str, s
     return env
 
 
+def run_governance(
+    database_url: str, broker_url: str, *args: str, actor: str = "cli-user"
+) -> subprocess.CompletedProcess[str]:
+    """Run ``governance ARGS...`` to completion on these services, signing as the actor the
+    arguments name (``--actor``, else ``actor``)."""
+    from tests.support.identities import signing_env
+
+    return subprocess.run(
+        [sys.executable, "-m", "governance_cli.main", *args],
+        cwd=PROJECT_ROOT,
+        env=service_env(
+            database_url, broker_url, GOVERNANCE_ACTOR=actor, **signing_env(args, actor)
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 class WorkerProcess:
     """One ``celery -A worker worker`` process (a main process and its pool children)."""
 

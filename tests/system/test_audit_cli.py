@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from producer.keys import write_key_file
+from tests.conftest import migrated_database
 from tests.integration.test_audit import approved_request, rechain, tamper
 from tests.support import identities
 from tests.support.commands import new_id, submit
@@ -26,7 +27,6 @@ from tests.support.processes import PROJECT_ROOT, service_env
 from tests.support.services import fresh_database
 from tests.support.signed import apply_command
 from worker.expiry import expire_command
-from worker.migrate import migrate
 
 pytestmark = pytest.mark.system
 
@@ -52,13 +52,8 @@ def run_cli(database_url: str, *args: str, **env: str) -> subprocess.CompletedPr
 @pytest.fixture
 def private_url(postgres_server_url: str) -> Iterator[str]:
     """A migrated database of this test alone (``verify --all`` sees only its requests)."""
-    with fresh_database(postgres_server_url) as url:
-        migrate(url)
-        identities.track(url)
-        try:
-            yield url
-        finally:
-            identities.untrack(url)
+    with migrated_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +14,8 @@ import pytest
 from producer import GovernanceClient
 from tests.support.commands import new_id
 from tests.support.events import EventListener
-from tests.support.identities import Keyring, signing_env
-from tests.support.processes import PROJECT_ROOT, WorkerProcess, service_env
+from tests.support.identities import Keyring
+from tests.support.processes import WorkerProcess, run_governance
 
 pytestmark = pytest.mark.system
 
@@ -34,19 +33,7 @@ def governance(running_worker: WorkerProcess, database_url: str, broker_url: str
     """Run ``governance ARGS...`` as a process; returns the completed process."""
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "governance_cli.main", *args],
-            cwd=PROJECT_ROOT,
-            env=service_env(
-                database_url,
-                broker_url,
-                GOVERNANCE_ACTOR="cli-user",
-                **signing_env(args, default_actor="cli-user"),
-            ),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_governance(database_url, broker_url, *args)
 
     return run
 

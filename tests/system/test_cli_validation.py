@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.identities import signing_env
-from tests.support.processes import PROJECT_ROOT, service_env
+from tests.support.processes import run_governance
 
 pytestmark = pytest.mark.system
 
@@ -27,19 +25,7 @@ def governance(database_url: str, broker_url: str) -> Any:
     """Run ``governance ARGS...`` as a process; returns the completed process."""
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "governance_cli.main", *args],
-            cwd=PROJECT_ROOT,
-            env=service_env(
-                database_url,
-                broker_url,
-                GOVERNANCE_ACTOR="cli-user",
-                **signing_env(args, default_actor="cli-user"),
-            ),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_governance(database_url, broker_url, *args)
 
     return run
 

@@ -29,10 +29,11 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
+from tests.conftest import migrated_database
 from tests.support import identities
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
-from tests.support.services import fresh_database, unavailable
+from tests.support.services import unavailable
 from tests.system.harness import (
     Sender,
     assert_history_clean,
@@ -52,7 +53,6 @@ from tests.system.private_services import (
 from worker import database
 from worker.config import Settings
 from worker.errors import InfrastructureError
-from worker.migrate import migrate
 from worker.runtime import Runtime
 from worker.transaction import StoredOutcome
 
@@ -81,13 +81,8 @@ def postgres() -> Iterator[PrivatePostgres]:
 @pytest.fixture
 def database_url(postgres: PrivatePostgres) -> Iterator[str]:
     """A migrated database of this test on the private server."""
-    with fresh_database(postgres.url) as url:
-        migrate(url)
-        identities.track(url)
-        try:
-            yield url
-        finally:
-            identities.untrack(url)
+    with migrated_database(postgres.url) as url:
+        yield url
 
 
 @pytest.fixture
