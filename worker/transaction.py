@@ -195,8 +195,16 @@ def _run(
 ) -> list[Result]:
     commands = [p for p in prepared if isinstance(p, _Prepared)]
     valid = [p.command for p in commands if p.command is not None]
-    key_ids = sorted({c.auth.key_id for c in valid if c.auth and c.auth.key_id and trust.signed})
-    actor_ids = sorted({c.actor.id for c in valid})
+    # Who each command says it is, and (signed mode) the key it says it signed with.
+    identities = sorted(
+        {
+            (c.actor.id, c.auth.key_id if trust.signed and c.auth and c.auth.key_id else None)
+            for c in valid
+        },
+        key=lambda pair: (pair[0], pair[1] or ""),
+    )
+    if trust.internal:
+        identities = []
     # Sorted, so that every transaction takes its locks in one global order and two batches
     # can never deadlock on each other. A message that failed validation but names a request
     # locks it too: its rejection is one of that request's events, ordered among the others.
@@ -216,10 +224,14 @@ def _run(
                 locked = conn.execute(sql.LOCK_REQUESTS, {"request_ids": request_ids})
                 backlog = conn.execute(sql.WITH_BACKLOG, {"request_ids": request_ids})
             ledger = conn.execute(sql.LOOKUP, {"command_ids": [p.command_id for p in commands]})
-            if key_ids:
-                keyed = conn.execute(sql.KEYS, {"key_ids": key_ids})
-            if actor_ids and not trust.internal:
-                registered = conn.execute(sql.PRINCIPALS, {"actor_ids": actor_ids})
+            if identities:
+                registered = conn.execute(
+                    sql.PRINCIPALS_AND_KEYS,
+                    {
+                        "actor_ids": [actor_id for actor_id, _ in identities],
+                        "key_ids": [key_id for _, key_id in identities],
+                    },
+                )
             pipeline.sync()
             now = _one(clock)[0]
             requests: dict[str, MutationRequest | None] = {}
@@ -231,12 +243,13 @@ def _run(
                     heads[row[0]] = row[-1]
                 behind = {row[0] for row in backlog.fetchall()}
             known = {row[0]: row[1:] for row in ledger.fetchall()}
-            keys = {row[0]: KeyRecord(*row) for row in keyed.fetchall()} if key_ids else {}
-            principals = (
-                {row[0]: principal_from_row(row) for row in registered.fetchall()}
-                if actor_ids and not trust.internal
-                else {}
-            )
+            keys: dict[str, KeyRecord] = {}
+            principals: dict[str, Principal] = {}
+            for row in registered.fetchall() if identities else ():
+                if row[1]:
+                    principals[row[0]] = principal_from_row((row[0], *row[2:7]))
+                if row[7] is not None:
+                    keys[row[7]] = KeyRecord(*row[7:11])
 
             plan = _Plan(now, requests, behind, known, trust, keys, principals, heads)
             for item in prepared:
