@@ -384,7 +384,13 @@ class _Plan:
             write = self._applied_write(item, command, outcome, now)
         else:
             write = _rejection_write(
-                item, now, current, outcome, record=True, authenticated=self._proved
+                item,
+                now,
+                current,
+                outcome,
+                record=True,
+                authenticated=self._proved,
+                actor=command.actor,
             )
         self._write(write)
 
@@ -589,13 +595,16 @@ def _rejection_write(
     *,
     record: bool,
     authenticated: bool,
+    actor: Actor | None = None,
 ) -> _Write:
-    command_type, request_id, actor = _readable_parts(item.payload)
+    """The write of a rejection. ``actor`` is who sent the command as far as the worker knows
+    (the registry's actor, once authenticated); otherwise what can be read of the message."""
+    command_type, request_id, readable_actor = _readable_parts(item.payload)
     body = rejected_event(
         command_id=item.command_id,
         command_type=command_type,
         request_id=request_id,
-        actor=actor,
+        actor=actor if actor is not None else readable_actor,
         rejection=rejection,
         current=current,
         event_id=str(uuid.uuid4()),

@@ -228,3 +228,19 @@ def test_a_well_formed_auth_that_cannot_verify_is_unauthenticated_naming_what_is
     assert named in outcome["rejection"]["message"]
     assert revision_of(db, request_id) == 1
     assert recorded(db, payload["command_id"]) == 0
+
+
+def test_a_rejection_names_the_registry_s_actor_too(
+    running_worker: WorkerProcess,
+    sender: Sender,
+    events: EventListener,
+) -> None:
+    # Given a request at revision 1, and alice's signed but stale approval claiming a title
+    request_id = new_id()
+    send_and_wait(sender, events, submit(request_id, initial_status="pending"))
+    claimed = {"id": "alice", "name": "The Administrator", "type": "administrator"}
+    stale = {**command("approve", request_id, 7, actor="alice"), "actor": claimed}
+    outcome = send_raw(sender, events, sign(stale))
+    # Then the rejection names her as the registry does
+    assert outcome["rejection"]["code"] == "concurrency_conflict", outcome
+    assert outcome["actor"] == {"id": "alice", "name": "Alice", "type": "user"}
