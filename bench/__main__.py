@@ -28,13 +28,14 @@ from bench.services import (
     DEFAULT_SERVER_URL,
     WorkerDied,
     fresh_database,
+    grow_outbox,
     machine_info,
     private_vhost,
     worker_log_dir,
 )
 from bench.stats import ratio
 
-WORKLOADS = ("uniform", "hot", "approvals", "mixed", "baselines", "auth", "all")
+WORKLOADS = ("uniform", "hot", "approvals", "mixed", "baselines", "auth", "backlog", "all")
 
 #: Sizes at ``--scale 1``.
 SIZES = {
@@ -47,6 +48,8 @@ SIZES = {
     "direct_requests": 2_000,  # x2: 4,000 timed transactions per process count
     "naive_requests": 2_500,  # x2: 5,000 timed commands per worker count and variant
     "noop_messages": 5_000,
+    "backlog_outbox_rows": 1_000_000,  # events of other requests already in the outbox
+    "backlog_unpublished": 50_000,  # of which left unpublished in the backlog phase
 }
 
 #: Targets of issue 6 (ratios measured in one run).
@@ -58,6 +61,7 @@ TARGETS = {
     "hot_round_p50_over_direct_p50": ("<=", 50.0),
     "hot_round_max_over_direct_p50": ("<=", 50.0),
     "auth_signed_throughput_cost": ("<=", 0.10),
+    "backlog_throughput_over_no_backlog": (">=", 0.8),
 }
 
 
@@ -225,6 +229,26 @@ class Run:
         self.bench.stop_workers()
         self.bench.governance_env = dict(self.args.worker_env)
 
+    def backlog(self) -> None:
+        """A backlog of unpublished events of other requests must not slow every command: the
+        uniform workload at the largest worker count on an outbox already holding events of
+        other requests, without and then with a backlog among them."""
+        count = max(self.args.worker_counts)
+        requests = self.size("uniform_requests")
+        rows = self.size("backlog_outbox_rows")
+        every = max(1, rows // self.size("backlog_unpublished"))
+        for label, unpublished in (("no backlog", None), ("backlog", every)):
+            self.phase(
+                "backlog",
+                f"{label} {count}w",
+                partial(
+                    self.bench.workload,
+                    workloads.uniform(requests),
+                    count,
+                    prepare=grow_outbox(rows, unpublished),
+                ),
+            )
+
     def baselines(self) -> None:
         self.bench.stop_workers()
         for count in self.args.worker_counts:
@@ -294,6 +318,13 @@ def ratios(results: dict[str, Any], counts: list[int]) -> dict[str, Any]:
         out["hot_round_max_over_direct_p50"] = ratio(hot["round_time"]["max_ms"], direct_p50)
         out["hot_all_correct"] = hot["correctness"]["all_correct"]
     out["direct_single_transaction_p50_ms"] = direct_p50
+    backlog = results.get("backlog", {})
+    without = next((v for k, v in backlog.items() if k.startswith("no backlog")), None)
+    with_backlog = next((v for k, v in backlog.items() if k.startswith("backlog")), None)
+    if without is not None and with_backlog is not None:
+        out["backlog_throughput_over_no_backlog"] = ratio(
+            with_backlog["throughput_per_s"], without["throughput_per_s"]
+        )
     auth = results.get("auth", {})
     by_mode = {
         mode: [v for k, v in auth.items() if k.startswith(mode + " ")] for mode in ("signed", "off")
@@ -388,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                 run.baselines()
             if args.workload == "auth":
                 run.auth()
+            if args.workload == "backlog":
+                run.backlog()
         except BaseException as exc:
             report.setdefault("fatal", repr(exc))
             if not isinstance(exc, Exception):

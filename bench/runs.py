@@ -138,10 +138,16 @@ class Bench:
     # -- phases ------------------------------------------------------------------------------
 
     def workload(
-        self, load: workloads.Workload, count: int, rate_limit: float | None = None
+        self,
+        load: workloads.Workload,
+        count: int,
+        rate_limit: float | None = None,
+        prepare: Callable[[str], dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Run one workload on ``count`` governance worker processes."""
+        """Run one workload on ``count`` governance worker processes; ``prepare`` shapes the
+        emptied database first (and says how, for the report)."""
         reset_database(self.database_url)
+        prepared = prepare(self.database_url) if prepare is not None else None
         workers = self.governance_workers(count)
         collector = EventCollector(self.broker_url)
         collector.health = workers.check
@@ -165,7 +171,7 @@ class Bench:
             result["kept_up_with_pace"] = achieved >= 0.95 * rate_limit
         return {
             "workload": load.name,
-            "settings": load.settings,
+            "settings": load.settings if prepared is None else {**load.settings, **prepared},
             "workers": workers.description,
             "paced_rate": None if rate_limit is None else round(rate_limit, 1),
             "setup": setup,

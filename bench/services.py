@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -452,3 +452,36 @@ def _git() -> dict[str, Any]:
         "commit": run("rev-parse", "HEAD"),
         "dirty": None if status is None else bool(status),
     }
+
+
+def grow_outbox(rows: int, unpublished_every: int | None) -> Callable[[str], dict[str, Any]]:
+    """A database preparation: an outbox of ``rows`` published events of other requests,
+    analysed; then, with ``unpublished_every``, one event in that many left unpublished (what
+    a broker outage leaves behind), unseen by the statistics (autovacuum is off for the
+    table, as it would not yet have noticed a change of a few percent)."""
+
+    def prepare(database_url: str) -> dict[str, Any]:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE outbox_events SET (autovacuum_enabled = false)")
+            conn.execute(
+                "INSERT INTO outbox_events (event_id, event_type, command_id, request_id, "
+                "routing_key, body, published_at) "
+                "SELECT gen_random_uuid(), 'transition.applied', 'grown-' || g, "
+                "'grown-' || (g %% 100000), 'transition.applied.approve', '{}'::jsonb, now() "
+                "FROM generate_series(1, %s) AS g",
+                (rows,),
+            )
+            conn.execute("ANALYZE outbox_events")
+            backlog = 0
+            if unpublished_every:
+                backlog = (
+                    conn.execute(
+                        "UPDATE outbox_events SET published_at = NULL "
+                        "WHERE command_id LIKE 'grown-%%' AND sequence %% %s = 0",
+                        (unpublished_every,),
+                    ).rowcount
+                    or 0
+                )
+        return {"outbox_rows_of_other_requests": rows, "unpublished_of_other_requests": backlog}
+
+    return prepare

@@ -36,14 +36,17 @@ FOR UPDATE
 """
 
 #: The locked requests that have events nobody has published yet; run after the locks, so it
-#: sees all that the requests' previous holders committed. One probe of the per-request
-#: unpublished index each, however long the backlog.
+#: sees all that the requests' previous holders committed. Each request is looked up on its
+#: own (a LATERAL subquery with LIMIT is run per request, with the request id as an index
+#: condition): as a join, a planner that believes the unpublished rows are few would read
+#: all of them for every command, which is what a backlog after a broker outage makes slow.
 WITH_BACKLOG = """
 SELECT r.request_id FROM unnest(%(request_ids)s::text[]) AS r(request_id)
-WHERE EXISTS (
+CROSS JOIN LATERAL (
     SELECT 1 FROM outbox_events AS o
     WHERE o.request_id = r.request_id AND o.published_at IS NULL
-)
+    LIMIT 1
+) AS unpublished
 """
 
 #: The registered actors the commands name, each with the registered key its command names
@@ -163,9 +166,12 @@ WRITE: dict[tuple[RequestWrite, bool], str] = {
 #: idle-in-transaction limit, meant for a holder that froze, must not end it meanwhile.
 PUBLISHING_TRANSACTION = "SET LOCAL idle_in_transaction_session_timeout = '120s'"
 
+#: By primary key only: a ``published_at IS NULL`` condition here would let the planner serve
+#: the statement from the unpublished index, reading the whole backlog to find a few rows.
+#: (An event published twice keeps its first mark.)
 MARK_PUBLISHED = """
-UPDATE outbox_events SET published_at = now()
-WHERE sequence = ANY(%(sequences)s) AND published_at IS NULL
+UPDATE outbox_events SET published_at = coalesce(published_at, now())
+WHERE sequence = ANY(%(sequences)s)
 """
 
 #: A request's unpublished events up to and including the one just committed, locked in
