@@ -341,14 +341,14 @@ class _Plan:
             # Recorded, so a redelivery gets the same answer; unless the id is taken by
             # another command, which keeps its own record.
             rejection = Rejection(RejectionCode.INVALID_COMMAND, item.invalid.message)
-            self._reject(item, readable, None, rejection, record=record_unproved and not id_taken)
+            self._reject(item, readable, rejection, record=record_unproved and not id_taken)
             return
         if id_taken:
             rejection = Rejection(
                 RejectionCode.DUPLICATE_COMMAND,
                 f"command_id {item.command_id} was already used for a different command",
             )
-            self._reject(item, readable, None, rejection, record=False)
+            self._reject(item, readable, rejection, record=False)
             return
         command = item.command
         assert command is not None
@@ -363,7 +363,7 @@ class _Plan:
                 self.now,
             )
             if isinstance(proved, Rejection):
-                self._reject(item, readable, None, proved, record=False)
+                self._reject(item, readable, proved, record=False)
                 return
             principal = proved
             # Who acted is what the registry says, not what the message says.
@@ -400,25 +400,13 @@ class _Plan:
         return self.trust.signed
 
     def _reject(
-        self,
-        item: _Prepared,
-        request_id: str | None,
-        current: MutationRequest | None,
-        rejection: Rejection,
-        *,
-        record: bool,
+        self, item: _Prepared, request_id: str | None, rejection: Rejection, *, record: bool
     ) -> None:
-        """Answer a command that never reached the rules (invalid, duplicate, unproved)."""
+        """Answer a command that never reached the rules (invalid, duplicate, unproved): its
+        author was not proved, whatever the mode."""
         now = self._clock(request_id)
         self._write(
-            _rejection_write(
-                item,
-                now,
-                current,
-                rejection,
-                record=record,
-                authenticated=self._proved and rejection.code is not RejectionCode.UNAUTHENTICATED,
-            )
+            _rejection_write(item, now, None, rejection, record=record, authenticated=False)
         )
 
     def _authorize(

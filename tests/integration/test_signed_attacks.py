@@ -180,6 +180,7 @@ def test_a_malformed_auth_that_validation_catches_is_an_invalid_command(
     outcome = send_raw(sender, events, payload)
     assert outcome["rejection"]["code"] == "invalid_command", outcome
     assert outcome["rejection"]["message"].startswith(field)
+    assert outcome["authenticated"] is False
     assert revision_of(db, request_id) == 1
     assert recorded(db, payload["command_id"]) == 0
 
