@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -24,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import kombu
 from celery import Celery
@@ -170,6 +171,87 @@ class OutcomeListener:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+
+
+class BuildTransition(Protocol):
+    """The signature of every builder :class:`TransitionBuilder` makes; ``args`` are the
+    command type's own arguments, by name (``approval_id=...``, ``strategy=...``)."""
+
+    def __call__(
+        self,
+        request_id: str,
+        /,
+        *,
+        expected_revision: int,
+        actor: ActorLike,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+        **args: Any,
+    ) -> Command: ...
+
+
+class TransitionBuilder:
+    """A builder method of :class:`GovernanceClient` for one command type on an existing
+    request: its ``args`` are the keyword arguments named ``required`` and ``optional``.
+
+    A ``datetime`` argument is sent in the wire spelling, checked like any instant a command
+    names. An argument the type does not take, or a required one left out, is a
+    ``TypeError`` as for any Python call: it is the caller's mistake, not the command's.
+    """
+
+    def __init__(
+        self,
+        type_: str,
+        summary: str,
+        *,
+        required: tuple[str, ...] = (),
+        optional: tuple[str, ...] = (),
+    ) -> None:
+        self.type = type_
+        self.required = required
+        self.optional = optional
+        self.__doc__ = f"A ``{type_}`` command {summary}."
+
+    def __get__(self, client: GovernanceClient | None, owner: type) -> BuildTransition:
+        if client is None:
+            return self  # type: ignore[return-value]  # the table itself, on the class
+        return functools.partial(self._build, client)
+
+    def _build(
+        self,
+        client: GovernanceClient,
+        request_id: str,
+        /,
+        *,
+        expected_revision: int,
+        actor: ActorLike,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        command_id: str | None = None,
+        **given: Any,
+    ) -> Command:
+        unknown = sorted(set(given) - set(self.required) - set(self.optional))
+        if unknown:
+            raise TypeError(f"{self.type}() got an unexpected keyword argument {unknown[0]!r}")
+        missing = [name for name in self.required if name not in given]
+        if missing:
+            raise TypeError(f"{self.type}() missing keyword argument {missing[0]!r}")
+        args = {
+            name: _wire_timestamp(value, f"args.{name}") if isinstance(value, datetime) else value
+            for name, value in given.items()
+            if value is not None
+        }
+        return client.build(
+            self.type,
+            request_id,
+            actor=actor,
+            expected_revision=expected_revision,
+            args=args,
+            reason=reason,
+            metadata=metadata,
+            command_id=command_id,
+        )
 
 
 class GovernanceClient(Closing):
@@ -466,220 +548,37 @@ class GovernanceClient(Closing):
             command_id=command_id,
         )
 
-    def move_to_pending(
-        self,
-        request_id: str,
-        *,
-        expected_revision: int,
-        actor: ActorLike,
-        pending_reason: str,
-        expires_at: datetime | None = None,
-        reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        command_id: str | None = None,
-    ) -> Command:
-        """A ``move_to_pending`` command (``pending_reason``: approval, external_check, ...)."""
-        args: dict[str, Any] = {"pending_reason": pending_reason}
-        if expires_at is not None:
-            args["expires_at"] = _wire_timestamp(expires_at, "args.expires_at")
-        return self.build(
-            "move_to_pending",
-            request_id,
-            actor=actor,
-            expected_revision=expected_revision,
-            args=args,
-            reason=reason,
-            metadata=metadata,
-            command_id=command_id,
-        )
-
-    def _plain(
-        self,
-        type_: str,
-        request_id: str,
-        expected_revision: int,
-        actor: ActorLike,
-        reason: str | None,
-        metadata: Mapping[str, Any] | None,
-        command_id: str | None,
-        args: Mapping[str, Any] | None = None,
-    ) -> Command:
-        return self.build(
-            type_,
-            request_id,
-            actor=actor,
-            expected_revision=expected_revision,
-            args=args,
-            reason=reason,
-            metadata=metadata,
-            command_id=command_id,
-        )
-
-    def approve(
-        self,
-        request_id: str,
-        *,
-        expected_revision: int,
-        actor: ActorLike,
-        reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        command_id: str | None = None,
-    ) -> Command:
-        """An ``approve`` command (created or pending -> approved)."""
-        return self._plain(
-            "approve", request_id, expected_revision, actor, reason, metadata, command_id
-        )
-
-    def reject(
-        self,
-        request_id: str,
-        *,
-        expected_revision: int,
-        actor: ActorLike,
-        reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        command_id: str | None = None,
-    ) -> Command:
-        """A ``reject`` command (pending or approved -> rejected)."""
-        return self._plain(
-            "reject", request_id, expected_revision, actor, reason, metadata, command_id
-        )
-
-    def cancel(
-        self,
-        request_id: str,
-        *,
-        expected_revision: int,
-        actor: ActorLike,
-        reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        command_id: str | None = None,
-    ) -> Command:
-        """A ``cancel`` command."""
-        return self._plain(
-            "cancel", request_id, expected_revision, actor, reason, metadata, command_id
-        )
-
-    def expire(
-        self,
-        request_id: str,
-        *,
-        expected_revision: int,
-        actor: ActorLike,
-        reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        command_id: str | None = None,
-    ) -> Command:
-        """An ``expire`` command (pending -> expired)."""
-        return self._plain(
-            "expire", request_id, expected_revision, actor, reason, metadata, command_id
-        )
-
-    def mark_executed(
-        self,
-        request_id: str,
-        *,
-        expected_revision: int,
-        actor: ActorLike,
-        reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        command_id: str | None = None,
-    ) -> Command:
-        """A ``mark_executed`` command (approved -> executed)."""
-        return self._plain(
-            "mark_executed", request_id, expected_revision, actor, reason, metadata, command_id
-        )
-
-    def supersede(
-        self,
-        request_id: str,
-        *,
-        expected_revision: int,
-        actor: ActorLike,
-        superseding_request_id: str,
-        reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        command_id: str | None = None,
-    ) -> Command:
-        """A ``supersede`` command naming the request that replaces this one."""
-        return self._plain(
-            "supersede",
-            request_id,
-            expected_revision,
-            actor,
-            reason,
-            metadata,
-            command_id,
-            {"superseding_request_id": superseding_request_id},
-        )
-
-    def approve_requirement(
-        self,
-        request_id: str,
-        *,
-        expected_revision: int,
-        actor: ActorLike,
-        approval_id: str,
-        reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        command_id: str | None = None,
-    ) -> Command:
-        """An ``approve_requirement`` command: the named approver grants one requirement."""
-        return self._plain(
-            "approve_requirement",
-            request_id,
-            expected_revision,
-            actor,
-            reason,
-            metadata,
-            command_id,
-            {"approval_id": approval_id},
-        )
-
-    def reject_requirement(
-        self,
-        request_id: str,
-        *,
-        expected_revision: int,
-        actor: ActorLike,
-        approval_id: str,
-        reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        command_id: str | None = None,
-    ) -> Command:
-        """A ``reject_requirement`` command: the named approver refuses one requirement."""
-        return self._plain(
-            "reject_requirement",
-            request_id,
-            expected_revision,
-            actor,
-            reason,
-            metadata,
-            command_id,
-            {"approval_id": approval_id},
-        )
-
-    def resolve_version(
-        self,
-        request_id: str,
-        *,
-        expected_revision: int,
-        actor: ActorLike,
-        current_state_version: str,
-        strategy: str,
-        reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        command_id: str | None = None,
-    ) -> Command:
-        """A ``resolve_version`` command (strategy: reject_stale, require_renewed_approval or
-        revalidate_on_latest_state)."""
-        return self._plain(
-            "resolve_version",
-            request_id,
-            expected_revision,
-            actor,
-            reason,
-            metadata,
-            command_id,
-            {"current_state_version": current_state_version, "strategy": strategy},
-        )
+    # The transitions of a request that exists differ only in their type and ``args``: one
+    # table says which, one builder makes them all (``submit`` has a shape of its own).
+    move_to_pending = TransitionBuilder(
+        "move_to_pending",
+        "(``pending_reason``: approval, external_check, ...; optional ``expires_at``)",
+        required=("pending_reason",),
+        optional=("expires_at",),
+    )
+    approve = TransitionBuilder("approve", "(created or pending -> approved)")
+    reject = TransitionBuilder("reject", "(pending or approved -> rejected)")
+    cancel = TransitionBuilder("cancel", "(any open request -> canceled)")
+    expire = TransitionBuilder("expire", "(pending -> expired)")
+    mark_executed = TransitionBuilder("mark_executed", "(approved -> executed)")
+    supersede = TransitionBuilder(
+        "supersede",
+        "naming the request that replaces this one (``superseding_request_id``)",
+        required=("superseding_request_id",),
+    )
+    approve_requirement = TransitionBuilder(
+        "approve_requirement",
+        "(``approval_id``): the named approver grants one requirement",
+        required=("approval_id",),
+    )
+    reject_requirement = TransitionBuilder(
+        "reject_requirement",
+        "(``approval_id``): the named approver refuses one requirement",
+        required=("approval_id",),
+    )
+    resolve_version = TransitionBuilder(
+        "resolve_version",
+        "(``current_state_version``; ``strategy``: reject_stale, require_renewed_approval or "
+        "revalidate_on_latest_state)",
+        required=("current_state_version", "strategy"),
+    )
