@@ -1,15 +1,10 @@
 """Every statement of the worker's hot path, built once at import.
 
 The guarded transaction is two round trips, whatever the number of commands: the locks and
-the reads are pipelined with ``BEGIN``; the ``WRITE`` statements with ``COMMIT``. A write is a
-single statement whose data-modifying CTEs all hang off the request write, so when the
-``WHERE revision = expected`` guard (or the submit's ``ON CONFLICT DO NOTHING``) matches no
-row, nothing at all is written and the statement returns no sequence.
+the reads are pipelined with ``BEGIN``; the one ``WRITE_RUN`` statement with ``COMMIT``.
 """
 
 from __future__ import annotations
-
-from enum import Enum
 
 REQUEST_COLUMNS = (
     "request_id, state_id, state_type, mutation_type, intent, context, status, pending_reason, "
@@ -69,97 +64,84 @@ WHERE p.command_id = ANY(%(command_ids)s::text[])
 """
 
 
-class RequestWrite(Enum):
-    """What the transaction does to the request row."""
-
-    INSERT = "insert"
-    UPDATE = "update"
-    NONE = "none"
-
-
-_INSERT_REQUEST = """
-request_write AS (
+#: Every write of a run, in one statement, whatever the number of commands: each table is
+#: written once, from one JSON array (see :class:`worker.writes.RunWrites`). A request is
+#: written in its final state, guarded by the revision the run locked it at (a submit by
+#: ``ON CONFLICT DO NOTHING``); the decisions, proof and applied event of a request whose write
+#: matched no row are not written either, so they come back without a sequence. Sequences
+#: are drawn in the order the run decided (the ``ORDER BY`` sits below the insert, which draws
+#: them as the sorted rows arrive).
+WRITE_RUN = """
+WITH request_rows AS (
+    SELECT * FROM jsonb_to_recordset(%(requests)s::jsonb) AS r(
+        request_id text, inserted boolean, locked_revision bigint, state_id text,
+        state_type text, mutation_type text, intent jsonb, context jsonb, status text,
+        pending_reason text, approval_requirements jsonb, revision bigint,
+        expected_state_version text, expires_at timestamptz, created_at timestamptz,
+        updated_at timestamptz, metadata jsonb, chain_head text)
+), inserted AS (
     INSERT INTO mutation_requests (
         request_id, state_id, state_type, mutation_type, intent, context, status,
         pending_reason, approval_requirements, revision, expected_state_version, expires_at,
         created_at, updated_at, metadata, chain_head)
-    VALUES (
-        %(request_id)s, %(state_id)s, %(state_type)s, %(mutation_type)s, %(intent)s::jsonb,
-        %(context)s::jsonb, %(status)s, %(pending_reason)s, %(approval_requirements)s::jsonb,
-        %(revision)s, %(expected_state_version)s, %(expires_at)s, %(created_at)s,
-        %(updated_at)s, %(metadata)s::jsonb, %(chain_head)s)
+    SELECT request_id, state_id, state_type, mutation_type, intent, context, status,
+           pending_reason, approval_requirements, revision, expected_state_version, expires_at,
+           created_at, updated_at, metadata, chain_head
+    FROM request_rows WHERE inserted
     ON CONFLICT (request_id) DO NOTHING
-    RETURNING revision
-)"""
-
-_UPDATE_REQUEST = """
-request_write AS (
-    UPDATE mutation_requests SET
-        status = %(status)s,
-        pending_reason = %(pending_reason)s,
-        approval_requirements = %(approval_requirements)s::jsonb,
-        revision = revision + 1,
-        expected_state_version = %(expected_state_version)s,
-        expires_at = %(expires_at)s,
-        updated_at = %(updated_at)s,
-        metadata = %(metadata)s::jsonb,
-        chain_head = %(chain_head)s
-    WHERE request_id = %(request_id)s AND revision = %(expected_revision)s
-    RETURNING revision
-)"""
-
-_DECISIONS = """
-decision_write AS (
+    RETURNING request_id
+), updated AS (
+    UPDATE mutation_requests AS m SET
+        status = r.status,
+        pending_reason = r.pending_reason,
+        approval_requirements = r.approval_requirements,
+        revision = r.revision,
+        expected_state_version = r.expected_state_version,
+        expires_at = r.expires_at,
+        updated_at = r.updated_at,
+        metadata = r.metadata,
+        chain_head = r.chain_head
+    FROM request_rows AS r
+    WHERE NOT r.inserted AND m.request_id = r.request_id AND m.revision = r.locked_revision
+    RETURNING m.request_id
+), written AS (
+    SELECT request_id FROM inserted UNION ALL SELECT request_id FROM updated
+), decision_write AS (
     INSERT INTO request_decisions (
         request_id, revision, position, command_id, category, type, actor, actor_id, reason,
         metadata, occurred_at, chain_hash)
-    SELECT %(request_id)s, w.revision, d.position, %(command_id)s, d.value->>'category',
-           d.value->>'type', d.value->'actor', d.value->'actor'->>'id', d.value->>'reason',
-           d.value->'metadata', (d.value->>'occurred_at')::timestamptz,
-           (%(chain_hashes)s::text[])[d.position]
-    FROM request_write AS w,
-         jsonb_array_elements(%(decisions)s::jsonb) WITH ORDINALITY AS d(value, position)
-),
-proof_write AS (
+    SELECT d.request_id, d.revision, d.position, d.command_id, d.decision->>'category',
+           d.decision->>'type', d.decision->'actor', d.decision->'actor'->>'id',
+           d.decision->>'reason', d.decision->'metadata',
+           (d.decision->>'occurred_at')::timestamptz, d.chain_hash
+    FROM jsonb_to_recordset(%(decisions)s::jsonb) AS d(
+        request_id text, revision bigint, position integer, command_id text, decision jsonb,
+        chain_hash text)
+    WHERE d.request_id IN (SELECT request_id FROM written)
+), proof_write AS (
     INSERT INTO command_proofs (request_id, revision, command_id, key_id, signed_command)
-    SELECT %(request_id)s, w.revision, %(command_id)s, %(key_id)s, %(signed_command)s
-    FROM request_write AS w
-)"""
-
-_EVENT = """
-event_write AS (
+    SELECT p.request_id, p.revision, p.command_id, p.key_id, p.signed_command
+    FROM jsonb_to_recordset(%(proofs)s::jsonb) AS p(
+        request_id text, revision bigint, command_id text, key_id text, signed_command text)
+    WHERE p.request_id IN (SELECT request_id FROM written)
+), event_rows AS (
+    SELECT * FROM jsonb_to_recordset(%(events)s::jsonb) AS e(
+        position integer, event_id uuid, event_type text, command_id text, request_id text,
+        routing_key text, body jsonb, payload_hash text, record boolean, guarded boolean)
+), event_write AS (
     INSERT INTO outbox_events (event_id, event_type, command_id, request_id, routing_key, body)
-    SELECT %(event_id)s, %(event_type)s, %(command_id)s, %(event_request_id)s,
-           %(routing_key)s, %(body)s::jsonb
-    {source}
-    RETURNING sequence
-)"""
-
-_LEDGER = """
-ledger_write AS (
+    SELECT event_id, event_type, command_id, request_id, routing_key, body FROM event_rows
+    WHERE NOT guarded OR request_id IN (SELECT request_id FROM written)
+    ORDER BY position
+    RETURNING event_id, sequence
+), ledger_write AS (
     INSERT INTO processed_commands (command_id, payload_hash, event_sequence, request_id, outcome)
-    SELECT %(command_id)s, %(payload_hash)s, sequence, %(event_request_id)s, %(event_type)s
-    FROM event_write
-)"""
-
-
-def _write(request_write: RequestWrite, record: bool) -> str:
-    parts = []
-    if request_write is RequestWrite.INSERT:
-        parts += [_INSERT_REQUEST, _DECISIONS]
-    elif request_write is RequestWrite.UPDATE:
-        parts += [_UPDATE_REQUEST, _DECISIONS]
-    source = "" if request_write is RequestWrite.NONE else "FROM request_write"
-    parts.append(_EVENT.format(source=source))
-    if record:
-        parts.append(_LEDGER)
-    return "WITH " + ",".join(parts) + "\nSELECT sequence FROM event_write"
-
-
-#: The write statement for each (request write, record in the ledger) combination.
-WRITE: dict[tuple[RequestWrite, bool], str] = {
-    (kind, record): _write(kind, record) for kind in RequestWrite for record in (True, False)
-}
+    SELECT e.command_id, e.payload_hash, w.sequence, e.request_id, e.event_type
+    FROM event_write AS w JOIN event_rows AS e ON e.event_id = w.event_id
+    WHERE e.record
+)
+SELECT event_id::text, sequence FROM event_write
+"""
 
 #: A transaction that holds claimed outbox rows while it waits for the broker's confirms
 #: (which may take up to the publisher's confirm timeout, twice): the session's

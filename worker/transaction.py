@@ -18,8 +18,6 @@ transaction (an expiry sweep) it runs in a savepoint of it.
 from __future__ import annotations
 
 import contextlib
-import json
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -32,9 +30,7 @@ from governance.codec import (
     actor_from_dict,
     actor_to_dict,
     intent_from_dict,
-    intent_to_dict,
     requirement_from_dict,
-    requirement_to_dict,
 )
 from governance.commands import (
     REQUEST_ID_PATTERN,
@@ -42,7 +38,6 @@ from governance.commands import (
     CommandType,
     InvalidCommand,
     SupersedeArgs,
-    canonical_json,
     command_digest,
     command_id_of,
     parse_actor,
@@ -51,19 +46,15 @@ from governance.commands import (
 )
 from governance.events import (
     APPLIED,
-    applied_event,
-    applied_routing_key,
-    rejected_event,
-    rejected_routing_key,
     with_sequence,
 )
 from governance.model import Actor, MutationRequest, PendingReason, RequestContext, Status
-from governance.proof import chain_hash, chained_decision
 from governance.rules import Applied, Rejection, RejectionCode, decide, requests_to_lock
 from governance.trust import Principal, authorize
 from worker import sql
 from worker.errors import InfrastructureError, TransientConflict, translate
 from worker.verification import SIGNED, KeyRecord, Trust, authenticate, principal_from_row
+from worker.writes import EventWrite, RunWrites
 
 #: Reruns of a transaction that lost a benign race (see ``TransientConflict``).
 MAX_ATTEMPTS = 5
@@ -95,15 +86,6 @@ class StoredOutcome:
     @property
     def applied(self) -> bool:
         return bool(self.event["event_type"] == APPLIED)
-
-
-@dataclass(frozen=True, slots=True)
-class _Write:
-    request_write: sql.RequestWrite
-    record: bool
-    params: dict[str, Any]
-    body: dict[str, Any]
-    routing_key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,13 +237,13 @@ def _run(
             for item in prepared:
                 plan.decide(item)
 
-            # Round trip 2: every write, then the commit.
-            cursors = [
-                conn.execute(sql.WRITE[w.request_write, w.record], w.params) for w in plan.writes
-            ]
+            # Round trip 2: every write in one statement, then the commit.
+            written = (
+                conn.execute(sql.WRITE_RUN, plan.writes.params()) if plan.writes.events else None
+            )
             conn.execute(boundary.commit)
             pipeline.sync()
-            sequences = [_first(cursor) for cursor in cursors]
+            sequences = {} if written is None else dict(written.fetchall())
     except BaseException:
         _undo(conn, boundary)
         raise
@@ -270,8 +252,7 @@ def _run(
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    write_index: int
-    request_id: str | None
+    event: EventWrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +283,7 @@ class _Plan:
         self.principals = principals
         #: The head of each locked request's decision chain, as this run leaves it.
         self.heads = heads
-        self.writes: list[_Write] = []
+        self.writes = RunWrites()
         #: Per input: a ready result, a write of this run, or a repeat of an earlier input.
         self._slots: list[Result | _Pending | _SameAs] = []
         #: command_id → (digest, slot) of its first appearance in this run.
@@ -381,9 +362,18 @@ class _Plan:
         )
         if isinstance(outcome, Applied):
             self.requests[command.request_id] = outcome.request
-            write = self._applied_write(item, command, outcome, now)
+            event, self.heads[command.request_id] = self.writes.applied(
+                command,
+                outcome,
+                digest=item.digest,
+                now=now,
+                authenticated=self._proved,
+                locked=current,
+                chain_head=self.heads.get(command.request_id),
+                signed_command=item.payload,
+            )
         else:
-            write = _rejection_write(
+            event = self._rejection(
                 item,
                 now,
                 current,
@@ -392,7 +382,7 @@ class _Plan:
                 authenticated=self._proved,
                 actor=command.actor,
             )
-        self._write(write)
+        self._slots.append(_Pending(event))
 
     @property
     def _proved(self) -> bool:
@@ -405,8 +395,35 @@ class _Plan:
         """Answer a command that never reached the rules (invalid, duplicate, unproved): its
         author was not proved, whatever the mode."""
         now = self._clock(request_id)
-        self._write(
-            _rejection_write(item, now, None, rejection, record=record, authenticated=False)
+        event = self._rejection(item, now, None, rejection, record=record, authenticated=False)
+        self._slots.append(_Pending(event))
+
+    def _rejection(
+        self,
+        item: _Prepared,
+        now: datetime,
+        current: MutationRequest | None,
+        rejection: Rejection,
+        *,
+        record: bool,
+        authenticated: bool,
+        actor: Actor | None = None,
+    ) -> EventWrite:
+        """The write of a rejection. ``actor`` is who sent the command as far as the worker
+        knows (the registry's actor, once authenticated); otherwise what can be read of the
+        message."""
+        command_type, request_id, readable_actor = _readable_parts(item.payload)
+        return self.writes.rejected(
+            command_id=item.command_id,
+            digest=item.digest,
+            command_type=command_type,
+            request_id=request_id,
+            actor=actor if actor is not None else readable_actor,
+            rejection=rejection,
+            current=current,
+            now=now,
+            authenticated=authenticated,
+            record=record,
         )
 
     def _authorize(
@@ -426,32 +443,6 @@ class _Plan:
         assert principal is not None
         return authorize(command, principal, current)
 
-    def _applied_write(
-        self, item: _Prepared, command: Command, applied: Applied, now: datetime
-    ) -> _Write:
-        """The guarded write of an applied command, its decisions chained to the request's
-        earlier ones and its signed form kept beside them."""
-        request_id = command.request_id
-        write = _applied_write(command, applied, item.digest, now, authenticated=self._proved)
-        head = self.heads.get(request_id)
-        hashes = []
-        for position, decision in enumerate(write.body["decisions"], start=1):
-            head = chain_hash(
-                head,
-                chained_decision(
-                    request_id, applied.request.revision, position, command.command_id, decision
-                ),
-            )
-            hashes.append(head)
-        self.heads[request_id] = head
-        write.params.update(
-            chain_hashes=hashes,
-            chain_head=head,
-            key_id=command.auth.key_id if command.auth is not None and self._proved else None,
-            signed_command=json.dumps(item.payload, ensure_ascii=False, separators=(",", ":")),
-        )
-        return write
-
     def _clock(self, request_id: str | None) -> datetime:
         """The decision time for a command on ``request_id``: the transaction's clock, but
         never earlier than the request's last change, which a transaction that started
@@ -467,11 +458,7 @@ class _Plan:
             return self.requests.get(args.superseding_request_id)
         return None
 
-    def _write(self, write: _Write) -> None:
-        self._slots.append(_Pending(len(self.writes), write.params["event_request_id"]))
-        self.writes.append(write)
-
-    def results(self, sequences: list[Any]) -> list[Result]:
+    def results(self, sequences: Mapping[str, int]) -> list[Result]:
         out: list[Result] = []
         for slot in self._slots:
             if isinstance(slot, StoredOutcome | NotACommand):
@@ -482,20 +469,19 @@ class _Plan:
                 assert isinstance(first, StoredOutcome)
                 out.append(replace(first, replayed=True))
             else:
-                index = slot.write_index
-                if sequences[index] is None:
+                event = slot.event
+                sequence = sequences.get(event.event_id)
+                if sequence is None:
                     # A guarded write matched no row: should be impossible under the locks.
                     raise TransientConflict("a guarded write matched no row")
-                write = self.writes[index]
-                sequence = int(sequences[index])
                 out.append(
                     StoredOutcome(
-                        with_sequence(write.body, sequence),
-                        write.routing_key,
+                        with_sequence(event.body, sequence),
+                        event.routing_key,
                         sequence,
                         False,
-                        request_id=slot.request_id,
-                        behind_backlog=slot.request_id in self.behind,
+                        request_id=event.request_id,
+                        behind_backlog=event.request_id in self.behind,
                     )
                 )
         return out
@@ -518,104 +504,10 @@ def _undo(conn: psycopg.Connection[Any], boundary: _Boundary) -> None:
         conn.execute(boundary.undo)
 
 
-def _first(cursor: psycopg.Cursor[Any]) -> Any:
-    """The first column of the statement's row, or None when it returned none."""
-    row = cursor.fetchone()
-    return None if row is None else row[0]
-
-
 def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
     row = cursor.fetchone()
     assert row is not None
     return tuple(row)
-
-
-def _applied_write(
-    command: Command, applied: Applied, digest: str, now: datetime, *, authenticated: bool
-) -> _Write:
-    request = applied.request
-    body = applied_event(
-        command,
-        applied,
-        event_id=str(uuid.uuid4()),
-        occurred_at=now,
-        authenticated=authenticated,
-    )
-    routing_key = applied_routing_key(command.type.value)
-    params: dict[str, Any] = {
-        "request_id": request.request_id,
-        "status": request.status.value,
-        "pending_reason": request.pending_reason.value if request.pending_reason else None,
-        "approval_requirements": canonical_json(
-            [requirement_to_dict(r) for r in request.approval_requirements]
-        ),
-        "expected_state_version": request.expected_state_version,
-        "expires_at": request.expires_at,
-        "updated_at": request.updated_at,
-        "metadata": canonical_json(request.metadata),
-        "expected_revision": command.expected_revision,
-        "decisions": canonical_json(body["decisions"]),
-        **_event_params(command.command_id, digest, command.request_id, body, routing_key),
-    }
-    if command.type is CommandType.SUBMIT:
-        params.update(
-            state_id=request.state_id,
-            state_type=request.state_type,
-            mutation_type=request.mutation_type,
-            intent=canonical_json(intent_to_dict(request.intent)),
-            context=canonical_json(
-                {"actor": actor_to_dict(request.context.actor), "reason": request.context.reason}
-            ),
-            revision=request.revision,
-            created_at=request.created_at,
-        )
-        kind = sql.RequestWrite.INSERT
-    else:
-        kind = sql.RequestWrite.UPDATE
-    return _Write(kind, True, params, body, routing_key)
-
-
-def _rejection_write(
-    item: _Prepared,
-    now: datetime,
-    current: MutationRequest | None,
-    rejection: Rejection,
-    *,
-    record: bool,
-    authenticated: bool,
-    actor: Actor | None = None,
-) -> _Write:
-    """The write of a rejection. ``actor`` is who sent the command as far as the worker knows
-    (the registry's actor, once authenticated); otherwise what can be read of the message."""
-    command_type, request_id, readable_actor = _readable_parts(item.payload)
-    body = rejected_event(
-        command_id=item.command_id,
-        command_type=command_type,
-        request_id=request_id,
-        actor=actor if actor is not None else readable_actor,
-        rejection=rejection,
-        current=current,
-        event_id=str(uuid.uuid4()),
-        occurred_at=now,
-        authenticated=authenticated,
-    )
-    routing_key = rejected_routing_key(rejection.code.value)
-    params = _event_params(item.command_id, item.digest, request_id, body, routing_key)
-    return _Write(sql.RequestWrite.NONE, record, params, body, routing_key)
-
-
-def _event_params(
-    command_id: str, digest: str, request_id: str | None, body: dict[str, Any], routing_key: str
-) -> dict[str, Any]:
-    return {
-        "command_id": command_id,
-        "payload_hash": digest,
-        "event_id": body["event_id"],
-        "event_type": body["event_type"],
-        "event_request_id": request_id,
-        "routing_key": routing_key,
-        "body": canonical_json(body),
-    }
 
 
 def _readable_parts(

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON_HEADER
+from producer.audit import verify_request
 from tests.integration.helpers import PATIENCE, Sender, code_of, get_all, request_row, submitted
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
@@ -46,6 +47,51 @@ def test_a_batch_decides_each_command_against_the_request_as_the_batch_left_it(
     assert outcome_codes(results) == [None, None, None, None]
     assert [r.event["revision"] for r in results if isinstance(r, StoredOutcome)] == [1, 2, 3, 4]
     assert request_row(db, request_id).revision == 4
+
+
+def test_a_batch_that_changes_one_request_many_times_keeps_its_history_in_order(
+    db: psycopg.Connection[Any],
+) -> None:
+    # Given a chain of commands on one new request, with another request's submit among them
+    request_id, other = new_id(), new_id()
+    batch = [
+        submit(request_id, initial_status="created"),
+        submit(other),
+        command("move_to_pending", request_id, 1, args={"pending_reason": "quota"}),
+        command("approve", request_id, 2),
+        command("mark_executed", request_id, 3),
+    ]
+    # When the batch is applied in one transaction (each table written by one statement)
+    results = apply_commands(db, batch)
+    # Then the events are logged in the order the batch decided them
+    assert outcome_codes(results) == [None] * 5
+    sequences = [r.sequence for r in results if isinstance(r, StoredOutcome)]
+    assert sequences == sorted(sequences)
+    # And the request holds the last state, its decisions and proofs one per revision
+    assert (request_row(db, request_id).revision, request_row(db, request_id).status) == (
+        4,
+        "executed",
+    )
+    decisions = db.execute(
+        "SELECT revision FROM request_decisions WHERE request_id = %s ORDER BY id", [request_id]
+    ).fetchall()
+    assert sorted({row[0] for row in decisions}) == [1, 2, 3, 4]
+    proofs = db.execute(
+        "SELECT revision FROM command_proofs WHERE request_id = %s ORDER BY revision",
+        [request_id],
+    ).fetchall()
+    assert [row[0] for row in proofs] == [1, 2, 3, 4]
+    # And every command's ledger row points at its own event
+    ledger = dict(
+        db.execute(
+            "SELECT command_id, event_sequence FROM processed_commands WHERE command_id = ANY(%s)",
+            [[c["command_id"] for c in batch]],
+        ).fetchall()
+    )
+    assert [ledger[c["command_id"]] for c in batch] == sequences
+    # And the decision chain of the request verifies
+    findings = verify_request(db, request_id)
+    assert findings is not None and findings.ok, findings.lines()
 
 
 def test_two_commands_on_one_snapshot_in_one_batch_have_one_winner(

@@ -1,0 +1,241 @@
+"""What one run of the guarded transaction writes, gathered so that it is one statement.
+
+A run decides its commands one after another; each outcome adds an outbox event (and, when
+recorded, a ledger row), and each applied command also its decisions, its proof and the new
+state of its request. :class:`RunWrites` collects all of it in decision order and hands
+:data:`worker.sql.WRITE_RUN` one JSON array per table, so that a batch of any size writes
+each table once.
+
+A request that several commands of the run change is written once, in the state the last of
+them left it, guarded by the revision the run locked it at; its decisions keep the revision
+each command gave it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from governance.codec import actor_to_dict, intent_to_dict, requirement_to_dict
+from governance.commands import Command, CommandType, canonical_json
+from governance.events import (
+    applied_event,
+    applied_routing_key,
+    rejected_event,
+    rejected_routing_key,
+)
+from governance.model import Actor, MutationRequest
+from governance.proof import chain_hash, chained_decision
+from governance.rules import Applied, Rejection
+
+
+@dataclass(frozen=True, slots=True)
+class EventWrite:
+    """An outcome event of the run, as it will be read back once it has a sequence."""
+
+    event_id: str
+    body: dict[str, Any]
+    routing_key: str
+    request_id: str | None
+
+
+@dataclass(slots=True)
+class RunWrites:
+    """Everything a run writes, in the order it decided it."""
+
+    events: list[EventWrite] = field(default_factory=list)
+    _event_rows: list[dict[str, Any]] = field(default_factory=list)
+    _decision_rows: list[dict[str, Any]] = field(default_factory=list)
+    _proof_rows: list[dict[str, Any]] = field(default_factory=list)
+    #: request_id → the row as the run leaves it (insertion order: the order of decision).
+    _request_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def applied(
+        self,
+        command: Command,
+        applied: Applied,
+        *,
+        digest: str,
+        now: datetime,
+        authenticated: bool,
+        locked: MutationRequest | None,
+        chain_head: str | None,
+        signed_command: dict[str, Any],
+    ) -> tuple[EventWrite, str | None]:
+        """Add an applied command: its event, ledger row, decisions chained on from
+        ``chain_head``, proof and request state. Returns the event and the new chain head.
+
+        ``locked`` is the request as the run locked it (None for a submit): the revision the
+        request write is guarded by."""
+        request = applied.request
+        body = applied_event(
+            command,
+            applied,
+            event_id=str(uuid.uuid4()),
+            occurred_at=now,
+            authenticated=authenticated,
+        )
+        head = chain_head
+        for position, decision in enumerate(body["decisions"], start=1):
+            head = chain_hash(
+                head,
+                chained_decision(
+                    request.request_id, request.revision, position, command.command_id, decision
+                ),
+            )
+            self._decision_rows.append(
+                {
+                    "request_id": request.request_id,
+                    "revision": request.revision,
+                    "position": position,
+                    "command_id": command.command_id,
+                    "decision": decision,
+                    "chain_hash": head,
+                }
+            )
+        self._proof_rows.append(
+            {
+                "request_id": request.request_id,
+                "revision": request.revision,
+                "command_id": command.command_id,
+                "key_id": command.auth.key_id
+                if command.auth is not None and authenticated
+                else None,
+                "signed_command": json.dumps(
+                    signed_command, ensure_ascii=False, separators=(",", ":")
+                ),
+            }
+        )
+        self._request(request, command, locked, head)
+        event = self._event(
+            command.command_id,
+            digest,
+            request.request_id,
+            body,
+            applied_routing_key(command.type.value),
+            record=True,
+            guarded=True,
+        )
+        return event, head
+
+    def rejected(
+        self,
+        *,
+        command_id: str,
+        digest: str,
+        command_type: str | None,
+        request_id: str | None,
+        actor: Actor | dict[str, Any] | None,
+        rejection: Rejection,
+        current: MutationRequest | None,
+        now: datetime,
+        authenticated: bool,
+        record: bool,
+    ) -> EventWrite:
+        """Add a rejection: its event, and its ledger row when ``record``."""
+        body = rejected_event(
+            command_id=command_id,
+            command_type=command_type,
+            request_id=request_id,
+            actor=actor,
+            rejection=rejection,
+            current=current,
+            event_id=str(uuid.uuid4()),
+            occurred_at=now,
+            authenticated=authenticated,
+        )
+        return self._event(
+            command_id,
+            digest,
+            request_id,
+            body,
+            rejected_routing_key(rejection.code.value),
+            record=record,
+            guarded=False,
+        )
+
+    def params(self) -> dict[str, str]:
+        """The parameters of :data:`worker.sql.WRITE_RUN`."""
+        return {
+            "requests": canonical_json(list(self._request_rows.values())),
+            "decisions": canonical_json(self._decision_rows),
+            "proofs": canonical_json(self._proof_rows),
+            "events": canonical_json(self._event_rows),
+        }
+
+    def _event(
+        self,
+        command_id: str,
+        digest: str,
+        request_id: str | None,
+        body: dict[str, Any],
+        routing_key: str,
+        *,
+        record: bool,
+        guarded: bool,
+    ) -> EventWrite:
+        event = EventWrite(body["event_id"], body, routing_key, request_id)
+        self._event_rows.append(
+            {
+                # Sequences are drawn in this order: the order the run decided.
+                "position": len(self._event_rows),
+                "event_id": event.event_id,
+                "event_type": body["event_type"],
+                "command_id": command_id,
+                "request_id": request_id,
+                "routing_key": routing_key,
+                "body": body,
+                "payload_hash": digest,
+                "record": record,
+                # Written only if its request write matched its guard.
+                "guarded": guarded,
+            }
+        )
+        self.events.append(event)
+        return event
+
+    def _request(
+        self,
+        request: MutationRequest,
+        command: Command,
+        locked: MutationRequest | None,
+        chain_head: str | None,
+    ) -> None:
+        earlier = self._request_rows.get(request.request_id)
+        if earlier is not None:
+            inserted, locked_revision = earlier["inserted"], earlier["locked_revision"]
+        else:
+            inserted = command.type is CommandType.SUBMIT
+            locked_revision = None if locked is None else locked.revision
+        self._request_rows[request.request_id] = {
+            "request_id": request.request_id,
+            "inserted": inserted,
+            "locked_revision": locked_revision,
+            "state_id": request.state_id,
+            "state_type": request.state_type,
+            "mutation_type": request.mutation_type,
+            "intent": intent_to_dict(request.intent),
+            "context": {
+                "actor": actor_to_dict(request.context.actor),
+                "reason": request.context.reason,
+            },
+            "status": request.status.value,
+            "pending_reason": request.pending_reason.value if request.pending_reason else None,
+            "approval_requirements": [
+                requirement_to_dict(r) for r in request.approval_requirements
+            ],
+            "revision": request.revision,
+            "expected_state_version": request.expected_state_version,
+            "expires_at": _instant(request.expires_at),
+            "created_at": _instant(request.created_at),
+            "updated_at": _instant(request.updated_at),
+            "metadata": request.metadata,
+            "chain_head": chain_head,
+        }
+
+
+def _instant(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
