@@ -16,9 +16,10 @@ in the snapshot of the band before (``covered``). Events are returned band after
 band in sequence order, paged by a sequence keyset (``band_after``).
 
 - A band is a fixed, finite set: whether a transaction is committed in a given snapshot never
-  changes, so the same band query asked later returns the same rows (no rows are deleted from
-  the log). A keyset over a fixed set misses nothing and repeats nothing, however much is
-  committed between its pages; a transaction still open at ``S`` is simply not in the band.
+  changes, so the same band query asked later returns the same rows (rows are deleted from
+  the log only below its retention horizon, see below). A keyset over a fixed set misses
+  nothing and repeats nothing, however much is committed between its pages; a transaction
+  still open at ``S`` is simply not in the band.
 - The bands partition the log: a transaction committed in one snapshot is committed in every
   later one, so each event belongs to exactly one band, the first whose snapshot sees its
   commit. An event held back from a band (its writer was still open, or had not started)
@@ -40,6 +41,12 @@ id that wraps around, is replaced by a frozen marker when vacuum freezes the row
 comparable with a ``pg_snapshot``. The ``(txid, sequence)`` index serves the later bands,
 whose rows all have ``txid >= pg_snapshot_xmin(covered)``.
 
+Retention deletes published events past the horizon, oldest first, and records the highest
+sequence it may have deleted (``log_horizon``). A reader in its first band whose position is
+below that would be handed a log with a hole where the pruned events were: it is refused with
+:class:`EventsPruned` instead. A later band's rows were committed after the band before it was
+complete, long after anything retention deletes.
+
 The position's size is bounded by the number of transactions open at its snapshots (their
 ids are listed in the snapshot text), not by how much has been read. A transaction left open
 for a long time does not stop the reader, but the later bands' index range starts at the
@@ -60,6 +67,22 @@ from psycopg.rows import tuple_row
 from governance.events import with_sequence
 
 _OPEN_BAND = "SELECT pg_current_snapshot()::text"
+
+_HORIZON = "SELECT pruned_through FROM log_horizon WHERE log = 'outbox'"
+
+
+class EventsPruned(LookupError):
+    """The log no longer holds the events asked for: those up to ``pruned_through`` are past
+    the retention horizon."""
+
+    def __init__(self, after: int, pruned_through: int) -> None:
+        super().__init__(
+            f"events up to sequence {pruned_through} are past the log's retention horizon; "
+            f"cannot replay from sequence {after + 1} (start at {pruned_through + 1} or later)"
+        )
+        self.after = after
+        self.pruned_through = pruned_through
+
 
 # The first band: every committed event above the position's sequence (walked by primary key).
 _FIRST_BAND = """
@@ -158,6 +181,10 @@ def _read_page(conn: psycopg.Connection[Any], position: LogPosition, limit: int)
             # One more than asked, to know whether the band ends on this page.
             "limit": limit + 1,
         }
+        if position.covered is None:
+            horizon = cursor.execute(_HORIZON).fetchone()
+            if horizon is not None and after < horizon[0]:
+                raise EventsPruned(after, int(horizon[0]))
         query = _FIRST_BAND if position.covered is None else _LATER_BAND
         # Not prepared: a custom plan sees the snapshot bounds and picks the right index.
         rows = cursor.execute(query, params, prepare=False).fetchall()
