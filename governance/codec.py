@@ -6,14 +6,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from governance.commands import (
-    Command,
-    MoveToPendingArgs,
-    RequirementArgs,
-    ResolveVersionArgs,
-    SubmitArgs,
-    SupersedeArgs,
-)
+import msgspec
+
+from governance.commands import Command, MoveToPendingArgs, SubmitArgs
 from governance.model import (
     Actor,
     ActorType,
@@ -305,13 +300,6 @@ def _args_to_dict(command: Command) -> dict[str, Any]:
         if args.expires_at is not None:
             out["expires_at"] = timestamp_to_wire(args.expires_at)
         return out
-    if isinstance(args, SupersedeArgs):
-        return {"superseding_request_id": args.superseding_request_id}
-    if isinstance(args, RequirementArgs):
-        return {"approval_id": args.approval_id}
-    if isinstance(args, ResolveVersionArgs):
-        return {
-            "current_state_version": args.current_state_version,
-            "strategy": args.strategy.value,
-        }
-    return {}
+    # The other args are msgspec models that are their own wire form.
+    built: dict[str, Any] = msgspec.to_builtins(args)
+    return built

@@ -22,7 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NoReturn, TypeVar
+from types import UnionType
+from typing import Annotated, Any, NoReturn, Union, cast, get_args, get_origin
+
+import msgspec
+from msgspec import Meta
 
 from governance.model import (
     Actor,
@@ -108,19 +112,201 @@ def _encodable(text: str) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True)
-class RequirementSpec:
+# --------------------------------------------------------------------------- the wire models
+#
+# The contract as msgspec types: ``msgspec.convert`` checks shapes, types, lengths, ranges,
+# enums, required and unknown fields in C, and ``governance.schema`` derives the JSON
+# Schemas from the same types. What a type cannot say (timestamps in range, metadata that
+# JSONB can store, the rules between fields) is checked after conversion, in plain Python.
+# The patterns use lookaheads and ``(?![\s\S])`` instead of ``$`` because ``$`` also
+# matches before a final newline, and they must mean the same to JSON Schema validators.
+
+IDENTIFIER_PATTERN = r"^(?![\s\S]*[\x00-\x1f\x7f])[\s\S]*\S"
+NAME_PATTERN = r"^(?![\s\S]*\x00)[\s\S]*\S"
+TEXT_PATTERN = r"^[^\x00]*(?![\s\S])"
+REQUEST_ID_WIRE_PATTERN = r"^[A-Za-z0-9._:-]{1,128}(?![\s\S])"
+_METADATA_RULES = (
+    f"at most {MAX_METADATA_BYTES} bytes as compact JSON, {MAX_NESTING_DEPTH} levels deep, "
+    f"numbers finite and within ±{MAX_SAFE}, no NUL characters"
+)
+
+#: An identifier: non-blank, no control characters.
+Identifier = Annotated[
+    str, Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=IDENTIFIER_PATTERN)
+]
+#: A name: non-blank, no NUL characters.
+Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)]
+StateVersion = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=NAME_PATTERN)]
+Signature = Annotated[
+    str, Meta(min_length=1, max_length=MAX_SIGNATURE_LENGTH, pattern=NAME_PATTERN)
+]
+#: Free text, possibly empty, without NUL characters.
+Label = Annotated[str, Meta(max_length=MAX_NAME_LENGTH, pattern=TEXT_PATTERN)]
+Prose = Annotated[str, Meta(max_length=MAX_TEXT_LENGTH, pattern=TEXT_PATTERN)]
+VersionText = Annotated[str, Meta(max_length=MAX_ID_LENGTH, pattern=TEXT_PATTERN)]
+RequestId = Annotated[str, Meta(pattern=REQUEST_ID_WIRE_PATTERN)]
+#: Read by :func:`parse_timestamp`, which accepts what ``datetime.fromisoformat`` does.
+Timestamp = Annotated[
+    str,
+    Meta(
+        description="ISO-8601 with a time zone, between 0001-01-02 and 9999-12-30 UTC",
+        extra_json_schema={"format": "date-time"},
+    ),
+]
+Revision = Annotated[int, Meta(ge=0, le=MAX_REVISION)]
+Metadata = Annotated[dict[str, Any], Meta(description=_METADATA_RULES)]
+
+
+class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A contract object: unknown fields are refused."""
+
+
+class WireActor(_Wire, frozen=True):
+    """Who sends the command."""
+
+    id: Identifier
+    name: Label | None = None
+    type: ActorType = ActorType.USER
+
+
+class WireBlastRadius(_Wire, frozen=True):
+    scope: BlastScope = BlastScope.SINGLE
+    estimated_affected_count: Revision = 1
+    description: Prose | None = None
+
+
+class WireIntent(_Wire, frozen=True):
+    """What the mutation means to do and how risky it is."""
+
+    operation_name: Name
+    category: Name = "general"
+    description: Prose | None = None
+    risk_level: RiskLevel = RiskLevel.LOW
+    is_reversible: bool = True
+    blast_radius: WireBlastRadius | None = None
+    tags: Annotated[tuple[Name, ...], Meta(max_length=MAX_TAGS)] = ()
+    metadata: Metadata | None = None
+
+
+class RequirementSpec(_Wire, frozen=True):
     """An approval requirement as a submitter asks for it: decided by the actor
     ``approver_id``, or granted by ``min_approvals`` distinct members of ``approver_group``
     (exactly one of the two is set)."""
 
-    approver_id: str | None = None
-    approval_id: str | None = None
-    approver_name: str | None = None
-    description: str | None = None
-    step_order: int = 1
-    approver_group: str | None = None
-    min_approvals: int = 1
+    approval_id: Identifier | None = None
+    approver_id: Identifier | None = None
+    approver_group: Identifier | None = None
+    min_approvals: Annotated[int, Meta(ge=1, le=MAX_MIN_APPROVALS)] = 1
+    approver_name: Label | None = None
+    description: Prose | None = None
+    step_order: Annotated[int, Meta(ge=1, le=1_000)] = 1
+
+
+class WireSubmitArgs(_Wire, frozen=True):
+    state_id: Identifier
+    state_type: Name
+    mutation_type: Name
+    intent: WireIntent
+    # Typed as any status so that an unknown one is named as such; only three may start.
+    initial_status: (
+        Annotated[Status, Meta(extra_json_schema={"enum": ["created", "pending", "approved"]})]
+        | None
+    ) = None
+    pending_reason: PendingReason | None = None
+    approval_requirements: (
+        Annotated[tuple[RequirementSpec, ...], Meta(max_length=MAX_REQUIREMENTS)] | None
+    ) = None
+    expected_state_version: VersionText | None = None
+    expires_at: Timestamp | None = None
+    metadata: Metadata | None = None
+
+
+class WireMoveToPendingArgs(_Wire, frozen=True):
+    pending_reason: PendingReason
+    expires_at: Timestamp | None = None
+
+
+# The args below, and the signature, are their own parsed form: nothing to derive.
+
+
+class NoArgs(_Wire, frozen=True):
+    """The args of a command that takes none: an empty object (or null, or left out)."""
+
+
+class SupersedeArgs(_Wire, frozen=True, kw_only=False):
+    superseding_request_id: RequestId
+
+
+class RequirementArgs(_Wire, frozen=True, kw_only=False):
+    approval_id: Identifier
+
+
+class ResolveVersionArgs(_Wire, frozen=True, kw_only=False):
+    current_state_version: StateVersion
+    strategy: ResolutionStrategy
+
+
+class CommandAuth(_Wire, frozen=True, kw_only=False):
+    """A command's signature: which registered key, and the signature (base64url). A member
+    left out is for authentication to refuse (as empty), not for validation."""
+
+    key_id: Identifier = ""
+    signature: Signature = ""
+
+
+class WireEnvelope(_Wire, frozen=True, tag_field="type"):
+    """The fields every command carries; ``type`` says which command it is."""
+
+    command_id: Identifier
+    request_id: RequestId
+    actor: WireActor
+    reason: Prose | None = None
+    metadata: Metadata | None = None
+    issued_at: Timestamp | None = None
+    audience: Identifier | None = None
+    auth: CommandAuth | None = None
+
+
+class _Submission(WireEnvelope, frozen=True, kw_only=True):
+    # A submit creates its request: it may only expect revision 0, the one before it.
+    expected_revision: Annotated[int, Meta(ge=0, le=0)] | None = None
+
+
+class _Transition(WireEnvelope, frozen=True, kw_only=True):
+    expected_revision: Revision
+
+
+#: The args each command type takes; the others take none (an empty object or null).
+_ARGS_MODELS: dict[CommandType, Any] = {
+    CommandType.SUBMIT: WireSubmitArgs,
+    CommandType.MOVE_TO_PENDING: WireMoveToPendingArgs,
+    CommandType.SUPERSEDE: SupersedeArgs,
+    CommandType.APPROVE_REQUIREMENT: RequirementArgs,
+    CommandType.REJECT_REQUIREMENT: RequirementArgs,
+    CommandType.RESOLVE_VERSION: ResolveVersionArgs,
+}
+
+
+def _command_model(command_type: CommandType) -> Any:
+    args = _ARGS_MODELS.get(command_type)
+    return msgspec.defstruct(
+        "Wire" + command_type.title().replace("_", ""),
+        [("args", args) if args else ("args", NoArgs | None, None)],
+        bases=(_Submission if command_type is CommandType.SUBMIT else _Transition,),
+        module=__name__,
+        tag=command_type.value,
+        frozen=True,
+        kw_only=True,
+    )
+
+
+#: The wire model of each command type (``WireSubmit``, ``WireApprove``, ...), by type.
+WIRE_COMMANDS: dict[str, Any] = {t.value: _command_model(t) for t in CommandType}
+#: Any command: the union msgspec picks a member of by ``type``.
+WireCommand: Any = Union[tuple(WIRE_COMMANDS.values())]  # noqa: UP007 - built at run time
+
+
+# --------------------------------------------------------------------------- the parsed form
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,38 +329,9 @@ class MoveToPendingArgs:
     expires_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NoArgs:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class SupersedeArgs:
-    superseding_request_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class RequirementArgs:
-    approval_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResolveVersionArgs:
-    current_state_version: str
-    strategy: ResolutionStrategy
-
-
 CommandArgs = (
     SubmitArgs | MoveToPendingArgs | NoArgs | SupersedeArgs | RequirementArgs | ResolveVersionArgs
 )
-
-
-@dataclass(frozen=True, slots=True)
-class CommandAuth:
-    """A command's signature: which registered key, and the signature (base64url)."""
-
-    key_id: str
-    signature: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,9 +355,19 @@ class Command:
     auth: CommandAuth | None = None
 
 
-# --------------------------------------------------------------------------- primitives
+# --------------------------------------------------------------------------- refusals
+#
+# msgspec says what is wrong in its own words (``Expected `str` of length <= 128 - at
+# `$.args.state_id```); a refusal says it in the contract's, from the declared type at that
+# path and the value found there. This runs only for a command that is refused.
 
-_T = TypeVar("_T", bound=StrEnum)
+_MISSING: Any = object()
+#: What a list of the contract holds, and what its items are called, for its refusals.
+_LISTS = {
+    "tags": ("a list of strings", "tags"),
+    "approval_requirements": ("a list of requirement objects", "requirements"),
+}
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 def _fail(field: str, message: str) -> NoReturn:
@@ -215,6 +382,9 @@ def _describe(value: object) -> str:
     if isinstance(value, str):
         shown = value if len(value) <= 40 else value[:37] + "..."
         return json.dumps(shown)
+    if isinstance(value, int) and value.bit_length() > 256:
+        # Python refuses to print an integer of some thousands of digits.
+        return f"an integer of {value.bit_length()} bits"
     if isinstance(value, int | float):
         return f"the number {value!r}"
     if isinstance(value, list):
@@ -224,84 +394,173 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _object(value: object, field: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        _fail(field, f"expected a JSON object, got {_describe(value)}")
-    for key in value:
-        if not isinstance(key, str):
-            _fail(field, "expected an object with string keys")
-    return value
-
-
-def _no_unknown_keys(obj: Mapping[str, Any], allowed: frozenset[str], prefix: str) -> None:
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        _fail(
-            f"{prefix}{unknown[0]}", f"unknown field; expected one of {', '.join(sorted(allowed))}"
-        )
-
-
-def _string(
-    value: object, field: str, *, max_length: int, min_length: int = 1, strip_check: bool = True
-) -> str:
-    if not isinstance(value, str):
-        _fail(field, f"expected a string, got {_describe(value)}")
-    if len(value) < min_length:
-        _fail(field, f"expected at least {min_length} character(s), got an empty string")
-    if len(value) > max_length:
-        _fail(field, f"expected at most {max_length} characters, got {len(value)}")
-    if strip_check and min_length > 0 and not value.strip():
-        _fail(field, "expected a non-blank string")
-    if any(ch in value for ch in "\x00"):
-        _fail(field, "expected no NUL characters")
-    if not _encodable(value):
-        _fail(field, "expected valid Unicode text, got a lone surrogate")
-    return value
-
-
-def _optional_string(value: object, field: str, *, max_length: int) -> str | None:
-    if value is None:
-        return None
-    return _string(value, field, max_length=max_length, min_length=0, strip_check=False)
-
-
-def _identifier(value: object, field: str) -> str:
-    text = _string(value, field, max_length=MAX_ID_LENGTH)
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        _fail(field, "expected no control characters")
-    return text
-
-
-def _request_id(value: object, field: str) -> str:
-    if not isinstance(value, str):
-        _fail(field, f"expected a string, got {_describe(value)}")
-    if not REQUEST_ID_PATTERN.fullmatch(value):
-        _fail(field, f"expected 1..128 characters of [A-Za-z0-9._:-], got {_describe(value)}")
-    return value
-
-
-def _integer(value: object, field: str, *, minimum: int, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        _fail(field, f"expected an integer, got {_describe(value)}")
-    if value < minimum or value > maximum:
-        _fail(field, f"expected an integer from {minimum} to {maximum}, got {value}")
-    return value
-
-
-def _boolean(value: object, field: str) -> bool:
-    if not isinstance(value, bool):
-        _fail(field, f"expected true or false, got {_describe(value)}")
-    return value
-
-
-def _enum(enum_type: type[_T], value: object, field: str) -> _T:
-    allowed = ", ".join(member.value for member in enum_type)
-    if not isinstance(value, str):
-        _fail(field, f"expected one of {allowed}, got {_describe(value)}")
+def _convert(value: object, target: Any, field: str) -> Any:
+    """``value`` as the wire type ``target``, or :class:`InvalidCommand` naming the culprit
+    by its dotted path under ``field``."""
     try:
-        return enum_type(value)
-    except ValueError:
-        _fail(field, f"expected one of {allowed}, got {_describe(value)}")
+        return msgspec.convert(value, target)
+    except msgspec.ValidationError as exc:
+        plain = _plain_strings(value)
+        if plain is not value:
+            return _convert(plain, target, field)
+        _refuse(str(exc), value, target, field)
+    except UnicodeEncodeError:
+        # msgspec quoting a lone surrogate (an unknown field's name, say) in its message.
+        _refuse_surrogate(value, field)
+        _fail(field or "command", "expected valid Unicode text, got a lone surrogate")
+
+
+def _plain_strings(value: Any, depth: int = 0) -> Any:
+    """``value`` with every ``str`` subclass (a ``StrEnum`` member from a Python caller) as a
+    plain ``str``, which msgspec insists on; ``value`` itself when it holds none."""
+    if isinstance(value, str):
+        return value if type(value) is str else str.__str__(value)
+    if depth > MAX_NESTING_DEPTH + 2:
+        return value
+    if isinstance(value, dict):
+        plain: Any = {key: _plain_strings(item, depth + 1) for key, item in value.items()}
+        same = all(plain[key] is item for key, item in value.items())
+    elif isinstance(value, list):
+        plain = [_plain_strings(item, depth + 1) for item in value]
+        same = all(new is old for new, old in zip(plain, value, strict=True))
+    else:
+        return value
+    return value if same else plain
+
+
+def _refuse(error: str, value: object, target: Any, field: str) -> NoReturn:
+    text, _, where = error.partition(" - at `")
+    in_key = where.startswith("key` in `")
+    path = where.removeprefix("key` in `").rstrip("`").removeprefix("$").removeprefix(".")
+    parts = [int(index) if index else key for key, index in _PATH_PART.findall(path)]
+    name = _joined(field, path) or "command"
+    kind = value.get("type") if isinstance(value, dict) else None
+    declared = _declared(WireEnvelope if target is WireCommand else target, parts)
+    found = _value_at(value, parts)
+    if text.startswith("Object missing required field `"):
+        missing = text.removeprefix("Object missing required field `").rstrip("`")
+        revision = missing == "expected_revision"
+        _fail(_joined(field, path, missing), f"required for {kind}" if revision else "required")
+    if text.startswith("Object contains unknown field `"):
+        allowed = {f.name for f in msgspec.structs.fields(_unwrapped(declared)[0])}
+        allowed |= set() if parts or field else {"type"}
+        unknown = min(key for key in found if isinstance(key, str) and key not in allowed)
+        if not allowed:
+            _fail(_joined(field, path, unknown), f"unknown field; {kind} takes no args")
+        expected = ", ".join(sorted(allowed))
+        _fail(_joined(field, path, unknown), f"unknown field; expected one of {expected}")
+    if in_key:
+        _fail(name, "expected an object with string keys")
+    if name == "expected_revision" and found is None:
+        _fail(name, f"required for {kind}")
+    _explain(CommandType if name == "type" else declared, found, name)
+    _fail(name, text[:1].lower() + text[1:])
+
+
+def _joined(*parts: str) -> str:
+    return ".".join(part for part in parts if part)
+
+
+def _value_at(value: Any, parts: list[str | int]) -> Any:
+    for part in parts:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return value
+
+
+def _declared(target: Any, parts: list[str | int]) -> Any:
+    """The declared type at ``parts`` inside the wire type ``target`` (a missing ``type``
+    or one of no command has none)."""
+    declared = target
+    for part in parts:
+        declared = _unwrapped(declared)[0]
+        if isinstance(part, int):
+            declared = get_args(declared)[0]
+        elif isinstance(declared, type) and issubclass(declared, msgspec.Struct):
+            declared = {f.name: f.type for f in msgspec.structs.fields(declared)}.get(part)
+    return declared
+
+
+def _unwrapped(declared: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``declared`` without ``| None`` and ``Annotated``, and its metadata."""
+    members = [t for t in get_args(declared) if t is not type(None)]
+    if get_origin(declared) in (Union, UnionType) and len(members) == 1:
+        declared = members[0]
+    if get_origin(declared) is Annotated:
+        return get_args(declared)[0], declared.__metadata__
+    return declared, ()
+
+
+def _explain(declared: Any, value: Any, field: str) -> None:
+    """Refuse ``value`` as a ``declared`` in the contract's words, if it is not one."""
+    base, metadata = _unwrapped(declared)
+    meta = next((m for m in metadata if isinstance(m, Meta)), Meta())
+    got = _describe(value)
+    if isinstance(base, type) and issubclass(base, StrEnum):
+        allowed = [member.value for member in base]
+        if not isinstance(value, str) or value not in allowed:
+            _fail(field, f"expected one of {', '.join(allowed)}, got {got}")
+    elif base is bool and not isinstance(value, bool):
+        _fail(field, f"expected true or false, got {got}")
+    elif base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(field, f"expected an integer, got {got}")
+        low, high = int(meta.ge or 0), int(MAX_REVISION if meta.le is None else meta.le)
+        if not low <= value <= high:
+            shown = value if value.bit_length() <= 256 else got
+            _fail(field, f"expected an integer from {low} to {high}, got {shown}")
+    elif base is str and (meta.extra_json_schema or {}).get("format") == "date-time":
+        parse_timestamp(value, field)
+    elif base is str:
+        _explain_string(value, field, meta)
+    elif get_origin(base) is tuple:
+        what, noun = _LISTS[field.rsplit(".", 1)[-1]]
+        if not isinstance(value, list):
+            _fail(field, f"expected {what}, got {got}")
+        if meta.max_length is not None and len(value) > meta.max_length:
+            _fail(field, f"expected at most {meta.max_length} {noun}, got {len(value)}")
+    elif not isinstance(value, dict):
+        _fail(field, f"expected a JSON object, got {got}")
+
+
+def _explain_string(value: object, field: str, meta: Meta) -> None:
+    if not isinstance(value, str):
+        _fail(field, f"expected a string, got {_describe(value)}")
+    if meta.pattern == REQUEST_ID_WIRE_PATTERN:
+        _fail(field, f"expected 1..128 characters of [A-Za-z0-9._:-], got {_describe(value)}")
+    if meta.min_length and len(value) < meta.min_length:
+        _fail(field, f"expected at least {meta.min_length} character(s), got an empty string")
+    if meta.max_length is not None and len(value) > meta.max_length:
+        _fail(field, f"expected at most {meta.max_length} characters, got {len(value)}")
+    if meta.pattern != TEXT_PATTERN and not value.strip():
+        _fail(field, "expected a non-blank string")
+    if "\x00" in value:
+        _fail(field, "expected no NUL characters")
+    if meta.pattern == IDENTIFIER_PATTERN:
+        _fail(field, "expected no control characters")
+
+
+def _refuse_surrogate(value: object, field: str, depth: int = 0) -> None:
+    """Refuse the first lone surrogate in ``value``, a string or an object's key, by its
+    path (looking no deeper than any value may nest)."""
+    if isinstance(value, str) and not _encodable(value):
+        _fail(field or "command", "expected valid Unicode text, got a lone surrogate")
+    if depth > MAX_NESTING_DEPTH + 2:
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_surrogate(item, f"{field}[{index}]", depth + 1)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = _joined(field, str(key))
+            if isinstance(key, str) and not _encodable(key):
+                _fail(inner, "expected valid Unicode text, got a lone surrogate")
+            _refuse_surrogate(item, inner, depth + 1)
+
+
+# --------------------------------------------------------------------------- what types cannot say
 
 
 def check_timestamp(value: datetime, field: str) -> datetime:
@@ -341,7 +600,7 @@ def parse_timestamp(value: object, field: str) -> datetime:
     return _in_range(parsed, field, value)
 
 
-def _optional_timestamp(value: object, field: str) -> datetime | None:
+def _optional_timestamp(value: str | None, field: str) -> datetime | None:
     return None if value is None else parse_timestamp(value, field)
 
 
@@ -389,15 +648,166 @@ def _check_integer_digits(value: int, field: str) -> None:
         _fail(field, f"expected an integer of at most {digits} digits")
 
 
-def _metadata(value: object, field: str) -> dict[str, Any]:
-    if value is None:
+def _metadata(value: dict[str, Any] | None, field: str) -> dict[str, Any]:
+    if not value:
         return {}
-    obj = _object(value, field)
-    _check_json_value(obj, field)
-    size = len(canonical_json(obj).encode("utf-8"))
+    _check_json_value(value, field)
+    size = len(canonical_json(value).encode("utf-8"))
     if size > MAX_METADATA_BYTES:
         _fail(field, f"expected at most {MAX_METADATA_BYTES} bytes serialized, got {size}")
-    return dict(obj)
+    return value
+
+
+def _check_requirement(spec: RequirementSpec, given: Mapping[str, Any], field: str) -> None:
+    # A null approver_group is as good as none, as for the other optional fields; a null
+    # approver_id without a group stays the type error it always was.
+    if spec.approver_group is None and spec.approver_id is None:
+        missing = "approver_id" not in given
+        _fail(
+            f"{field}.approver_id",
+            "required (or approver_group)" if missing else "expected a string, got null",
+        )
+    if spec.approver_group is not None and spec.approver_id is not None:
+        _fail(f"{field}.approver_group", "expected either approver_id or approver_group, not both")
+    if spec.min_approvals > 1 and spec.approver_group is None:
+        _fail(
+            f"{field}.min_approvals",
+            f"expected 1 for a named approver, got {spec.min_approvals}; more than one approval "
+            "needs approver_group",
+        )
+
+
+def _intent(wire: WireIntent) -> Intent:
+    blast = wire.blast_radius or WireBlastRadius()
+    return Intent(
+        operation_name=wire.operation_name,
+        category=wire.category,
+        description=wire.description or "",
+        risk_level=wire.risk_level,
+        is_reversible=wire.is_reversible,
+        blast_radius=BlastRadius(
+            blast.scope, blast.estimated_affected_count, blast.description or ""
+        ),
+        tags=wire.tags,
+        metadata=_metadata(wire.metadata, "args.intent.metadata"),
+    )
+
+
+def _submit_args(wire: WireSubmitArgs, given: Mapping[str, Any]) -> SubmitArgs:
+    requirements = wire.approval_requirements or ()
+    for index, spec in enumerate(requirements):
+        as_given = given["approval_requirements"][index]
+        _check_requirement(spec, as_given, f"args.approval_requirements[{index}]")
+    given_ids = [spec.approval_id for spec in requirements if spec.approval_id is not None]
+    if len(given_ids) != len(set(given_ids)):
+        _fail("args.approval_requirements", "expected unique approval_id values")
+    pending_reason = wire.pending_reason
+    initial_status = wire.initial_status
+    if initial_status is None:
+        initial_status = Status.PENDING if requirements or pending_reason else Status.CREATED
+    elif initial_status not in (Status.CREATED, Status.PENDING, Status.APPROVED):
+        _fail(
+            "args.initial_status",
+            f"expected one of created, pending, approved, got {_describe(initial_status.value)}",
+        )
+    if requirements:
+        if initial_status is not Status.PENDING:
+            _fail(
+                "args.initial_status",
+                "approval_requirements imply pending; expected pending or no initial_status, "
+                f"got {_describe(initial_status.value)}",
+            )
+        if pending_reason not in (None, PendingReason.APPROVAL):
+            _fail(
+                "args.pending_reason",
+                "approval_requirements imply pending_reason approval, "
+                f"got {_describe(pending_reason)}",
+            )
+    if initial_status is Status.PENDING and pending_reason is None:
+        pending_reason = PendingReason.APPROVAL
+    if initial_status is not Status.PENDING and pending_reason is not None:
+        _fail(
+            "args.pending_reason",
+            "only allowed when initial_status is pending, "
+            f"got initial_status {initial_status.value}",
+        )
+    if wire.expires_at is not None and initial_status is not Status.PENDING:
+        _fail("args.expires_at", "only allowed when initial_status is pending")
+    return SubmitArgs(
+        state_id=wire.state_id,
+        state_type=wire.state_type,
+        mutation_type=wire.mutation_type,
+        intent=_intent(wire.intent),
+        initial_status=initial_status,
+        pending_reason=pending_reason,
+        approval_requirements=requirements,
+        expected_state_version=wire.expected_state_version,
+        expires_at=_optional_timestamp(wire.expires_at, "args.expires_at"),
+        metadata=_metadata(wire.metadata, "args.metadata"),
+    )
+
+
+def _args(wire: object, given: Any) -> CommandArgs:
+    """The parsed form of ``wire``, the args as converted from ``given``."""
+    if isinstance(wire, WireSubmitArgs):
+        return _submit_args(wire, given)
+    if isinstance(wire, WireMoveToPendingArgs):
+        return MoveToPendingArgs(
+            wire.pending_reason, _optional_timestamp(wire.expires_at, "args.expires_at")
+        )
+    return NoArgs() if wire is None else cast("CommandArgs", wire)
+
+
+def _actor(wire: WireActor) -> Actor:
+    return Actor(id=wire.id, name=wire.name, type=wire.type)
+
+
+def parse_actor(value: object, field: str = "actor") -> Actor:
+    """An actor object: ``{"id": ..., "name"?: ..., "type"?: user|service|...}``."""
+    actor = _actor(_convert(value, WireActor, field))
+    _refuse_surrogate(value, field)
+    return actor
+
+
+def command_id_of(payload: object) -> str | None:
+    """The command's usable ``command_id``, or None when the message cannot be answered."""
+    if not isinstance(payload, dict):
+        return None
+    try:
+        command_id: str = _convert(payload.get("command_id"), Identifier, "command_id")
+    except InvalidCommand:
+        return None
+    return command_id if _encodable(command_id) else None
+
+
+def parse_command(payload: object) -> Command:
+    """Validate a decoded command message; raise :class:`InvalidCommand` naming the field."""
+    kind = payload.get("type") if isinstance(payload, dict) else None
+    # Straight to the type's model when the type is known (msgspec caches a class's decoding
+    # plan, not a union's); the union words what is wrong with an unknown or missing one.
+    target = WIRE_COMMANDS.get(kind, WireCommand) if isinstance(kind, str) else WireCommand
+    wire = _convert(payload, target, "")
+    command_type = CommandType(wire.__struct_config__.tag)
+    command = Command(
+        command_id=wire.command_id,
+        type=command_type,
+        request_id=wire.request_id,
+        expected_revision=None if command_type is CommandType.SUBMIT else wire.expected_revision,
+        actor=_actor(wire.actor),
+        args=_args(wire.args, cast("dict[str, Any]", payload).get("args")),
+        reason=wire.reason,
+        metadata=_metadata(wire.metadata, "metadata"),
+        issued_at=_optional_timestamp(wire.issued_at, "issued_at"),
+        audience=wire.audience,
+        auth=wire.auth,
+    )
+    try:
+        # Every string is now known to be JSON, so only a lone surrogate can fail to encode.
+        msgspec.json.encode(payload)
+    except UnicodeEncodeError:
+        _refuse_surrogate(payload, "")
+        _fail("command", "expected valid Unicode text, got a lone surrogate")
+    return command
 
 
 def canonical_json(value: object) -> str:
@@ -457,387 +867,10 @@ def _canonical(value: Any) -> Any:
         return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, msgspec.Struct):
+        return {name: _canonical(getattr(value, name)) for name in value.__struct_fields__}
     if isinstance(value, tuple | list):
         return [_canonical(item) for item in value]
     if isinstance(value, dict):
         return {key: _canonical(item) for key, item in value.items()}
     return value
-
-
-# --------------------------------------------------------------------------- sections
-
-_TOP_LEVEL = frozenset(
-    {
-        "command_id",
-        "type",
-        "request_id",
-        "expected_revision",
-        "actor",
-        "reason",
-        "metadata",
-        "args",
-        "issued_at",
-        "audience",
-        "auth",
-    }
-)
-_AUTH_FIELDS = frozenset({"key_id", "signature"})
-_ACTOR_FIELDS = frozenset({"id", "name", "type"})
-_INTENT_FIELDS = frozenset(
-    {
-        "operation_name",
-        "category",
-        "description",
-        "risk_level",
-        "is_reversible",
-        "blast_radius",
-        "tags",
-        "metadata",
-    }
-)
-_BLAST_FIELDS = frozenset({"scope", "estimated_affected_count", "description"})
-_REQUIREMENT_FIELDS = frozenset(
-    {
-        "approval_id",
-        "approver_id",
-        "approver_group",
-        "min_approvals",
-        "approver_name",
-        "description",
-        "step_order",
-    }
-)
-_ARGS_FIELDS: dict[CommandType, frozenset[str]] = {
-    CommandType.SUBMIT: frozenset(
-        {
-            "state_id",
-            "state_type",
-            "mutation_type",
-            "intent",
-            "initial_status",
-            "pending_reason",
-            "approval_requirements",
-            "expected_state_version",
-            "expires_at",
-            "metadata",
-        }
-    ),
-    CommandType.MOVE_TO_PENDING: frozenset({"pending_reason", "expires_at"}),
-    CommandType.SUPERSEDE: frozenset({"superseding_request_id"}),
-    CommandType.APPROVE_REQUIREMENT: frozenset({"approval_id"}),
-    CommandType.REJECT_REQUIREMENT: frozenset({"approval_id"}),
-    CommandType.RESOLVE_VERSION: frozenset({"current_state_version", "strategy"}),
-}
-
-
-def parse_actor(value: object, field: str = "actor") -> Actor:
-    """An actor object: ``{"id": ..., "name"?: ..., "type"?: user|service|...}``."""
-    obj = _object(value, field)
-    _no_unknown_keys(obj, _ACTOR_FIELDS, f"{field}.")
-    if "id" not in obj:
-        _fail(f"{field}.id", "required")
-    return Actor(
-        id=_identifier(obj["id"], f"{field}.id"),
-        name=_optional_string(obj.get("name"), f"{field}.name", max_length=MAX_NAME_LENGTH),
-        type=_enum(ActorType, obj.get("type", "user"), f"{field}.type"),
-    )
-
-
-def _parse_blast_radius(value: object, field: str) -> BlastRadius:
-    if value is None:
-        return BlastRadius()
-    obj = _object(value, field)
-    _no_unknown_keys(obj, _BLAST_FIELDS, f"{field}.")
-    return BlastRadius(
-        scope=_enum(BlastScope, obj.get("scope", "single"), f"{field}.scope"),
-        estimated_affected_count=_integer(
-            obj.get("estimated_affected_count", 1),
-            f"{field}.estimated_affected_count",
-            minimum=0,
-            maximum=MAX_REVISION,
-        ),
-        description=_optional_string(
-            obj.get("description"), f"{field}.description", max_length=MAX_TEXT_LENGTH
-        )
-        or "",
-    )
-
-
-def _parse_intent(value: object, field: str) -> Intent:
-    obj = _object(value, field)
-    _no_unknown_keys(obj, _INTENT_FIELDS, f"{field}.")
-    if "operation_name" not in obj:
-        _fail(f"{field}.operation_name", "required")
-    tags_value = obj.get("tags", [])
-    if not isinstance(tags_value, list):
-        _fail(f"{field}.tags", f"expected a list of strings, got {_describe(tags_value)}")
-    if len(tags_value) > MAX_TAGS:
-        _fail(f"{field}.tags", f"expected at most {MAX_TAGS} tags, got {len(tags_value)}")
-    tags = tuple(
-        _string(tag, f"{field}.tags[{index}]", max_length=MAX_NAME_LENGTH)
-        for index, tag in enumerate(tags_value)
-    )
-    return Intent(
-        operation_name=_string(
-            obj["operation_name"], f"{field}.operation_name", max_length=MAX_NAME_LENGTH
-        ),
-        category=_string(
-            obj.get("category", "general"), f"{field}.category", max_length=MAX_NAME_LENGTH
-        ),
-        description=_optional_string(
-            obj.get("description"), f"{field}.description", max_length=MAX_TEXT_LENGTH
-        )
-        or "",
-        risk_level=_enum(RiskLevel, obj.get("risk_level", "low"), f"{field}.risk_level"),
-        is_reversible=_boolean(obj.get("is_reversible", True), f"{field}.is_reversible"),
-        blast_radius=_parse_blast_radius(obj.get("blast_radius"), f"{field}.blast_radius"),
-        tags=tags,
-        metadata=_metadata(obj.get("metadata"), f"{field}.metadata"),
-    )
-
-
-def _parse_requirement(value: object, field: str) -> RequirementSpec:
-    obj = _object(value, field)
-    _no_unknown_keys(obj, _REQUIREMENT_FIELDS, f"{field}.")
-    # A null approver_group is as good as none, as for the other optional fields; a null
-    # approver_id without a group stays the type error it always was.
-    group_value = obj.get("approver_group")
-    if group_value is None:
-        if "approver_id" not in obj:
-            _fail(f"{field}.approver_id", "required (or approver_group)")
-        approver_id: str | None = _identifier(obj["approver_id"], f"{field}.approver_id")
-        approver_group = None
-    else:
-        if obj.get("approver_id") is not None:
-            _fail(
-                f"{field}.approver_group",
-                "expected either approver_id or approver_group, not both",
-            )
-        approver_id = None
-        approver_group = _identifier(group_value, f"{field}.approver_group")
-    min_approvals = _integer(
-        obj.get("min_approvals", 1),
-        f"{field}.min_approvals",
-        minimum=1,
-        maximum=MAX_MIN_APPROVALS,
-    )
-    if min_approvals > 1 and approver_group is None:
-        _fail(
-            f"{field}.min_approvals",
-            f"expected 1 for a named approver, got {min_approvals}; more than one approval "
-            "needs approver_group",
-        )
-    approval_id = obj.get("approval_id")
-    return RequirementSpec(
-        approver_id=approver_id,
-        approver_group=approver_group,
-        min_approvals=min_approvals,
-        approval_id=None
-        if approval_id is None
-        else _identifier(approval_id, f"{field}.approval_id"),
-        approver_name=_optional_string(
-            obj.get("approver_name"), f"{field}.approver_name", max_length=MAX_NAME_LENGTH
-        ),
-        description=_optional_string(
-            obj.get("description"), f"{field}.description", max_length=MAX_TEXT_LENGTH
-        ),
-        step_order=_integer(
-            obj.get("step_order", 1), f"{field}.step_order", minimum=1, maximum=1_000
-        ),
-    )
-
-
-def _parse_submit_args(args: Mapping[str, Any]) -> SubmitArgs:
-    for name in ("state_id", "state_type", "mutation_type", "intent"):
-        if name not in args:
-            _fail(f"args.{name}", "required")
-    raw_requirements = args.get("approval_requirements")
-    if raw_requirements is None:
-        raw_requirements = []
-    if not isinstance(raw_requirements, list):
-        _fail(
-            "args.approval_requirements",
-            f"expected a list of requirement objects, got {_describe(raw_requirements)}",
-        )
-    if len(raw_requirements) > MAX_REQUIREMENTS:
-        _fail(
-            "args.approval_requirements",
-            f"expected at most {MAX_REQUIREMENTS} requirements, got {len(raw_requirements)}",
-        )
-    requirements = tuple(
-        _parse_requirement(item, f"args.approval_requirements[{index}]")
-        for index, item in enumerate(raw_requirements)
-    )
-    given_ids = [spec.approval_id for spec in requirements if spec.approval_id is not None]
-    if len(given_ids) != len(set(given_ids)):
-        _fail("args.approval_requirements", "expected unique approval_id values")
-
-    pending_reason = (
-        None
-        if args.get("pending_reason") is None
-        else _enum(PendingReason, args["pending_reason"], "args.pending_reason")
-    )
-    if args.get("initial_status") is None:
-        initial_status = (
-            Status.PENDING if requirements or pending_reason is not None else Status.CREATED
-        )
-    else:
-        initial_status = _enum(Status, args["initial_status"], "args.initial_status")
-        if initial_status not in (Status.CREATED, Status.PENDING, Status.APPROVED):
-            _fail(
-                "args.initial_status",
-                "expected one of created, pending, approved, "
-                f"got {_describe(initial_status.value)}",
-            )
-    if requirements:
-        if initial_status is not Status.PENDING:
-            _fail(
-                "args.initial_status",
-                "approval_requirements imply pending; expected pending or no initial_status, "
-                f"got {_describe(initial_status.value)}",
-            )
-        if pending_reason not in (None, PendingReason.APPROVAL):
-            _fail(
-                "args.pending_reason",
-                "approval_requirements imply pending_reason approval, "
-                f"got {_describe(pending_reason)}",
-            )
-        pending_reason = PendingReason.APPROVAL
-    if initial_status is Status.PENDING and pending_reason is None:
-        pending_reason = PendingReason.APPROVAL
-    if initial_status is not Status.PENDING and pending_reason is not None:
-        _fail(
-            "args.pending_reason",
-            f"only allowed when initial_status is pending, "
-            f"got initial_status {initial_status.value}",
-        )
-    expires_at = _optional_timestamp(args.get("expires_at"), "args.expires_at")
-    if expires_at is not None and initial_status is not Status.PENDING:
-        _fail("args.expires_at", "only allowed when initial_status is pending")
-
-    return SubmitArgs(
-        state_id=_identifier(args["state_id"], "args.state_id"),
-        state_type=_string(args["state_type"], "args.state_type", max_length=MAX_NAME_LENGTH),
-        mutation_type=_string(
-            args["mutation_type"], "args.mutation_type", max_length=MAX_NAME_LENGTH
-        ),
-        intent=_parse_intent(args["intent"], "args.intent"),
-        initial_status=initial_status,
-        pending_reason=pending_reason,
-        approval_requirements=requirements,
-        expected_state_version=_optional_string(
-            args.get("expected_state_version"),
-            "args.expected_state_version",
-            max_length=MAX_ID_LENGTH,
-        ),
-        expires_at=expires_at,
-        metadata=_metadata(args.get("metadata"), "args.metadata"),
-    )
-
-
-def _parse_args(command_type: CommandType, value: object) -> CommandArgs:
-    args = _object({} if value is None else value, "args")
-    allowed = _ARGS_FIELDS.get(command_type, frozenset())
-    if not allowed and args:
-        _fail(f"args.{sorted(args)[0]}", f"unknown field; {command_type.value} takes no args")
-    _no_unknown_keys(args, allowed, "args.")
-    match command_type:
-        case CommandType.SUBMIT:
-            return _parse_submit_args(args)
-        case CommandType.MOVE_TO_PENDING:
-            if "pending_reason" not in args:
-                _fail("args.pending_reason", "required")
-            return MoveToPendingArgs(
-                pending_reason=_enum(PendingReason, args["pending_reason"], "args.pending_reason"),
-                expires_at=_optional_timestamp(args.get("expires_at"), "args.expires_at"),
-            )
-        case CommandType.SUPERSEDE:
-            if "superseding_request_id" not in args:
-                _fail("args.superseding_request_id", "required")
-            return SupersedeArgs(
-                _request_id(args["superseding_request_id"], "args.superseding_request_id")
-            )
-        case CommandType.APPROVE_REQUIREMENT | CommandType.REJECT_REQUIREMENT:
-            if "approval_id" not in args:
-                _fail("args.approval_id", "required")
-            return RequirementArgs(_identifier(args["approval_id"], "args.approval_id"))
-        case CommandType.RESOLVE_VERSION:
-            for name in ("current_state_version", "strategy"):
-                if name not in args:
-                    _fail(f"args.{name}", "required")
-            return ResolveVersionArgs(
-                current_state_version=_string(
-                    args["current_state_version"],
-                    "args.current_state_version",
-                    max_length=MAX_ID_LENGTH,
-                ),
-                strategy=_enum(ResolutionStrategy, args["strategy"], "args.strategy"),
-            )
-        case _:
-            return NoArgs()
-
-
-def _parse_auth(value: object) -> CommandAuth:
-    obj = _object(value, "auth")
-    _no_unknown_keys(obj, _AUTH_FIELDS, "auth.")
-    # A member left out is not malformed: authentication refuses it as unauthenticated,
-    # saying which one is missing. Empty stands for missing.
-    return CommandAuth(
-        key_id=_identifier(obj["key_id"], "auth.key_id") if "key_id" in obj else "",
-        signature=(
-            _string(obj["signature"], "auth.signature", max_length=MAX_SIGNATURE_LENGTH)
-            if "signature" in obj
-            else ""
-        ),
-    )
-
-
-def command_id_of(payload: object) -> str | None:
-    """The command's usable ``command_id``, or None when the message cannot be answered."""
-    if not isinstance(payload, dict):
-        return None
-    value = payload.get("command_id")
-    try:
-        return _identifier(value, "command_id")
-    except InvalidCommand:
-        return None
-
-
-def parse_command(payload: object) -> Command:
-    """Validate a decoded command message; raise :class:`InvalidCommand` naming the field."""
-    obj = _object(payload, "command")
-    for name in ("command_id", "type", "request_id"):
-        if name not in obj:
-            _fail(name, "required")
-    command_id = _identifier(obj["command_id"], "command_id")
-    command_type = _enum(CommandType, obj["type"], "type")
-    _no_unknown_keys(obj, _TOP_LEVEL, "")
-    request_id = _request_id(obj["request_id"], "request_id")
-
-    raw_revision = obj.get("expected_revision")
-    if command_type is CommandType.SUBMIT:
-        if raw_revision is not None:
-            _integer(raw_revision, "expected_revision", minimum=0, maximum=0)
-        expected_revision = None
-    else:
-        if raw_revision is None:
-            _fail("expected_revision", f"required for {command_type.value}")
-        expected_revision = _integer(
-            raw_revision, "expected_revision", minimum=0, maximum=MAX_REVISION
-        )
-
-    if "actor" not in obj:
-        _fail("actor", "required")
-    return Command(
-        command_id=command_id,
-        type=command_type,
-        request_id=request_id,
-        expected_revision=expected_revision,
-        actor=parse_actor(obj["actor"]),
-        args=_parse_args(command_type, obj.get("args")),
-        reason=_optional_string(obj.get("reason"), "reason", max_length=MAX_REASON_LENGTH),
-        metadata=_metadata(obj.get("metadata"), "metadata"),
-        issued_at=_optional_timestamp(obj.get("issued_at"), "issued_at"),
-        audience=None if obj.get("audience") is None else _identifier(obj["audience"], "audience"),
-        auth=None if obj.get("auth") is None else _parse_auth(obj["auth"]),
-    )

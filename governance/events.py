@@ -3,21 +3,172 @@
 
 The ``sequence`` of an event is handed out by the event log when the event is stored, so the
 bodies built here leave it out and :func:`with_sequence` adds it to what is published.
+
+:class:`AppliedEvent` and :class:`RejectedEvent` are the typed models of the published
+events, from which ``governance.schema`` derives their JSON Schemas; the builders below
+write plain dictionaries (what is stored and hashed), and the tests hold the two together.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
 
 from governance.codec import actor_to_dict, decision_to_dict, request_to_dict, timestamp_to_wire
-from governance.commands import Command
-from governance.model import Actor, MutationRequest
-from governance.rules import Applied, Rejection
+from governance.commands import Command, CommandType, Timestamp
+from governance.model import (
+    Actor,
+    ActorType,
+    ApprovalStatus,
+    BlastScope,
+    DecisionCategory,
+    MutationRequest,
+    PendingReason,
+    RiskLevel,
+    Status,
+)
+from governance.rules import Applied, Rejection, RejectionCode
 
 APPLIED = "transition.applied"
 REJECTED = "transition.rejected"
+
+Sequence = Annotated[int, Meta(ge=1, description="the event's position in the event log")]
+
+
+class _Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Every member is always present (``null`` when it has no value)."""
+
+
+class EventActor(_Body, frozen=True):
+    id: str
+    name: str | None
+    type: ActorType
+
+
+class EventBlastRadius(_Body, frozen=True):
+    scope: BlastScope
+    estimated_affected_count: int
+    description: str
+
+
+class EventIntent(_Body, frozen=True):
+    operation_name: str
+    category: str
+    description: str
+    risk_level: RiskLevel
+    is_reversible: bool
+    blast_radius: EventBlastRadius
+    tags: list[str]
+    metadata: dict[str, Any]
+
+
+class EventGrant(_Body, frozen=True):
+    actor_id: str
+    decided_at: Timestamp
+    reason: str | None
+
+
+class EventRequirement(_Body, frozen=True):
+    approval_id: str
+    approver_id: str | None
+    approver_group: str | None
+    min_approvals: int
+    approver_name: str | None
+    description: str | None
+    step_order: int
+    status: ApprovalStatus
+    decided_at: Timestamp | None
+    decided_by: str | None
+    reason: str | None
+    grants: list[EventGrant]
+
+
+class EventDecision(_Body, frozen=True):
+    category: DecisionCategory
+    type: str
+    actor: EventActor
+    reason: str | None
+    metadata: dict[str, Any]
+    occurred_at: Timestamp
+
+
+class EventContext(_Body, frozen=True):
+    actor: EventActor
+    reason: str | None
+
+
+class EventRequest(_Body, frozen=True):
+    """The request as it stands after the command, without its history."""
+
+    request_id: str
+    state_id: str
+    state_type: str
+    mutation_type: str
+    intent: EventIntent
+    context: EventContext
+    status: Status
+    pending_reason: PendingReason | None
+    approval_requirements: list[EventRequirement]
+    revision: int
+    expected_state_version: str | None
+    expires_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    metadata: dict[str, Any]
+
+
+class EventRejection(_Body, frozen=True):
+    code: RejectionCode
+    message: str
+    expected_revision: int | None
+    current_revision: int | None
+    current_status: Status | None
+
+
+class AppliedEvent(_Body, frozen=True):
+    """``transition.applied``: a command moved its request on (routing key
+    ``transition.applied.<command_type>``)."""
+
+    event_id: str
+    event_type: Literal["transition.applied"]
+    occurred_at: Timestamp
+    command_id: str
+    command_type: CommandType
+    request_id: str
+    actor: EventActor
+    authenticated: bool
+    from_status: Status | None
+    to_status: Status
+    revision: int
+    decisions: list[EventDecision]
+    request: EventRequest
+    sequence: Sequence
+
+
+class RejectedEvent(_Body, frozen=True):
+    """``transition.rejected``: a command was answered but not applied (routing key
+    ``transition.rejected.<code>``). A command that failed validation has only what could be
+    read from its message: its type, request and actor may be missing or as sent."""
+
+    event_id: str
+    event_type: Literal["transition.rejected"]
+    occurred_at: Timestamp
+    command_id: str
+    command_type: str | None
+    request_id: str | None
+    actor: dict[str, Any] | None
+    authenticated: bool
+    rejection: EventRejection
+    request: EventRequest | None
+    sequence: Sequence
+
+
+#: The model of each event, by its type.
+EVENT_MODELS: dict[str, type[msgspec.Struct]] = {APPLIED: AppliedEvent, REJECTED: RejectedEvent}
 
 
 def applied_routing_key(command_type: str) -> str:

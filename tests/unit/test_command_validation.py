@@ -86,6 +86,10 @@ def nested(levels: int) -> Any:
     return value
 
 
+def with_requirement_step(step_order: int) -> dict[str, Any]:
+    return submit_payload(approval_requirements=[{"approver_id": "bob", "step_order": step_order}])
+
+
 ACTOR_TYPES = "user, service, system, scheduler, administrator"
 TIMESTAMP_RANGE = "expected a timestamp between 0001-01-02 and 9999-12-30 UTC"
 PAST_YEAR_9999 = "9999-12-31T23:00:00-14:00"
@@ -205,6 +209,18 @@ BAD_COMMANDS = [
         "expected_revision",
         f"expected an integer from 0 to {MAX_INT}, got {2**63}",
         id="revision-over-bigint",
+    ),
+    pytest.param(
+        approve("expected_revision", 10**5000),
+        "expected_revision",
+        f"expected an integer from 0 to {MAX_INT}, got an integer of 16610 bits",
+        id="revision-too-long-to-print",
+    ),
+    pytest.param(
+        with_requirement_step(10**5000),
+        "args.approval_requirements[0].step_order",
+        "expected an integer from 1 to 1000, got an integer of 16610 bits",
+        id="step-order-too-long-to-print",
     ),
     pytest.param(
         submit("expected_revision", 1),
@@ -1549,3 +1565,13 @@ def test_an_auth_missing_a_member_passes_validation_for_authentication_to_refuse
         auth.get("key_id", ""),
         auth.get("signature", ""),
     )
+
+
+def test_a_python_caller_may_spell_the_enumerated_fields_with_enum_members() -> None:
+    payload = command_payload("approve", expected_revision=3)
+    payload["type"] = CommandType.APPROVE
+    payload["actor"]["type"] = ActorType.SERVICE
+
+    command = parse_command(payload)
+
+    assert (command.type, command.actor.type) == (CommandType.APPROVE, ActorType.SERVICE)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from governance.commands import parse_command
 from governance.events import (
+    AppliedEvent,
+    RejectedEvent,
     applied_event,
     applied_routing_key,
     rejected_event,
@@ -213,3 +216,58 @@ def test_with_sequence_adds_the_sequence_and_leaves_the_stored_body_alone() -> N
     assert event["sequence"] == 1042
     assert {k: v for k, v in event.items() if k != "sequence"} == body
     assert "sequence" not in body
+
+
+# --------------------------------------------------------------------------- typed models
+
+
+def unreadable_command_event() -> dict[str, Any]:
+    return rejected_event(
+        command_id="c-9",
+        command_type=None,
+        request_id=None,
+        actor={"id": "whoever", "role": "as sent"},
+        rejection=Rejection(RejectionCode.INVALID_COMMAND, "type: required"),
+        current=None,
+        event_id="ev-3",
+        occurred_at=NOW,
+    )
+
+
+def submit_event() -> dict[str, Any]:
+    cmd = parse_command(submit_payload(approval_requirements=THREE_APPROVERS))
+    return applied_event(cmd, applied(decide(None, cmd, NOW)), event_id="e", occurred_at=NOW)
+
+
+@pytest.mark.parametrize(
+    ("build", "model"),
+    [
+        pytest.param(approve_event, AppliedEvent, id="applied"),
+        pytest.param(submit_event, AppliedEvent, id="applied-submit-with-requirements"),
+        pytest.param(conflict_event, RejectedEvent, id="rejected"),
+        pytest.param(unreadable_command_event, RejectedEvent, id="rejected-unreadable"),
+    ],
+)
+def test_a_published_event_is_an_instance_of_its_model_unchanged(
+    build: Any, model: type[msgspec.Struct]
+) -> None:
+    # Given an event as published
+    event = with_sequence(build(), 7)
+
+    # When it is read as its model (which refuses any member it does not declare)
+    typed = msgspec.convert(event, model)
+
+    # Then the model gives back the very same wire form
+    assert msgspec.to_builtins(typed) == event
+
+
+def test_an_event_model_refuses_an_undeclared_member() -> None:
+    event = {**with_sequence(approve_event(), 7), "extra": 1}
+
+    with pytest.raises(msgspec.ValidationError, match="unknown field `extra`"):
+        msgspec.convert(event, AppliedEvent)
+
+
+def test_an_event_model_refuses_an_event_without_its_sequence() -> None:
+    with pytest.raises(msgspec.ValidationError, match="missing required field `sequence`"):
+        msgspec.convert(approve_event(), AppliedEvent)
