@@ -15,6 +15,7 @@ import psycopg
 from governance.codec import timestamp_to_wire
 from governance.model import ActorType
 from governance.trust import Role
+from governance_cli.errors import ServiceUnavailable
 from governance_cli.options import database_url_option
 from producer.outcomes import EXIT_USAGE
 
@@ -33,31 +34,25 @@ def _usage_error(message: str) -> NoReturn:
 
 @contextlib.contextmanager
 def _registry(database_url: str) -> Iterator[psycopg.Connection[Any]]:
-    """A connection to the registry's database; its errors become one-line messages."""
-    from worker.config import ConfigurationError, database_url_from
+    """A connection to the registry's database (its URL checked by the option); its errors
+    become one-line messages, an unreachable database exit 7 (see governance_cli.errors)."""
     from worker.registry import RegistryError, RegistryInputError
 
     try:
-        url = database_url_from(database_url, "GOVERNANCE_DATABASE_URL")
-    except ConfigurationError as exc:
-        raise click.UsageError(str(exc)) from exc
-    try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
             yield conn
     except RegistryInputError as exc:
         _usage_error(str(exc))
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from exc
     except psycopg.errors.UndefinedTable as exc:
-        raise click.ClickException(
+        raise ServiceUnavailable(
             "the database has no registry yet: run `governance migrate` first"
         ) from exc
     except psycopg.errors.InsufficientPrivilege as exc:
         raise click.ClickException(
             f"this database role may not change the registry: {exc.diag.message_primary}"
         ) from exc
-    except psycopg.OperationalError as exc:
-        raise click.ClickException(f"cannot reach the database: {exc}") from exc
 
 
 def _flags(values: tuple[str, ...]) -> str:
@@ -100,193 +95,202 @@ key_id_option: Callable[[F], F] = click.option(
 )
 
 
-def register(cli: click.Group) -> None:
-    """Add ``keygen`` and the ``actors`` group to ``cli``."""
+@click.command()
+@click.option("--actor", "actor_id", required=True, help="The actor the key signs for.")
+@click.option(
+    "--out",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="The key file to create (mode 0600; an existing file is never overwritten).",
+)
+@key_id_option
+@click.option("--json", "as_json", is_flag=True, help="Print the new key as JSON.")
+def keygen(actor_id: str, path: str, key_id: str | None, as_json: bool) -> None:
+    """Create a signing key for an actor and write it to a key file.
 
-    @cli.command()
-    @click.option("--actor", "actor_id", required=True, help="The actor the key signs for.")
-    @click.option(
-        "--out",
-        "path",
-        required=True,
-        type=click.Path(dir_okay=False, writable=True),
-        help="The key file to create (mode 0600; an existing file is never overwritten).",
-    )
-    @key_id_option
-    @click.option("--json", "as_json", is_flag=True, help="Print the new key as JSON.")
-    def keygen(actor_id: str, path: str, key_id: str | None, as_json: bool) -> None:
-        """Create a signing key for an actor and write it to a key file.
+    Prints the public key (base64url) on stdout, for an operator to register with
+    `governance actors add` or `governance actors key add`; the key id goes to stderr.
+    Give the key file to the client as --signing-key FILE or GOVERNANCE_SIGNING_KEY.
+    """
+    from producer.keys import KeyFileError, generate, write_key_file
 
-        Prints the public key (base64url) on stdout, for an operator to register with
-        `governance actors add` or `governance actors key add`; the key id goes to stderr.
-        Give the key file to the client as --signing-key FILE or GOVERNANCE_SIGNING_KEY.
-        """
-        from producer.keys import KeyFileError, generate, write_key_file
+    try:
+        key = generate(actor_id, key_id)
+    except ValueError as exc:
+        _usage_error(str(exc))
+    try:
+        write_key_file(key, path)
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        document = {
+            "actor_id": key.actor_id,
+            "key_id": key.key_id,
+            "public_key": key.public_key_b64,
+            "file": path,
+        }
+        click.echo(json.dumps(document, ensure_ascii=False))
+        return
+    click.echo(key.public_key_b64)
+    click.echo(f"key id {key.key_id} of actor {key.actor_id}, written to {path}", err=True)
 
-        try:
-            key = generate(actor_id, key_id)
-        except ValueError as exc:
-            _usage_error(str(exc))
-        try:
-            write_key_file(key, path)
-        except KeyFileError as exc:
-            raise click.ClickException(str(exc)) from exc
-        if as_json:
-            document = {
-                "actor_id": key.actor_id,
-                "key_id": key.key_id,
-                "public_key": key.public_key_b64,
-                "file": path,
-            }
-            click.echo(json.dumps(document, ensure_ascii=False))
-            return
-        click.echo(key.public_key_b64)
-        click.echo(f"key id {key.key_id} of actor {key.actor_id}, written to {path}", err=True)
 
-    @cli.group()
-    def actors() -> None:
-        """The registry of actors: their roles, groups and public keys.
+@click.group()
+def actors() -> None:
+    """The registry of actors: their roles, groups and public keys.
 
-        Written with this command's own database access (the workers' database role can only
-        read it); every change is recorded in registry_audit. Keys are never deleted, only
-        revoked, so what they signed stays verifiable.
-        """
+    Written with this command's own database access (the workers' database role can only
+    read it); every change is recorded in registry_audit. Keys are never deleted, only
+    revoked, so what they signed stays verifiable.
+    """
 
-    @actors.command("add")
-    @database_url_option
-    @click.argument("actor_id")
-    @click.option("--name", default=None, help="The actor's display name (shown in events).")
-    @click.option(
-        "--type",
-        "type_",
-        type=click.Choice(ACTOR_TYPES),
-        default=ActorType.USER.value,
-        show_default=True,
-        help="The actor's type (shown in events).",
-    )
-    @click.option(
-        "--role", "roles", multiple=True, type=click.Choice(ROLES), help="A role (repeatable)."
-    )
-    @click.option("--group", "groups", multiple=True, help="An approver group (repeatable).")
-    @click.option("--public-key", default=None, help="Its first Ed25519 public key (base64url).")
-    @key_id_option
-    def add(
-        database_url: str,
-        actor_id: str,
-        name: str | None,
-        type_: str,
-        roles: tuple[str, ...],
-        groups: tuple[str, ...],
-        public_key: str | None,
-        key_id: str | None,
-    ) -> None:
-        """Register an actor, with its first public key."""
-        from worker import registry
 
-        with _registry(database_url) as conn:
-            actor = registry.add_actor(
-                conn, actor_id, name, type_, roles, groups, public_key=public_key, key_id=key_id
-            )
-        keys = ", ".join(key.key_id for key in actor.keys) or "none"
-        click.echo(
-            f"added actor {actor.actor_id} ({actor.type}; roles {_flags(actor.roles)}; "
-            f"groups {_flags(actor.groups)}; keys {keys})"
+@actors.command("add")
+@database_url_option
+@click.argument("actor_id")
+@click.option("--name", default=None, help="The actor's display name (shown in events).")
+@click.option(
+    "--type",
+    "type_",
+    type=click.Choice(ACTOR_TYPES),
+    default=ActorType.USER.value,
+    show_default=True,
+    help="The actor's type (shown in events).",
+)
+@click.option(
+    "--role", "roles", multiple=True, type=click.Choice(ROLES), help="A role (repeatable)."
+)
+@click.option("--group", "groups", multiple=True, help="An approver group (repeatable).")
+@click.option("--public-key", default=None, help="Its first Ed25519 public key (base64url).")
+@key_id_option
+def add(
+    database_url: str,
+    actor_id: str,
+    name: str | None,
+    type_: str,
+    roles: tuple[str, ...],
+    groups: tuple[str, ...],
+    public_key: str | None,
+    key_id: str | None,
+) -> None:
+    """Register an actor, with its first public key."""
+    from worker import registry
+
+    with _registry(database_url) as conn:
+        actor = registry.add_actor(
+            conn, actor_id, name, type_, roles, groups, public_key=public_key, key_id=key_id
         )
+    keys = ", ".join(key.key_id for key in actor.keys) or "none"
+    click.echo(
+        f"added actor {actor.actor_id} ({actor.type}; roles {_flags(actor.roles)}; "
+        f"groups {_flags(actor.groups)}; keys {keys})"
+    )
 
-    @actors.command("list")
-    @database_url_option
-    @json_option
-    def list_(database_url: str, as_json: bool) -> None:
-        """List the registered actors (with --json, one JSON object per line)."""
-        from governance_cli.client_format import table
-        from worker import registry
 
-        with _registry(database_url) as conn:
-            found = registry.list_actors(conn)
-        if as_json:
-            for actor in found:
-                click.echo(json.dumps(actor.to_dict(), ensure_ascii=False))
-            return
-        rows = [
-            (
-                actor.actor_id,
-                actor.name or "-",
-                actor.type,
-                _flags(actor.roles),
-                _flags(actor.groups),
-                "yes" if actor.active else "no",
-                f"{sum(not key.revoked for key in actor.keys)}/{len(actor.keys)}",
-            )
-            for actor in found
-        ]
-        headers = ["actor_id", "name", "type", "roles", "groups", "active", "keys"]
-        click.echo(table(headers, rows))
-        click.echo(f"{len(found)} actor(s)", err=True)
+@actors.command("list")
+@database_url_option
+@json_option
+def list_(database_url: str, as_json: bool) -> None:
+    """List the registered actors (with --json, one JSON object per line)."""
+    from governance_cli.client_format import table
+    from worker import registry
 
-    @actors.command()
-    @database_url_option
-    @click.argument("actor_id")
-    @json_option
-    def show(database_url: str, actor_id: str, as_json: bool) -> None:
-        """Show one actor with all its keys, revoked ones included."""
-        from worker import registry
-
-        with _registry(database_url) as conn:
-            actor = registry.show_actor(conn, actor_id)
-        if as_json:
-            click.echo(json.dumps(actor.to_dict(), indent=2, ensure_ascii=False))
-        else:
-            _echo_actor(actor)
-
-    @actors.command()
-    @database_url_option
-    @click.argument("actor_id")
-    def deactivate(database_url: str, actor_id: str) -> None:
-        """Deactivate an actor: its commands are refused, whichever key signs them."""
-        from worker import registry
-
-        with _registry(database_url) as conn:
-            registry.set_active(conn, actor_id, False)
-        click.echo(f"deactivated actor {actor_id}")
-
-    @actors.command()
-    @database_url_option
-    @click.argument("actor_id")
-    def activate(database_url: str, actor_id: str) -> None:
-        """Activate an actor again."""
-        from worker import registry
-
-        with _registry(database_url) as conn:
-            registry.set_active(conn, actor_id, True)
-        click.echo(f"activated actor {actor_id}")
-
-    @actors.group()
-    def key() -> None:
-        """An actor's public keys: add one (rotation), revoke one."""
-
-    @key.command("add")
-    @database_url_option
-    @click.argument("actor_id")
-    @click.option("--public-key", required=True, help="The Ed25519 public key (base64url).")
-    @key_id_option
-    def key_add(database_url: str, actor_id: str, public_key: str, key_id: str | None) -> None:
-        """Register another public key for an actor; its other keys stay valid until revoked."""
-        from worker import registry
-
-        with _registry(database_url) as conn:
-            added = registry.add_key(conn, actor_id, public_key, key_id)
-        click.echo(f"added key {added.key_id} to actor {added.actor_id}")
-
-    @key.command("revoke")
-    @database_url_option
-    @click.argument("key_id")
-    def key_revoke(database_url: str, key_id: str) -> None:
-        """Revoke a key for good: commands signed with it are refused from the next one on."""
-        from worker import registry
-
-        with _registry(database_url) as conn:
-            revoked = registry.revoke_key(conn, key_id)
-        click.echo(
-            f"revoked key {revoked.key_id} of actor {revoked.actor_id} "
-            f"at {timestamp_to_wire(revoked.revoked_at)}"
+    with _registry(database_url) as conn:
+        found = registry.list_actors(conn)
+    if as_json:
+        for actor in found:
+            click.echo(json.dumps(actor.to_dict(), ensure_ascii=False))
+        return
+    rows = [
+        (
+            actor.actor_id,
+            actor.name or "-",
+            actor.type,
+            _flags(actor.roles),
+            _flags(actor.groups),
+            "yes" if actor.active else "no",
+            f"{sum(not key.revoked for key in actor.keys)}/{len(actor.keys)}",
         )
+        for actor in found
+    ]
+    headers = ["actor_id", "name", "type", "roles", "groups", "active", "keys"]
+    click.echo(table(headers, rows))
+    click.echo(f"{len(found)} actor(s)", err=True)
+
+
+@actors.command()
+@database_url_option
+@click.argument("actor_id")
+@json_option
+def show(database_url: str, actor_id: str, as_json: bool) -> None:
+    """Show one actor with all its keys, revoked ones included."""
+    from worker import registry
+
+    with _registry(database_url) as conn:
+        actor = registry.show_actor(conn, actor_id)
+    if as_json:
+        click.echo(json.dumps(actor.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        _echo_actor(actor)
+
+
+@actors.command()
+@database_url_option
+@click.argument("actor_id")
+def deactivate(database_url: str, actor_id: str) -> None:
+    """Deactivate an actor: its commands are refused, whichever key signs them."""
+    from worker import registry
+
+    with _registry(database_url) as conn:
+        registry.set_active(conn, actor_id, False)
+    click.echo(f"deactivated actor {actor_id}")
+
+
+@actors.command()
+@database_url_option
+@click.argument("actor_id")
+def activate(database_url: str, actor_id: str) -> None:
+    """Activate an actor again."""
+    from worker import registry
+
+    with _registry(database_url) as conn:
+        registry.set_active(conn, actor_id, True)
+    click.echo(f"activated actor {actor_id}")
+
+
+@actors.group()
+def key() -> None:
+    """An actor's public keys: add one (rotation), revoke one."""
+
+
+@key.command("add")
+@database_url_option
+@click.argument("actor_id")
+@click.option("--public-key", required=True, help="The Ed25519 public key (base64url).")
+@key_id_option
+def key_add(database_url: str, actor_id: str, public_key: str, key_id: str | None) -> None:
+    """Register another public key for an actor; its other keys stay valid until revoked."""
+    from worker import registry
+
+    with _registry(database_url) as conn:
+        added = registry.add_key(conn, actor_id, public_key, key_id)
+    click.echo(f"added key {added.key_id} to actor {added.actor_id}")
+
+
+@key.command("revoke")
+@database_url_option
+@click.argument("key_id")
+def key_revoke(database_url: str, key_id: str) -> None:
+    """Revoke a key for good: commands signed with it are refused from the next one on."""
+    from worker import registry
+
+    with _registry(database_url) as conn:
+        revoked = registry.revoke_key(conn, key_id)
+    click.echo(
+        f"revoked key {revoked.key_id} of actor {revoked.actor_id} "
+        f"at {timestamp_to_wire(revoked.revoked_at)}"
+    )
+
+
+COMMANDS = (keygen, actors)

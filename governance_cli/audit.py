@@ -4,7 +4,7 @@ signature against the registered key; an anchor file against a rewrite by whoeve
 database; and an exported history checked with no database at all.
 
 Exit codes of ``verify``: 0 all holds, 6 something was altered (one line per finding), 2
-invalid usage, 4 no such request.
+invalid usage, 4 no such request, 7 the database cannot be reached or used.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import psycopg
 
+from governance_cli.errors import ServiceUnavailable
 from governance_cli.options import database_url_option
 from producer.outcomes import EXIT_ALTERED, EXIT_USAGE
 
@@ -38,27 +39,20 @@ def _usage_error(message: str) -> NoReturn:
 
 @contextlib.contextmanager
 def _database(database_url: str) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit connection (every read takes its own short read-only transaction);
-    its errors become one-line messages."""
-    from worker.config import ConfigurationError, database_url_from
-
+    """An autocommit connection (every read takes its own short read-only transaction) to
+    the URL the option checked; its errors become one-line messages, an unreachable database
+    exit 7 (see governance_cli.errors)."""
     try:
-        url = database_url_from(database_url, "GOVERNANCE_DATABASE_URL")
-    except ConfigurationError as exc:
-        _usage_error(str(exc))
-    try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
             yield conn
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-        raise click.ClickException(
+        raise ServiceUnavailable(
             "the database has no history chain yet: run `governance migrate` first"
         ) from exc
     except psycopg.errors.InsufficientPrivilege as exc:
         raise click.ClickException(
             f"this database role may not read the history: {exc.diag.message_primary}"
         ) from exc
-    except psycopg.OperationalError as exc:
-        raise click.ClickException(f"cannot reach the database: {exc}") from exc
 
 
 def _echo_findings(findings: Findings) -> None:
@@ -176,121 +170,120 @@ def _verify_all(
     sys.exit(0 if findings.ok else EXIT_ALTERED)
 
 
-def register(cli: click.Group) -> None:
-    """Add ``verify`` and ``export`` to ``cli``."""
+@click.command()
+@click.argument("request_id", required=False)
+@click.option("--all", "all_requests", is_flag=True, help="Verify every request.")
+@click.option(
+    "--require-signed",
+    is_flag=True,
+    help="Count unsigned decisions (development mode, the system's expiry) as failures.",
+)
+@click.option(
+    "--anchor",
+    "anchor_path",
+    type=click.Path(dir_okay=False),
+    help="With --all: check this anchor file if it exists (no decision up to it may have "
+    "been rewritten), then write a fresh one to it, signed with --signing-key. Keep it off "
+    "the database host.",
+)
+@click.option(
+    "--signing-key",
+    "signing_key",
+    envvar="GOVERNANCE_SIGNING_KEY",
+    type=click.Path(dir_okay=False),
+    help="An operator's key file, to sign the anchor [env GOVERNANCE_SIGNING_KEY].",
+)
+@click.option(
+    "--file",
+    "export_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Verify a document written by `governance export` (no database needed).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@database_url_option
+def verify(
+    request_id: str | None,
+    all_requests: bool,
+    require_signed: bool,
+    anchor_path: str | None,
+    signing_key: str | None,
+    export_file: str | None,
+    as_json: bool,
+    database_url: str,
+) -> None:
+    """Verify REQUEST_ID's history (or --all, or an export --file): every decision's
+    chain hash, and the signed command kept for every revision against the registered
+    key (revoked or not).
 
-    @cli.command()
-    @click.argument("request_id", required=False)
-    @click.option("--all", "all_requests", is_flag=True, help="Verify every request.")
-    @click.option(
-        "--require-signed",
-        is_flag=True,
-        help="Count unsigned decisions (development mode, the system's expiry) as failures.",
-    )
-    @click.option(
-        "--anchor",
-        "anchor_path",
-        type=click.Path(dir_okay=False),
-        help="With --all: check this anchor file if it exists (no decision up to it may have "
-        "been rewritten), then write a fresh one to it, signed with --signing-key. Keep it off "
-        "the database host.",
-    )
-    @click.option(
-        "--signing-key",
-        "signing_key",
-        envvar="GOVERNANCE_SIGNING_KEY",
-        type=click.Path(dir_okay=False),
-        help="An operator's key file, to sign the anchor [env GOVERNANCE_SIGNING_KEY].",
-    )
-    @click.option(
-        "--file",
-        "export_file",
-        type=click.Path(dir_okay=False, allow_dash=True),
-        help="Verify a document written by `governance export` (no database needed).",
-    )
-    @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-    @database_url_option
-    def verify(
-        request_id: str | None,
-        all_requests: bool,
-        require_signed: bool,
-        anchor_path: str | None,
-        signing_key: str | None,
-        export_file: str | None,
-        as_json: bool,
-        database_url: str,
-    ) -> None:
-        """Verify REQUEST_ID's history (or --all, or an export --file): every decision's
-        chain hash, and the signed command kept for every revision against the registered
-        key (revoked or not).
+    \b
+    Prints one line per finding, naming the request, the decision (revision/position)
+    and what is wrong; unsigned decisions are listed ("unsigned: ...") and are no
+    failure unless --require-signed.
+    Exit codes: 0 all holds, 6 something was altered, 2 invalid usage, 4 no such request,
+    7 the database cannot be reached or used.
+    """
+    from producer.audit import verify_request
 
-        \b
-        Prints one line per finding, naming the request, the decision (revision/position)
-        and what is wrong; unsigned decisions are listed ("unsigned: ...") and are no
-        failure unless --require-signed.
-        Exit codes: 0 all holds, 6 something was altered, 2 invalid usage, 4 no such request.
-        """
-        from producer.audit import verify_request
+    chosen = sum((request_id is not None, all_requests, export_file is not None))
+    if chosen != 1:
+        raise click.UsageError("give exactly one of REQUEST_ID, --all or --file F")
+    if anchor_path is not None and not all_requests:
+        raise click.UsageError("--anchor goes with --all")
+    if export_file is not None:
+        _verify_file(export_file, require_signed, as_json)
+    key = _load_operator_key(signing_key) if anchor_path is not None else None
+    with _database(database_url) as conn:
+        if all_requests:
+            if key is not None:
+                _check_key(conn, key)
+            _verify_all(conn, require_signed, anchor_path, key, as_json)
+        assert request_id is not None
+        findings = verify_request(conn, request_id, require_signed=require_signed)
+    if findings is None:
+        click.echo(f"Error: no request {request_id}", err=True)
+        sys.exit(EXIT_NO_REQUEST)
+    _finish(findings, as_json)
 
-        chosen = sum((request_id is not None, all_requests, export_file is not None))
-        if chosen != 1:
-            raise click.UsageError("give exactly one of REQUEST_ID, --all or --file F")
-        if anchor_path is not None and not all_requests:
-            raise click.UsageError("--anchor goes with --all")
-        if export_file is not None:
-            _verify_file(export_file, require_signed, as_json)
-        key = _load_operator_key(signing_key) if anchor_path is not None else None
-        with _database(database_url) as conn:
-            if all_requests:
-                if key is not None:
-                    _check_key(conn, key)
-                _verify_all(conn, require_signed, anchor_path, key, as_json)
-            assert request_id is not None
-            findings = verify_request(conn, request_id, require_signed=require_signed)
-        if findings is None:
+
+@click.command()
+@click.argument("request_id")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="The file to write [default: stdout].",
+)
+@database_url_option
+def export(request_id: str, out: str, database_url: str) -> None:
+    """Write REQUEST_ID's history as one JSON document: the request, its decisions with
+    their chain hashes, the signed commands behind them and the public keys involved.
+    `governance verify --file F` checks it with no database.
+
+    Exits 4 when the request does not exist.
+    """
+    from producer.audit import UnknownRequest, export_request
+
+    with _database(database_url) as conn:
+        try:
+            document = export_request(conn, request_id)
+        except UnknownRequest:
             click.echo(f"Error: no request {request_id}", err=True)
             sys.exit(EXIT_NO_REQUEST)
-        _finish(findings, as_json)
-
-    @cli.command()
-    @click.argument("request_id")
-    @click.option(
-        "--out",
-        "out",
-        type=click.Path(dir_okay=False, allow_dash=True),
-        default="-",
-        help="The file to write [default: stdout].",
+    # default=str: a column of a type JSON lacks is shown, not fatal (it is not verified).
+    text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    text += "\n"
+    if out == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from exc
+    click.echo(
+        f"exported request {request_id} ({len(document['decisions'])} decision(s)) to {out}",
+        err=True,
     )
-    @database_url_option
-    def export(request_id: str, out: str, database_url: str) -> None:
-        """Write REQUEST_ID's history as one JSON document: the request, its decisions with
-        their chain hashes, the signed commands behind them and the public keys involved.
-        `governance verify --file F` checks it with no database.
-
-        Exits 4 when the request does not exist.
-        """
-        from producer.audit import UnknownRequest, export_request
-
-        with _database(database_url) as conn:
-            try:
-                document = export_request(conn, request_id)
-            except UnknownRequest:
-                click.echo(f"Error: no request {request_id}", err=True)
-                sys.exit(EXIT_NO_REQUEST)
-        # default=str: a column of a type JSON lacks is shown, not fatal (it is not verified).
-        text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-        text += "\n"
-        if out == "-":
-            click.echo(text, nl=False)
-            return
-        try:
-            Path(out).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from exc
-        click.echo(
-            f"exported request {request_id} ({len(document['decisions'])} decision(s)) to {out}",
-            err=True,
-        )
 
 
 def _check_key(conn: psycopg.Connection[Any], key: SigningKey) -> None:
@@ -301,3 +294,6 @@ def _check_key(conn: psycopg.Connection[Any], key: SigningKey) -> None:
         check_operator_key(conn, key)
     except AnchorError as exc:
         _usage_error(str(exc))
+
+
+COMMANDS = (verify, export)

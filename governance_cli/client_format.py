@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import json
+import math
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn
 
 import click
-import kombu.exceptions
-import psycopg
 
 from governance.commands import (
     LATEST_TIMESTAMP,
@@ -41,8 +39,14 @@ def parse_duration(text: str) -> float:
 
 
 def duration_option(default: str, help_text: str) -> Any:
+    """``--timeout DURATION``, in seconds: a positive, finite duration."""
+
     def convert(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
-        return parse_duration(value)
+        seconds = parse_duration(value)
+        # Zero or less would give up before the first send, and infinity never would.
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise click.BadParameter(f"expected a positive duration like 30s or 5m, got {value!r}")
+        return seconds
 
     return click.option(
         "--timeout",
@@ -151,24 +155,6 @@ def actor_text(actor: Mapping[str, Any] | None) -> str:
     if not actor:
         return ""
     return str(actor.get("id"))
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-# Not OSError as a whole: a TimeoutError is an outcome (exit 5), not an unreachable service.
-_UNREACHABLE = (kombu.exceptions.OperationalError, psycopg.OperationalError, ConnectionError)
-
-
-def service_errors(f: _F) -> _F:
-    """Turn an unreachable broker or database into a one-line error (exit 1), not a trace."""
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return f(*args, **kwargs)
-        except _UNREACHABLE as exc:
-            raise click.ClickException(f"cannot reach a service: {exc}") from exc
-
-    return cast(_F, wrapper)
 
 
 def load_signing_key(path: str | None) -> SigningKey | None:

@@ -18,6 +18,7 @@ EXIT_CONFLICT = 3
 EXIT_REJECTED = 4
 EXIT_TIMEOUT = 5
 EXIT_ALTERED = 6  # `governance verify`: the history or its anchor was altered
+EXIT_UNAVAILABLE = 7  # a service (PostgreSQL, RabbitMQ) cannot be reached or used
 
 #: How bad each exit code is, worst last: a batch exits with its worst outcome. A command that
 #: cannot even be validated is a defect of the input, so it outranks every outcome.

@@ -18,6 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from governance import urls
 from governance.codec import (
     decision_from_dict,
     decision_to_dict,
@@ -107,7 +108,7 @@ class Queries:
     """Read-only queries; each call uses its own short read-only transaction."""
 
     def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
+        self.database_url = urls.database_url(database_url, "database_url")
 
     def request(self, request_id: str) -> RequestView | None:
         """A request with its full decision history, or None when it does not exist."""

@@ -235,7 +235,7 @@ def test_a_database_without_the_schema_says_to_migrate(postgres_server_url: str)
     with fresh_database(postgres_server_url) as url:
         result = run_cli(url, "actors", "list")
 
-    assert result.returncode == 1
+    assert result.returncode == 7
     assert "run `governance migrate` first" in result.stderr
 
 
@@ -245,7 +245,7 @@ def test_a_bad_or_unreachable_database_is_a_one_line_error() -> None:
 
     assert bad.returncode == 2
     assert "is not a PostgreSQL URL" in bad.stderr
-    assert unreachable.returncode == 1
+    assert unreachable.returncode == 7
     assert "cannot reach the database" in unreachable.stderr
     assert "Traceback" not in bad.stderr + unreachable.stderr
 

@@ -315,7 +315,7 @@ def test_database_problems_are_one_line_errors(tmp_path: Path) -> None:
     missing_file = run_cli(NO_DATABASE, "verify", "--file", str(tmp_path / "missing.json"))
 
     assert not_postgres.returncode == 2 and "is not a PostgreSQL URL" in not_postgres.stderr
-    assert unreachable.returncode == 1 and "cannot reach the database" in unreachable.stderr
+    assert unreachable.returncode == 7 and "cannot reach the database" in unreachable.stderr
     assert missing_file.returncode == 2 and "cannot read" in missing_file.stderr
 
 
@@ -323,7 +323,7 @@ def test_an_unmigrated_database_says_so(postgres_server_url: str) -> None:
     with fresh_database(postgres_server_url) as url:
         result = run_cli(url, "verify", "--all")
 
-    assert result.returncode == 1
+    assert result.returncode == 7
     assert "run `governance migrate` first" in result.stderr
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -316,3 +317,28 @@ def test_without_wait_the_command_id_is_printed_and_the_command_is_applied(
     assert result.returncode == 0
     command_id = result.stdout.strip()
     assert events.wait_for([command_id])[command_id]["event_type"] == "transition.applied"
+
+
+def test_a_dry_run_prints_a_command_that_send_then_applies(
+    governance: Any, client: GovernanceClient, tmp_path: Path
+) -> None:
+    # Given a pending request, and the approval of it printed by --dry-run
+    request_id = pending_request(client)
+    printed = governance("approve", request_id, "--expected-revision", "1", "--dry-run")
+    assert printed.returncode == 0, printed.stderr
+    command = json.loads(printed.stdout)
+    view = client.queries.request(request_id)
+    assert view is not None and view.request.revision == 1  # nothing was sent
+
+    # When that very line is sent
+    commands = tmp_path / "approve.jsonl"
+    commands.write_text(printed.stdout, encoding="utf-8")
+    sent = governance("send", str(commands), "--wait")
+
+    # Then it is applied, as the command the dry run showed
+    assert sent.returncode == 0, sent.stderr
+    (record,) = [json.loads(line) for line in sent.stdout.splitlines()]
+    assert (record["command_id"], record["outcome"]) == (
+        command["command_id"],
+        "transition.applied",
+    )

@@ -193,3 +193,50 @@ def test_the_pool_is_built_with_the_bounds() -> None:
         assert pool.conninfo == database.conninfo(settings)
     finally:
         pool.close(timeout=1)
+
+
+def test_the_sqlalchemy_spelling_of_the_database_url_is_accepted_and_normalised() -> None:
+    settings = Settings.from_env({"GOVERNANCE_DATABASE_URL": "postgresql+psycopg://app@db/gov"})
+
+    assert settings.database_url == "postgresql://app@db/gov"
+
+
+def test_a_multi_host_database_url_is_kept_as_libpq_reads_it() -> None:
+    url = "postgresql://app@h1:5432,h2:5433/gov?target_session_attrs=read-write"
+
+    settings = Settings.from_env({"GOVERNANCE_DATABASE_URL": url})
+
+    assert settings.database_url == url
+    assert conninfo_to_dict(database.conninfo(settings, {}))["host"] == "h1,h2"
+
+
+def test_a_failover_list_of_brokers_is_accepted() -> None:
+    urls = "amqp://u:pw@rabbit-1:5672//;amqp://u:pw@rabbit-2:5672//"
+
+    assert Settings.from_env({"GOVERNANCE_BROKER_URL": urls}).broker_url == urls
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "shown", "complaint"),
+    [
+        (
+            "GOVERNANCE_DATABASE_URL",
+            "mysql://app:pw@db/gov",
+            "mysql://app:***@db/gov",
+            "is not a PostgreSQL URL",
+        ),
+        (
+            "GOVERNANCE_BROKER_URL",
+            "redis://:pw@cache:6379",
+            "redis://:***@cache:6379",
+            "is not an AMQP URL",
+        ),
+    ],
+)
+def test_a_url_of_another_service_is_refused_naming_the_variable_without_its_password(
+    name: str, raw: str, shown: str, complaint: str
+) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_env({name: raw})
+
+    assert str(refused.value).startswith(f"{name}={shown!r} {complaint}")
