@@ -69,19 +69,35 @@ def register(cli: click.Group) -> None:
     @dlq.command()
     @broker_url_option
     @click.argument("keys", nargs=-1)
-    @click.option("--all", "all_", is_flag=True, help="Replay every command object in the queue.")
+    @click.option(
+        "--all",
+        "all_",
+        is_flag=True,
+        help="Replay every dead letter that carries a command; skip the others.",
+    )
     def replay(broker_url: str, keys: tuple[str, ...], all_: bool) -> None:
         """Send dead-lettered commands again through the normal path (idempotent by
-        command_id), removing them from the dead-letter queue."""
+        command_id), removing them from the dead-letter queue; prints the key of each.
+
+        A dead letter that carries no command (a sha256: key) would only be dead-lettered
+        again, its reason lost: naming one is an error (exit 1, nothing replayed), and
+        --all skips it, leaving it in the queue with its reason, names it on stderr and
+        still exits 0. Purge such letters once read.
+        """
         from producer.deadletters import DeadLetterError
 
         try:
-            replayed = _queue(broker_url).replay(_keys(keys, all_, "replay"))
+            replay = _queue(broker_url).replay(_keys(keys, all_, "replay"))
         except DeadLetterError as exc:
             raise click.ClickException(str(exc)) from exc
-        for letter in replayed:
+        for letter in replay.replayed:
             click.echo(letter.key)
-        click.echo(f"{len(replayed)} dead letter(s) replayed", err=True)
+        for letter in replay.skipped:
+            click.echo(f"skipped {letter.key}: not a command ({letter.reason})", err=True)
+        summary = f"{len(replay.replayed)} dead letter(s) replayed"
+        if replay.skipped:
+            summary += f", {len(replay.skipped)} skipped (not commands; still in the queue)"
+        click.echo(summary, err=True)
 
     @dlq.command()
     @broker_url_option

@@ -9,7 +9,8 @@ when the channel closes, so RabbitMQ puts them back where they were. Replay repu
 command as an ordinary ``governance.apply_command`` task message on ``governance.commands``
 (with publisher confirms) and only then removes it from the dead-letter queue; the worker's
 ledger makes a replay of an already applied command harmless (same ``command_id``, same
-outcome).
+outcome). A letter that carries no command is never replayed: it would only be parked again,
+its reason lost.
 """
 
 from __future__ import annotations
@@ -24,18 +25,18 @@ from typing import Any
 
 import kombu
 
+from governance.commands import command_id_of
 from governance.task_message import encode_task_message
 from governance.topology import (
     COMMANDS_QUEUE,
     DEAD_LETTER_QUEUE,
     DEAD_LETTER_REASON_HEADER,
 )
+from producer._amqp import worker_queue
 
-DEAD_LETTERS = kombu.Queue(
-    DEAD_LETTER_QUEUE, exchange=kombu.Exchange(""), routing_key=DEAD_LETTER_QUEUE, durable=True
-)
-COMMANDS_EXCHANGE = kombu.Exchange(COMMANDS_QUEUE, type="direct")
-COMMANDS = kombu.Queue(COMMANDS_QUEUE, COMMANDS_EXCHANGE, COMMANDS_QUEUE)
+DEAD_LETTERS = worker_queue(DEAD_LETTER_QUEUE)
+COMMANDS = worker_queue(COMMANDS_QUEUE)
+COMMANDS_EXCHANGE = COMMANDS.exchange
 
 
 class DeadLetterError(Exception):
@@ -46,8 +47,8 @@ class DeadLetterError(Exception):
 class DeadLetter:
     """One message of the dead-letter queue."""
 
-    #: The command's ``command_id`` when the body is a command object, else a digest of the
-    #: body (``sha256:<hex>``): how ``show``, ``replay`` and ``purge`` name it.
+    #: The command's ``command_id`` when the body is (or carries) a command object, else a
+    #: digest of the body (``sha256:<hex>``): how ``show``, ``replay`` and ``purge`` name it.
     key: str
     reason: str
     body: bytes
@@ -63,7 +64,21 @@ class DeadLetter:
     def command_id(self) -> str | None:
         command = self.command
         value = command.get("command_id") if command is not None else None
-        return value if isinstance(value, str) else None
+        if isinstance(value, str):
+            return value
+        carried = self.carried
+        return str(carried["command_id"]) if carried is not None else None
+
+    @property
+    def carried(self) -> dict[str, Any] | None:
+        """The command a replay sends, or None when there is none to send."""
+        return _carried_command(self.body)
+
+    @property
+    def replayable(self) -> bool:
+        """Whether replaying it can do any good: it carries a command with a usable
+        ``command_id``, so the worker answers it with an event instead of parking it again."""
+        return self.carried is not None
 
     def summary(self) -> dict[str, Any]:
         """What ``list`` shows of it."""
@@ -111,10 +126,33 @@ def _printable(value: Any) -> Any:
     return repr(value)
 
 
+def _carried_command(body: bytes) -> dict[str, Any] | None:
+    """The command object ``body`` is, or the one inside a task's arguments the worker kept
+    as they arrived (``{"args": [...], "kwargs": {...}}``: a task of the wrong shape, parked
+    that way by workers of earlier versions); None when there is no command with a usable
+    ``command_id`` in it."""
+    decoded = _as_object(body)
+    if decoded is None:
+        return None
+    if command_id_of(decoded) is not None:
+        return decoded
+    if set(decoded) != {"args", "kwargs"}:
+        return None
+    args, kwargs = decoded["args"], decoded["kwargs"]
+    candidates = [args[0]] if isinstance(args, list) and args else []
+    if isinstance(kwargs, dict):
+        candidates += list(kwargs.values())
+    commands = [c for c in candidates if isinstance(c, dict) and command_id_of(c) is not None]
+    return commands[0] if len(commands) == 1 else None
+
+
 def _key_of(body: bytes) -> str:
     command = _as_object(body)
     if command is not None and isinstance(command.get("command_id"), str):
         return str(command["command_id"])
+    carried = _carried_command(body)
+    if carried is not None:
+        return str(carried["command_id"])
     return "sha256:" + hashlib.sha256(body).hexdigest()[:16]
 
 
@@ -130,6 +168,15 @@ def _to_dead_letter(message: Any) -> DeadLetter:
         content_type=message.content_type,
         headers=headers,
     )
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a replay did: the letters sent again (now gone from the queue) and those skipped
+    because they carry no command (still in the queue)."""
+
+    replayed: list[DeadLetter]
+    skipped: list[DeadLetter]
 
 
 class DeadLetterQueue:
@@ -168,34 +215,35 @@ class DeadLetterQueue:
                 return letter
         raise DeadLetterError(f"no dead letter {key}")
 
-    def replay(self, keys: Iterable[str] | None = None) -> builtins.list[DeadLetter]:
+    def replay(self, keys: Iterable[str] | None = None) -> Replay:
         """Republish the named dead letters (all when ``keys`` is None) as commands and
-        remove them from the queue; return those replayed.
+        remove them from the queue.
 
-        Raises :class:`DeadLetterError`, before replaying anything, when a named letter is
-        missing or its body is not a command object (it could only be dead-lettered again).
+        With ``keys`` None, a letter that carries no command (it could only be dead-lettered
+        again, losing its reason) is skipped and left where it is, reason intact. Naming one
+        raises :class:`DeadLetterError` before anything is replayed, as does naming a letter
+        that is missing.
         """
         wanted = None if keys is None else list(dict.fromkeys(keys))
         with self._fetched() as (connection, held):
             chosen = _choose(held, wanted)
-            if wanted is not None:
-                unreplayable = [letter.key for _, letter in chosen if letter.command is None]
-                if unreplayable:
-                    raise DeadLetterError(
-                        "not a command object, cannot be replayed: " + ", ".join(unreplayable)
-                    )
-            else:
-                chosen = [(m, letter) for m, letter in chosen if letter.command is not None]
+            skipped = [letter for _, letter in chosen if not letter.replayable]
+            if wanted is not None and skipped:
+                raise DeadLetterError(
+                    "not a command object, cannot be replayed: "
+                    + ", ".join(letter.key for letter in skipped)
+                )
             producer = kombu.Producer(connection.channel())
             COMMANDS(producer.channel).declare()
             replayed = []
             for message, letter in chosen:
-                command = letter.command
-                assert command is not None
+                command = letter.carried
+                if command is None:
+                    continue  # unacknowledged: back to its place when the channel closes
                 publish_command(producer, command)
                 message.ack()
                 replayed.append(letter)
-            return replayed
+            return Replay(replayed=replayed, skipped=skipped)
 
     def purge(self, keys: Iterable[str] | None = None) -> builtins.list[DeadLetter]:
         """Remove the named dead letters (all when ``keys`` is None); return those removed."""

@@ -9,17 +9,29 @@ for all: the command object itself where the message carries one, so that
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import kombu
 
-from governance.task_message import carried_command, decode_task_message
-from governance.topology import DEAD_LETTER_QUEUE, DEAD_LETTER_REASON_HEADER
+from governance.task_message import CONTENT_TYPE, carried_command, decode_task_message
+from governance.topology import (
+    APPLY_COMMAND_TASK,
+    DEAD_LETTER_QUEUE,
+    DEAD_LETTER_REASON_HEADER,
+    queue_arguments,
+    queue_type_from,
+)
 from worker.outbox import EventPublisher
 
+#: Declared as the worker's settings say (``GOVERNANCE_QUEUE_TYPE``), like every worker queue.
 DEAD_LETTERS = kombu.Queue(
-    DEAD_LETTER_QUEUE, exchange=kombu.Exchange(""), routing_key=DEAD_LETTER_QUEUE, durable=True
+    DEAD_LETTER_QUEUE,
+    exchange=kombu.Exchange(""),
+    routing_key=DEAD_LETTER_QUEUE,
+    durable=True,
+    queue_arguments=queue_arguments(DEAD_LETTER_QUEUE, queue_type_from(os.environ)),
 )
 
 #: Longest reason kept in the header (a reason can quote a message's contents).
@@ -41,6 +53,35 @@ def _command_letter(command: Mapping[str, Any]) -> Letter:
     return Letter(encoded.encode("utf-8", "surrogatepass"), "application/json")
 
 
+def _carried(args: Any, kwargs: Any) -> Mapping[str, Any] | None:
+    """The command object among task arguments of the wrong shape: the first positional
+    argument, or else the one keyword argument that is a command object (a client that sent
+    ``kwargs={"command": {...}, "force": True}``), so that it is parked as itself and can be
+    replayed."""
+    command = carried_command(args)
+    if command is not None:
+        return command
+    if not isinstance(kwargs, Mapping):
+        return None
+    commands = [
+        value
+        for value in kwargs.values()
+        if isinstance(value, dict) and isinstance(value.get("command_id"), str)
+    ]
+    return commands[0] if len(commands) == 1 else None
+
+
+def _task_arguments(raw: bytes) -> tuple[Any, Any]:
+    """The ``args`` and ``kwargs`` of a task message's body (empty when it has none)."""
+    try:
+        decoded = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return [], {}
+    if isinstance(decoded, list) and len(decoded) == 3:
+        return decoded[0], decoded[1]
+    return [], {}
+
+
 def letter_from_message(
     headers: Mapping[str, Any] | None, body: bytes | str, content_type: str | None
 ) -> Letter:
@@ -48,6 +89,10 @@ def letter_from_message(
     raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogateescape")
     decoded = decode_task_message(headers, raw, content_type)
     command = decoded.command if decoded.problem is None else decoded.carried
+    is_task = (headers or {}).get("task") == APPLY_COMMAND_TASK and content_type == CONTENT_TYPE
+    if command is None and decoded.problem is not None and is_task:
+        # A task of the wrong shape whose command came as a keyword argument.
+        command = _carried(*_task_arguments(raw))
     if isinstance(command, dict):
         return _command_letter(command)
     return Letter(raw, content_type or "application/octet-stream")
@@ -55,7 +100,7 @@ def letter_from_message(
 
 def letter_from_arguments(args: Any, kwargs: Any) -> Letter:
     """What to keep of a task the worker has already decoded into its arguments."""
-    command = carried_command(args)
+    command = _carried(args, kwargs)
     if command is not None:
         return _command_letter(command)
     encoded = json.dumps({"args": args, "kwargs": kwargs}, default=repr, ensure_ascii=False)

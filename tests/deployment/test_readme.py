@@ -17,23 +17,41 @@ README = (ROOT / "README.md").read_text()
 BIN = Path(sys.executable).parent
 
 
+def marked_blocks(marker: str) -> list[str]:
+    """Every fenced code block after an ``<!-- readme:<marker> -->`` comment, in order: the
+    README marks the blocks a test runs with such an (invisible) comment."""
+    return [
+        block.strip()
+        for block in re.findall(rf"<!-- readme:{marker} -->\s*```\w*\n(.*?)```", README, re.S)
+    ]
+
+
 def marked_block(marker: str) -> str:
     """The first fenced code block after ``<!-- readme:<marker> -->``."""
-    match = re.search(rf"<!-- readme:{marker} -->\s*```\w*\n(.*?)```", README, re.S)
-    assert match, f"README has no block marked readme:{marker}"
-    return match.group(1).strip()
+    blocks = marked_blocks(marker)
+    assert blocks, f"README has no block marked readme:{marker}"
+    return blocks[0]
+
+
+def commented_lines(block: str) -> list[tuple[str, str]]:
+    """Each command line of a shell block, continuation lines joined, with its comment (the
+    text after ``  #``, or empty)."""
+    lines: list[tuple[str, str]] = []
+    for line in block.replace("\\\n", " ").splitlines():
+        command, _, comment = line.partition("  #")
+        command = command.strip()
+        if command and not command.startswith("#"):
+            lines.append((command, comment.strip()))
+    return lines
 
 
 def shell_lines() -> list[str]:
     """Every command line of the README's sh blocks, continuation lines joined."""
-    lines: list[str] = []
-    for block in re.findall(r"```sh\n(.*?)```", README, re.S):
-        joined = block.replace("\\\n", " ")
-        for line in joined.splitlines():
-            command = line.split("  #", 1)[0].strip()
-            if command and not command.startswith("#"):
-                lines.append(command)
-    return lines
+    return [
+        command
+        for block in re.findall(r"```sh\n(.*?)```", README, re.S)
+        for command, _ in commented_lines(block)
+    ]
 
 
 @cache
@@ -79,6 +97,12 @@ def test_the_quick_start_command_runs_as_written() -> None:
     assert "every guarantee held" in done.stdout
 
 
+def subcommands(help_output: str) -> list[str]:
+    """The subcommands a group's ``--help`` lists under ``Commands:`` (not its options)."""
+    _, _, listing = help_output.partition("\nCommands:\n")
+    return re.findall(r"^  (\S+)\s{2,}", listing, re.M)
+
+
 def command_path(words: list[str]) -> tuple[str, ...]:
     """The subcommand a command line names, through nested groups (``dlq list``,
     ``actors key add``): the leading words while each one is a group's subcommand."""
@@ -86,8 +110,7 @@ def command_path(words: list[str]) -> tuple[str, ...]:
     for word in words:
         if word.startswith("-"):
             break
-        listed = re.findall(r"^  (\S+)\s{2,}", help_text(path), re.M)
-        if word not in listed:
+        if word not in subcommands(help_text(path)):
             break
         path = (*path, word)
     return path
@@ -107,6 +130,5 @@ def test_every_cli_example_names_real_subcommands_and_options(line: str) -> None
 
 
 def test_the_readme_mentions_every_subcommand() -> None:
-    listed = re.findall(r"^  (\S+)\s{2,}", help_text(()), re.M)
-    for subcommand in listed:
+    for subcommand in subcommands(help_text(())):
         assert f"governance {subcommand}" in README, subcommand
