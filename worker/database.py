@@ -15,6 +15,17 @@ A database fails a client in three ways, and each needs its own bound:
   ``statement_timeout`` a statement that runs away, and ``idle_in_transaction_session_timeout``
   the frozen holder's own transaction, so the server releases its row locks.
 
+A failover (the primary lost, a standby promoted) needs nothing of its own: the URL lists
+every node (``postgresql://u@node1:5432,node2:5432/db?target_session_attrs=read-write``), the
+pool's check discards the connections the old primary's death broke, and each new connection
+goes to whichever node takes writes now; until one does, commands wait (their acquire timeout,
+then the broker) and are never applied anywhere else. A URL of several hosts that does not say
+``target_session_attrs`` gets ``read-write``: libpq's default takes the first node that
+answers, which after a failover may be a standby, where every command would fail. No bound
+here cuts short a commit waiting for a synchronous standby (``statement_timeout`` does not
+apply to that wait), and none must: PostgreSQL reports a commit whose wait was cancelled as
+committed, though only one node has it.
+
 The server-side settings travel in the startup packet (libpq's ``options``), not as ``SET``
 statements: they cost no round trip, hold for autocommit and pipelined use alike, and are
 the session's defaults, so a ``RESET ALL`` returns to them rather than to the server's.
@@ -76,13 +87,16 @@ def conninfo(settings: Settings, environ: Mapping[str, str] | None = None) -> st
     Nothing the URL says is overridden: a libpq parameter it sets keeps its value, and its
     own ``options`` (or, without them, ``PGOPTIONS`` from ``environ``, which an ``options``
     parameter would otherwise silently replace) come after the worker's, where PostgreSQL,
-    reading them left to right, lets them win.
+    reading them left to right, lets them win. A URL of several hosts that leaves
+    ``target_session_attrs`` unsaid gets ``read-write`` (see the module's docstring).
     """
     env = os.environ if environ is None else environ
     given = conninfo_to_dict(settings.database_url)
     added: dict[str, Any] = {
         key: value for key, value in connection_parameters(settings).items() if key not in given
     }
+    if _several_hosts(given) and "target_session_attrs" not in given:
+        added["target_session_attrs"] = "read-write"
     ours = " ".join(f"-c {name}={value}" for name, value in session_settings(settings).items())
     theirs = str(given.get("options") or env.get("PGOPTIONS") or "").strip()
     added["options"] = f"{ours} {theirs}" if theirs else ours
@@ -129,6 +143,10 @@ def create_pool(settings: Settings) -> ConnectionPool[psycopg.Connection[Any]]:
         check=check_connection,
         open=True,
     )
+
+
+def _several_hosts(given: Mapping[str, Any]) -> bool:
+    return any("," in str(given.get(key) or "") for key in ("host", "hostaddr"))
 
 
 def _milliseconds(seconds: float) -> int:

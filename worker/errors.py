@@ -38,8 +38,10 @@ class TransientConflict(Exception):
 _TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58", "XX"})
 
 #: States outside those classes that are faults of the moment, not of the message: a
-#: ``lock_timeout`` expiring (55P03) and an object in use by a concurrent operation (55006).
-_TRANSIENT_STATES = frozenset({"55P03", "55006"})
+#: ``lock_timeout`` expiring (55P03), an object in use by a concurrent operation (55006), and
+#: a write refused by a read-only server (25006): a standby, reached before a failover
+#: completed, or an old primary after it.
+_TRANSIENT_STATES = frozenset({"55P03", "55006", "25006"})
 
 #: Classes of faults of the deployment, which no redelivery cures but no message causes
 #: either (a database not migrated, a role without a privilege, a wrong password): retried

@@ -29,6 +29,7 @@ def driver_error(sqlstate: str) -> psycopg.Error:
         "57014",  # query canceled (statement_timeout)
         "57P03",  # cannot connect now (a standby being promoted)
         "55P03",  # lock_timeout expired
+        "25006",  # a read-only server: a standby, or an old primary after a failover
         "58030",  # I/O error
         "42P01",  # a table missing: the database is not migrated yet
         "28P01",  # a wrong password
