@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench import workloads
+from bench import observability, workloads
 from bench.runs import Bench
 from bench.services import (
     DEFAULT_BROKER_URL,
@@ -35,7 +35,18 @@ from bench.services import (
 )
 from bench.stats import ratio
 
-WORKLOADS = ("uniform", "hot", "approvals", "mixed", "baselines", "auth", "backlog", "all")
+WORKLOADS = (
+    "uniform",
+    "hot",
+    "approvals",
+    "mixed",
+    "baselines",
+    "auth",
+    "backlog",
+    "observability",
+    "queues",
+    "all",
+)
 
 #: Sizes at ``--scale 1``.
 SIZES = {
@@ -52,7 +63,7 @@ SIZES = {
     "backlog_unpublished": 50_000,  # of which left unpublished in the backlog phase
 }
 
-#: Targets of issue 6 (ratios measured in one run).
+#: The targets (ratios measured in one run).
 TARGETS = {
     "uniform_over_naive": (">=", 2.0),
     "uniform_over_noop": (">=", 0.6),
@@ -61,7 +72,9 @@ TARGETS = {
     "hot_round_p50_over_direct_p50": ("<=", 50.0),
     "hot_round_max_over_direct_p50": ("<=", 50.0),
     "auth_signed_throughput_cost": ("<=", 0.10),
+    "quorum_over_classic": (">=", 0.5),
     "backlog_throughput_over_no_backlog": (">=", 0.8),
+    observability.TARGET[0]: observability.TARGET[1],
 }
 
 
@@ -229,6 +242,26 @@ class Run:
         self.bench.stop_workers()
         self.bench.governance_env = dict(self.args.worker_env)
 
+    def queues(self) -> None:
+        """What replicated command queues cost: the uniform workload at the largest worker
+        count with ``GOVERNANCE_QUEUE_TYPE=classic`` and ``quorum``, alternated twice in one
+        run on one node. The worker queues are deleted between phases (RabbitMQ refuses to
+        redeclare a queue as another type)."""
+        count = max(self.args.worker_counts)
+        requests = self.size("uniform_requests")
+        for attempt, kind in enumerate(("classic", "quorum", "classic", "quorum"), start=1):
+            self.bench.stop_workers()
+            self.bench.drop_worker_queues()
+            self.bench.governance_env = {**self.args.worker_env, "GOVERNANCE_QUEUE_TYPE": kind}
+            self.phase(
+                "queues",
+                f"{kind} {count}w #{(attempt + 1) // 2}",
+                partial(self.bench.workload, workloads.uniform(requests), count),
+            )
+        self.bench.stop_workers()
+        self.bench.drop_worker_queues()
+        self.bench.governance_env = dict(self.args.worker_env)
+
     def backlog(self) -> None:
         """A backlog of unpublished events of other requests must not slow every command: the
         uniform workload at the largest worker count on an outbox already holding events of
@@ -283,7 +316,7 @@ def _at(results: dict[str, Any], key: str, label: str, *path: str) -> Any:
 
 
 def ratios(results: dict[str, Any], counts: list[int]) -> dict[str, Any]:
-    """The issue's ratios, from whatever phases ran."""
+    """The target ratios, from whatever phases ran."""
     out: dict[str, Any] = {}
     best_uniform = _best(results, "uniform")
     out["uniform_over_naive"] = ratio(best_uniform, _best(results, "naive_peer"))
@@ -348,7 +381,21 @@ def ratios(results: dict[str, Any], counts: list[int]) -> dict[str, Any]:
             }
             for mode, runs in by_mode.items()
         }
+    queues = results.get("queues", {})
+    by_kind = {
+        kind: [v["throughput_per_s"] for k, v in queues.items() if k.startswith(kind + " ")]
+        for kind in ("quorum", "classic")
+    }
+    if by_kind["quorum"] and by_kind["classic"]:
+        means = {kind: _mean(rates) for kind, rates in by_kind.items()}
+        out["queue_type_throughput_per_s"] = means
+        out["quorum_over_classic"] = ratio(means["quorum"], means["classic"])
     return out
+
+
+def _mean(values: list[Any]) -> float | None:
+    numbers = [v for v in values if v is not None]
+    return round(sum(numbers) / len(numbers), 3) if numbers else None
 
 
 def targets(computed: dict[str, Any]) -> dict[str, Any]:
@@ -421,13 +468,17 @@ def main(argv: list[str] | None = None) -> int:
                 run.auth()
             if args.workload == "backlog":
                 run.backlog()
+            if args.workload == "queues":
+                run.queues()
+            if args.workload == "observability":
+                observability.run(run)
         except BaseException as exc:
             report.setdefault("fatal", repr(exc))
             if not isinstance(exc, Exception):
                 raise
     results = run.results if run is not None else {}
     report["results"] = results
-    computed = ratios(results, args.worker_counts)
+    computed = {**ratios(results, args.worker_counts), **observability.ratios(results)}
     report["ratios"] = computed
     report["targets"] = targets(computed)
     report["errors"] = run.errors if run is not None else []

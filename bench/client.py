@@ -47,6 +47,21 @@ def cpu_self() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def publisher_app(broker_url: str) -> Any:
+    """A plain Celery client, set up as the README tells one to be: it sends to
+    ``governance.commands`` without declaring it (the workers declared it, quorum or classic,
+    with arguments a client's default declaration would contradict)."""
+    from celery import Celery
+
+    app = Celery("bench-publisher", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        broker_connection_retry_on_startup=True,
+        task_queues=[kombu.Queue(COMMANDS_QUEUE, no_declare=True)],
+    )
+    return app
+
+
 def _publish_main(
     broker_url: str,
     task_name: str,
@@ -56,10 +71,7 @@ def _publish_main(
     results: Any,
 ) -> None:
     """Body of the publisher process: ``send_task`` without confirms, flat out or paced."""
-    from celery import Celery
-
-    app = Celery("bench-publisher", broker=broker_url, set_as_current=False)
-    app.conf.update(task_serializer="json", broker_connection_retry_on_startup=True)
+    app = publisher_app(broker_url)
     times: list[float] = []
     slip = 0.0
     with app.producer_or_acquire() as producer:
@@ -84,11 +96,8 @@ class InlinePublisher:
     workload's rounds, where there is nothing to receive while publishing)."""
 
     def __init__(self, broker_url: str, *, task_name: str = APPLY_COMMAND_TASK) -> None:
-        from celery import Celery
-
         self.task_name = task_name
-        self.app = Celery("bench-publisher", broker=broker_url, set_as_current=False)
-        self.app.conf.update(task_serializer="json", broker_connection_retry_on_startup=True)
+        self.app = publisher_app(broker_url)
         self._producer_context = self.app.producer_or_acquire()
         self.producer = self._producer_context.__enter__()
 

@@ -40,7 +40,7 @@ from bench.services import (
     start_workers,
 )
 from bench.stats import latency_summary, ms, percentile, rate
-from governance.topology import COMMANDS_QUEUE
+from governance.topology import COMMANDS_QUEUE, WORKER_QUEUES
 
 
 class PhaseFailed(RuntimeError):
@@ -112,6 +112,13 @@ class Bench:
                 except Exception:  # never declared: nothing to purge; the channel is closed
                     conn.close()
                     conn.connect()
+
+    def drop_worker_queues(self) -> None:
+        """Delete the governance worker's queues (and what they hold), so that the next
+        workers declare them anew, of whatever type they are set to."""
+        with kombu.Connection(self.broker_url) as conn:
+            for name in WORKER_QUEUES:
+                conn.channel().queue_delete(name)
 
     def _stop(self, workers: WorkerSet, queues: tuple[str, ...]) -> None:
         """Cold shutdown once the broker shows every message acknowledged, else warm."""

@@ -11,6 +11,16 @@ A :class:`Subscription` consumes ``governance.events`` through its own queue:
   delivered again: delivery is at-least-once, and duplicates are dropped by ``event_id``.
   The queue keeps every binding it was ever created with (RabbitMQ adds bindings, never
   removes them), so reuse a name with the same filter; the filter is also applied per event.
+  It is a quorum queue (a classic one under ``GOVERNANCE_QUEUE_TYPE=classic``), bounded:
+  past ``max_length`` events the oldest are dropped, and an event older than
+  ``max_age_seconds`` is dropped unread, so that a subscriber gone for good cannot fill the
+  broker. The type and bounds are fixed when the queue is created (RabbitMQ refuses a
+  redeclaration with others): to change them, :func:`delete_subscription` and subscribe anew.
+
+A subscription whose connection breaks reconnects, through the next URL of a
+``;``-separated list when one is given. A durable one loses nothing (unacknowledged events
+come again and are dropped as duplicates); an anonymous one misses what was published while
+it was away, as its queue went with its connection.
 
 :func:`replay` reads the event log (the outbox table) from a sequence onwards, in short
 pages, and then follows live, without a gap or a duplicate at the seam.
@@ -19,6 +29,8 @@ pages, and then follows live, without a gap or a duplicate at the seam.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import re
 import threading
 import time
@@ -29,13 +41,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import kombu
+from opentelemetry import trace
+from opentelemetry.propagate import extract
 
 from governance.events import APPLIED, REJECTED, applied_routing_key, rejected_routing_key
+from governance.topology import (
+    DEFAULT_SUBSCRIPTION_MAX_AGE_SECONDS,
+    DEFAULT_SUBSCRIPTION_MAX_LENGTH,
+    SUBSCRIPTION_QUEUE_PREFIX,
+    queue_type_from,
+    subscription_arguments,
+)
 from producer._amqp import EVENTS, decode_event
 from producer._closing import Closing
 from producer.queries import read_event_log
 
-SUBSCRIPTION_QUEUE_PREFIX = "governance.subscription."
+log = logging.getLogger(__name__)
+
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 
 
@@ -163,42 +185,105 @@ class Subscription(Closing):
         name: str | None = None,
         prefetch: int = 200,
         dedupe_capacity: int = 100_000,
+        max_length: int | None = DEFAULT_SUBSCRIPTION_MAX_LENGTH,
+        max_age_seconds: float | None = DEFAULT_SUBSCRIPTION_MAX_AGE_SECONDS,
+        queue_type: str | None = None,
     ) -> None:
+        """``max_length``, ``max_age_seconds`` and ``queue_type`` (default: as
+        ``GOVERNANCE_QUEUE_TYPE`` says, else quorum) shape a durable subscription's queue;
+        None for a bound means none. An anonymous subscription's queue is always a classic,
+        exclusive one (a quorum queue cannot be exclusive)."""
         self.filter = event_filter
         self.name = name
-        if name is not None and not _NAME_PATTERN.fullmatch(name):
-            raise ValueError(f"subscription name must match {_NAME_PATTERN.pattern}")
         queue_name = (
-            SUBSCRIPTION_QUEUE_PREFIX + name
+            subscription_queue_name(name)
             if name is not None
             else f"governance.watch.{uuid.uuid4().hex}"
         )
         bindings = [kombu.binding(EVENTS, routing_key=key) for key in event_filter.binding_keys()]
+        arguments = (
+            subscription_arguments(
+                queue_type_from(os.environ) if queue_type is None else queue_type,
+                max_length=max_length,
+                max_age_seconds=max_age_seconds,
+            )
+            if name is not None
+            # Pinned: a virtual host whose default type is quorum must not try to make an
+            # exclusive queue one.
+            else {"x-queue-type": "classic"}
+        )
         self.queue = kombu.Queue(
             queue_name,
             bindings=bindings,
             durable=name is not None,
             exclusive=name is None,
             auto_delete=name is None,
+            queue_arguments=arguments,
         )
-        self._connection = kombu.Connection(broker_url)
+        self._broker_url = broker_url
+        self._prefetch = prefetch
         self._buffer: deque[tuple[dict[str, Any] | None, kombu.Message]] = deque()
         self._unacked: kombu.Message | None = None
+        self._last_headers: Mapping[str, Any] = {}
         self._seen = _SeenIds(dedupe_capacity)
         self._closed = threading.Event()
+        self._connection = kombu.Connection(broker_url)
+        self._consumer = self._consume()
+
+    def _consume(self) -> kombu.Consumer:
         channel = self._connection.channel()
-        channel.basic_qos(0, prefetch, False)
-        self._consumer = kombu.Consumer(
+        channel.basic_qos(0, self._prefetch, False)
+        consumer = kombu.Consumer(
             channel, [self.queue], callbacks=[self._on_message], accept=["json"]
         )
-        self._consumer.consume()
+        consumer.consume()
+        return consumer
+
+    def _reconnect(self, exc: Exception) -> None:
+        """A fresh connection (the next broker of a failover list first) and consumer.
+        What the old channel delivered and we did not acknowledge comes again (durable) or
+        is lost with the queue (anonymous); what was buffered is still handed out."""
+        log.warning("subscription lost the broker (%s); reconnecting", exc)
+        with contextlib.suppress(Exception):
+            self._connection.release()
+        self._unacked = None
+        while not self._closed.is_set():
+            self._connection = kombu.Connection(self._broker_url)
+            try:
+                self._connection.ensure_connection(max_retries=3)
+                self._consumer = self._consume()
+                return
+            except self._connection.recoverable_connection_errors as again:
+                log.warning("subscription could not reconnect yet (%s)", again)
+                with contextlib.suppress(Exception):
+                    self._connection.release()
+                self._closed.wait(0.5)
 
     def _on_message(self, body: Any, message: kombu.Message) -> None:
         self._buffer.append((decode_event(body), message))
 
+    def _ack(self, message: kombu.Message) -> None:
+        # A message of a channel that has since been lost cannot be acknowledged; a durable
+        # queue delivers it again, and it is dropped then as a duplicate.
+        with contextlib.suppress(*self._connection.recoverable_connection_errors):
+            message.ack()
+
+    def _consuming(self) -> bool:
+        """Whether our consumer's channel still lives on the connection we drain. kombu
+        reconnects a connection that broke (a failed acknowledgement is enough) quietly, on
+        its next use, and on the new one nothing is consumed."""
+        channel = self._consumer.channel
+        carrier = getattr(channel, "connection", None)
+        if carrier is None or not getattr(channel, "is_open", True):
+            return False
+        try:
+            return carrier is self._connection.connection
+        except self._connection.recoverable_connection_errors:
+            return False
+
     def _ack_pending(self) -> None:
         if self._unacked is not None:
-            self._unacked.ack()
+            self._ack(self._unacked)
             self._unacked = None
 
     def get(self, timeout: float | None = None) -> dict[str, Any] | None:
@@ -216,20 +301,35 @@ class Subscription(Closing):
                     or not self.filter.matches(event)
                     or not self._seen.add(str(event.get("event_id")))
                 ):
-                    message.ack()
+                    self._ack(message)
                     continue
                 self._unacked = message
+                self._last_headers = message.headers or {}
                 return event
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None
-            with contextlib.suppress(TimeoutError):
+            if not self._consuming():
+                self._reconnect(ConnectionError("the consuming channel is gone"))
+                continue
+            try:
                 self._connection.drain_events(timeout=0.25 if left is None else min(left, 0.25))
+            except TimeoutError:
+                continue
+            except self._connection.recoverable_connection_errors as exc:
+                self._reconnect(exc)
         return None
 
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    @property
+    def last_headers(self) -> Mapping[str, Any]:
+        """The message headers of the event last handed out: its ``sequence`` and, when the
+        command was traced, the ``traceparent`` of the worker's span (see
+        :func:`event_span`)."""
+        return self._last_headers
 
     def mark_seen(self, event_id: str) -> None:
         """Treat an event as already delivered (used at the replay seam)."""
@@ -257,15 +357,68 @@ class Subscription(Closing):
         self._closed.set()
         try:
             self._ack_pending()
-            # Unacknowledged prefetched messages go back to a durable queue on disconnect.
-            self._consumer.cancel()
+            # Unacknowledged prefetched messages go back to a durable queue on disconnect
+            # (and to a broker that went away, the connection is gone already).
+            with contextlib.suppress(*self._connection.recoverable_connection_errors):
+                self._consumer.cancel()
         finally:
             self._connection.release()
 
     def delete(self) -> None:
         """Remove a durable subscription's queue for good (events it held are lost)."""
-        with kombu.Connection(self._connection.as_uri(include_password=True)) as conn:
+        with kombu.Connection(self._broker_url) as conn:
             self.queue.bind(conn.channel()).delete()
+
+
+@contextlib.contextmanager
+def event_span(
+    headers: Mapping[str, Any],
+    name: str = "governance.handle_event",
+    *,
+    continue_trace: bool = False,
+) -> Iterator[trace.Span]:
+    """A span for handling an outcome event, tied to the command that caused it through the
+    event's ``traceparent`` header (``subscription.last_headers``): linked to the worker's
+    span for the command, or with ``continue_trace`` its child in the same trace. Without an
+    OpenTelemetry SDK it is the API's no-op span."""
+    traceparent = headers.get("traceparent")
+    carried = (
+        trace.get_current_span(extract({"traceparent": traceparent})).get_span_context()
+        if isinstance(traceparent, str)
+        else None
+    )
+    tracer = trace.get_tracer("governance.subscriber")
+    if carried is not None and carried.is_valid and continue_trace:
+        parent = trace.set_span_in_context(trace.NonRecordingSpan(carried))
+        with tracer.start_as_current_span(
+            name, context=parent, kind=trace.SpanKind.CONSUMER
+        ) as span:
+            yield span
+        return
+    links = [trace.Link(carried)] if carried is not None and carried.is_valid else []
+    with tracer.start_as_current_span(name, links=links, kind=trace.SpanKind.CONSUMER) as span:
+        yield span
+
+
+def subscription_queue_name(name: str) -> str:
+    """The queue of the durable subscription ``name``."""
+    if not _NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"subscription name must match {_NAME_PATTERN.pattern}")
+    return SUBSCRIPTION_QUEUE_PREFIX + name
+
+
+def delete_subscription(broker_url: str, name: str) -> bool:
+    """Remove the durable subscription ``name`` for good, with the events it held; False when
+    there is none of that name. A subscriber still consuming it is cut off."""
+    queue_name = subscription_queue_name(name)
+    with kombu.Connection(broker_url) as connection:
+        channel = connection.channel()
+        try:
+            channel.queue_declare(queue_name, passive=True)
+        except connection.channel_errors:
+            return False
+        connection.channel().queue_delete(queue_name)
+    return True
 
 
 class Replay(Closing):

@@ -14,9 +14,9 @@ from typing import Any
 
 import kombu
 import psycopg
-from celery import Celery
 
 from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE
+from tests.support.celery_client import plain_client
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from tests.support.identities import sign
@@ -213,7 +213,7 @@ def send_in_process(
 ) -> None:
     """Process body: a plain Celery client that sends ``payloads`` once everyone is ready, and
     puts each sent command_id on ``results``."""
-    client = Celery(broker=broker_url)
+    client = plain_client(broker_url)
     with client.connection_for_write() as connection:
         connection.ensure_connection(max_retries=3)
         start.wait(PATIENCE)
@@ -262,7 +262,7 @@ class Sender:
     """A plain Celery client, as any producer would use."""
 
     def __init__(self, broker_url: str) -> None:
-        self.client = Celery(broker=broker_url)
+        self.client = plain_client(broker_url)
 
     def send(self, *args: Any, **options: Any) -> None:
         self.client.send_task(

@@ -12,7 +12,7 @@ import kombu
 import psycopg
 import pytest
 
-from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON_HEADER
+from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_REASON_HEADER
 from tests.integration.helpers import (
     PATIENCE,
     Sender,
@@ -29,6 +29,7 @@ from tests.integration.helpers import (
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from tests.support.processes import WorkerProcess
+from worker.deadletter import DEAD_LETTERS
 
 pytestmark = [pytest.mark.integration, pytest.mark.system]
 
@@ -296,9 +297,7 @@ def dead_letter_with(broker_url: str, marker: str) -> kombu.Message:
     """Wait for the dead letter whose body carries ``marker`` and take it off the queue."""
     found: list[kombu.Message] = []
     with kombu.Connection(broker_url) as connection:
-        queue = kombu.Queue(
-            DEAD_LETTER_QUEUE, routing_key=DEAD_LETTER_QUEUE, channel=connection.channel()
-        )
+        queue = DEAD_LETTERS(connection.channel())
         # Declared as the worker declares it (durable, default exchange), in case this test
         # is the first to look before the worker dead-lettered anything.
         queue.declare()

@@ -2,7 +2,7 @@
 
 Run as ``celery -A tests.system.faults_app worker``. It imports the production app unchanged
 and wraps, in this process only, the functions a command passes through, so a test can make
-a worker die (or freeze) exactly where the design says it may:
+a worker die (or freeze) exactly where a real crash could stop it:
 
 - ``holding_lock``: in the guarded transaction, after ``SELECT ... FOR UPDATE`` returned,
   before the decision: the child SIGKILLs itself while it holds the row lock;

@@ -13,11 +13,11 @@ from typing import Any
 
 import kombu
 import psycopg
-from celery import Celery
 
 from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE
 from producer.deadletters import DeadLetterQueue
 from producer.history import DeadLetterRecord, check_history
+from tests.support.celery_client import plain_client
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EVENTS, EventListener
 from tests.support.identities import sign
@@ -31,8 +31,8 @@ class Sender:
     away: the producer side of the guarantee."""
 
     def __init__(self, broker_url: str) -> None:
-        self.app = Celery(broker=broker_url, set_as_current=False)
-        self.app.conf.update(
+        self.app = plain_client(
+            broker_url,
             broker_transport_options={"confirm_publish": True},
             task_serializer="json",
             broker_connection_retry=True,

@@ -115,7 +115,7 @@ def test_reports_every_workload_and_baseline_with_settings_and_machine(
         "naive_peer_with_event": ["1w"],
         "noop_task": ["1w"],
     }
-    # And the settings and machine it ran on are recorded, with the ratios the issue asks for
+    # And the settings and machine it ran on are recorded, with the target ratios
     assert report["settings"]["worker_counts"] == [1]
     assert report["settings"]["scale"] == 0.002
     assert {"cpu_count", "python", "postgres", "rabbitmq", "git"} <= set(report["machine"])
