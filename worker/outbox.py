@@ -21,6 +21,8 @@ from psycopg.pq import TransactionStatus
 from governance.events import with_sequence
 from governance.topology import EVENTS_EXCHANGE
 from worker import sql
+from worker.observability import metrics
+from worker.observability.context import trace_context_of
 from worker.transaction import StoredOutcome
 
 log = logging.getLogger(__name__)
@@ -60,8 +62,16 @@ class EventPublisher:
         """Publish one event and return once the broker has confirmed it; raise if it can't."""
         self.publish_many([(event, routing_key)])
 
-    def publish_many(self, events: Iterable[tuple[Mapping[str, Any], str]]) -> None:
-        """Publish events in the order given; return once the broker confirmed them all."""
+    def publish_many(
+        self,
+        events: Iterable[tuple[Mapping[str, Any], str]],
+        trace_contexts: Mapping[Any, str | None] | None = None,
+    ) -> None:
+        """Publish events in the order given; return once the broker confirmed them all.
+
+        Each carries its command's trace context as its ``traceparent`` header: from
+        ``trace_contexts`` (by ``event_id``, as the outbox rows hold them) when given, else
+        from the run in progress."""
         messages = [
             {
                 "body": encode_event(event),
@@ -71,7 +81,7 @@ class EventPublisher:
                 "content_encoding": "utf-8",
                 "delivery_mode": 2,
                 "message_id": event["event_id"],
-                "headers": {"sequence": event.get("sequence")},
+                "headers": _headers(event, trace_contexts),
             }
             for event, routing_key in events
         ]
@@ -167,8 +177,25 @@ class EventPublisher:
             self._reset()
 
 
-def mark_published(conn: psycopg.Connection[Any], sequences: list[int]) -> None:
-    """Record that these events reached the broker.
+def _headers(
+    event: Mapping[str, Any], trace_contexts: Mapping[Any, str | None] | None
+) -> dict[str, Any]:
+    headers: dict[str, Any] = {"sequence": event.get("sequence")}
+    traceparent = (
+        trace_contexts.get(event.get("event_id"))
+        if trace_contexts is not None
+        else trace_context_of(event.get("command_id"))
+    )
+    if traceparent:
+        headers["traceparent"] = traceparent
+    return headers
+
+
+def mark_published(
+    conn: psycopg.Connection[Any], sequences: list[int], publisher: str = "writer"
+) -> None:
+    """Record that these events reached the broker (``publisher``: ``writer`` or ``relay``,
+    for the lag metric).
 
     Without waiting for the WAL flush: a mark lost in a crash only makes the relay publish
     the event once more, which at-least-once delivery allows.
@@ -177,10 +204,11 @@ def mark_published(conn: psycopg.Connection[Any], sequences: list[int]) -> None:
         with conn.pipeline():
             conn.execute("BEGIN")
             conn.execute("SET LOCAL synchronous_commit TO off")
-            conn.execute(sql.MARK_PUBLISHED, {"sequences": sequences})
+            marked = conn.execute(sql.MARK_PUBLISHED, {"sequences": sequences})
             conn.execute("COMMIT")
     else:
-        conn.execute(sql.MARK_PUBLISHED, {"sequences": sequences})
+        marked = conn.execute(sql.MARK_PUBLISHED, {"sequences": sequences})
+    metrics.outbox_published((lag for (lag,) in marked.fetchall() if lag is not None), publisher)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,18 +284,22 @@ def _publish_behind_backlog(
     try:
         with conn.transaction():
             conn.execute(sql.PUBLISHING_TRANSACTION)
-            backlog: list[tuple[int, str, Mapping[str, Any]]] = conn.execute(
+            backlog: list[tuple[int, str, Mapping[str, Any], str | None]] = conn.execute(
                 sql.CLAIM_REQUEST_BACKLOG,
                 {"request_id": stored.request_id, "sequence": stored.sequence},
             ).fetchall()
             batch: list[tuple[Mapping[str, Any], str]] = [
-                (with_sequence(body, seq), key) for seq, key, body in backlog
+                (with_sequence(body, seq), key) for seq, key, body, _ in backlog
             ]
-            if not any(seq == stored.sequence for seq, _, _ in backlog):
+            traces = {body.get("event_id"): trace for _, _, body, trace in backlog}
+            if not any(seq == stored.sequence for seq, _, _, _ in backlog):
                 batch.append((stored.event, stored.routing_key))
-            publisher.publish_many(batch)
+                traces[stored.event.get("event_id")] = trace_context_of(
+                    stored.event.get("command_id")
+                )
+            publisher.publish_many(batch, traces)
             if backlog:
-                mark_published(conn, [seq for seq, _, _ in backlog])
+                mark_published(conn, [seq for seq, _, _, _ in backlog])
     except psycopg.Error:
         raise
     except Exception as exc:  # any broker fault: the rows wait for the relay
@@ -301,9 +333,10 @@ def relay_unpublished(
                 return total
             publishable = _request_ordered_prefix(conn, claimed)
             publisher.publish_many(
-                (with_sequence(body, seq), key) for seq, key, body, _ in publishable
+                ((with_sequence(body, seq), key) for seq, key, body, _, _ in publishable),
+                {body.get("event_id"): trace for _, _, body, _, trace in publishable},
             )
-            mark_published(conn, [row[0] for row in publishable])
+            mark_published(conn, [row[0] for row in publishable], "relay")
         total += len(publishable)
         if len(claimed) < batch_size or not publishable:
             return total

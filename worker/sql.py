@@ -127,10 +127,13 @@ WITH request_rows AS (
 ), event_rows AS (
     SELECT * FROM jsonb_to_recordset(%(events)s::jsonb) AS e(
         position integer, event_id uuid, event_type text, command_id text, request_id text,
-        routing_key text, body jsonb, payload_hash text, record boolean, guarded boolean)
+        routing_key text, body jsonb, payload_hash text, record boolean, guarded boolean,
+        trace_context text)
 ), event_write AS (
-    INSERT INTO outbox_events (event_id, event_type, command_id, request_id, routing_key, body)
-    SELECT event_id, event_type, command_id, request_id, routing_key, body FROM event_rows
+    INSERT INTO outbox_events (
+        event_id, event_type, command_id, request_id, routing_key, body, trace_context)
+    SELECT event_id, event_type, command_id, request_id, routing_key, body, trace_context
+    FROM event_rows
     WHERE NOT guarded OR request_id IN (SELECT request_id FROM written)
     ORDER BY position
     RETURNING event_id, sequence
@@ -150,17 +153,19 @@ PUBLISHING_TRANSACTION = "SET LOCAL idle_in_transaction_session_timeout = '120s'
 
 #: By primary key only: a ``published_at IS NULL`` condition here would let the planner serve
 #: the statement from the unpublished index, reading the whole backlog to find a few rows.
-#: (An event published twice keeps its first mark.)
+#: (An event published twice keeps its first mark.) Returns, for each row this marks, the
+#: seconds from its write to now (a row marked before returns NULL: its mark is not now()).
 MARK_PUBLISHED = """
 UPDATE outbox_events SET published_at = coalesce(published_at, now())
 WHERE sequence = ANY(%(sequences)s)
+RETURNING CASE WHEN published_at = now() THEN extract(epoch FROM now() - created_at)::float8 END
 """
 
 #: A request's unpublished events up to and including the one just committed, locked in
 #: sequence order: whoever publishes a request's event first publishes its predecessors, so a
 #: request's events leave in revision order even when an earlier writer died before publishing.
 CLAIM_REQUEST_BACKLOG = """
-SELECT sequence, routing_key, body FROM outbox_events
+SELECT sequence, routing_key, body, trace_context FROM outbox_events
 WHERE request_id = %(request_id)s AND sequence <= %(sequence)s AND published_at IS NULL
 ORDER BY sequence
 FOR UPDATE
@@ -176,7 +181,7 @@ ORDER BY sequence
 #: The relay's sweep: unpublished rows old enough that their writer has had its chance,
 #: oldest first, skipping rows another relay holds.
 CLAIM_UNPUBLISHED = """
-SELECT sequence, routing_key, body, request_id FROM outbox_events
+SELECT sequence, routing_key, body, request_id, trace_context FROM outbox_events
 WHERE published_at IS NULL AND created_at < now() - make_interval(secs => %(grace_seconds)s)
 ORDER BY sequence
 LIMIT %(batch_size)s

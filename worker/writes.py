@@ -30,6 +30,7 @@ from governance.events import (
 from governance.model import Actor, MutationRequest
 from governance.proof import chain_hash, chained_decision
 from governance.rules import Applied, Rejection
+from worker.observability.context import trace_context_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,8 @@ class RunWrites:
                 "record": record,
                 # Written only if its request write matched its guard.
                 "guarded": guarded,
+                # The worker span's traceparent (None untraced), published with the event.
+                "trace_context": trace_context_of(command_id),
             }
         )
         self.events.append(event)

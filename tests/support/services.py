@@ -190,3 +190,28 @@ def fresh_database(server_url: str) -> Iterator[str]:
 def _with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@contextlib.contextmanager
+def broker_user_who_cannot_publish_events(broker_url: str) -> Iterator[str]:
+    """``broker_url`` as a user of its vhost who may do everything but publish to
+    ``governance.events``: a worker on it commits, and every event is left to the relay."""
+    user, password = f"governance-no-events-{os.urandom(4).hex()}", os.urandom(16).hex()
+    parts = urlsplit(broker_url)
+    vhost = parts.path.lstrip("/") or "/"
+
+    def ctl(*args: str) -> bool:
+        done = subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60, check=False)
+        return done.returncode == 0
+
+    if not (
+        ctl("add_user", user, password)
+        and ctl("set_permissions", "-p", vhost, user, ".*", r"^(?!governance\.events$).*", ".*")
+    ):
+        ctl("delete_user", user)
+        unavailable("rabbitmqctl cannot add a user with restricted permissions")
+    try:
+        netloc = f"{user}:{password}@{parts.hostname}:{parts.port or 5672}"
+        yield urlunsplit(parts._replace(netloc=netloc))
+    finally:
+        ctl("delete_user", user)

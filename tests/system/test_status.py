@@ -1,0 +1,169 @@
+"""``governance status`` as a health check, against a real broker, database and worker: exit
+0 when healthy, 8 with the reason when something needs attention, 7 when a service cannot
+be reached; ``--json`` always one JSON document on stdout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kombu
+import pytest
+
+from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE
+from producer._amqp import worker_queue
+from tests.conftest import purge_queues
+from tests.support import identities
+from tests.support.commands import new_id, submit
+from tests.support.identities import sign
+from tests.support.processes import PROJECT_ROOT, WorkerProcess, service_env
+from tests.support.services import (
+    broker_user_who_cannot_publish_events,
+    fresh_database,
+)
+from tests.system.test_metrics import send
+from worker.migrate import migrate
+
+EXIT_UNAVAILABLE, EXIT_NEEDS_ATTENTION = 7, 8
+
+
+def status(database_url: str, broker_url: str, *args: str) -> tuple[int, dict[str, Any], str]:
+    """Run ``governance status --json ARGS``: its exit code, document and stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "governance_cli.status", "--json", *args],
+        cwd=PROJECT_ROOT,
+        env=service_env(database_url, broker_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+@pytest.fixture
+def private_database(postgres_server_url: str) -> Iterator[str]:
+    """A migrated database of this test alone: its outbox holds only this test's events."""
+    with fresh_database(postgres_server_url) as url:
+        migrate(url)
+        identities.track(url)
+        try:
+            yield url
+        finally:
+            identities.untrack(url)
+
+
+@pytest.fixture
+def quiet_broker(broker_url: str) -> str:
+    """The test broker with its work and dead-letter queues empty."""
+    purge_queues(broker_url)
+    return broker_url
+
+
+@pytest.fixture
+def publish_blocked_broker_url(quiet_broker: str) -> Iterator[str]:
+    """The test broker as a user who may do everything but publish outcome events."""
+    with broker_user_who_cannot_publish_events(quiet_broker) as url:
+        yield url
+
+
+def running(database_url: str, broker_url: str, tmp_path: Path) -> WorkerProcess:
+    worker = WorkerProcess(database_url, broker_url, concurrency=1, log_path=tmp_path / "w.log")
+    worker.wait_ready()
+    return worker
+
+
+def wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def depth(broker_url: str, name: str) -> int:
+    with kombu.Connection(broker_url) as conn:
+        return int(conn.channel().queue_declare(name, passive=True)[1])
+
+
+def test_a_consuming_worker_and_an_empty_backlog_are_healthy(
+    private_database: str, quiet_broker: str, tmp_path: Path
+) -> None:
+    worker = running(private_database, quiet_broker, tmp_path)
+    try:
+        send(quiet_broker, [sign(submit(new_id(), actor="checked"))])
+        code, document, _ = status(private_database, quiet_broker)
+    finally:
+        worker.stop()
+    assert (code, document["healthy"], document["problems"]) == (0, True, [])
+    assert any(COMMANDS_QUEUE in w["queues"] for w in document["workers"])
+    (commands,) = [q for q in document["queues"] if q["name"] == COMMANDS_QUEUE]
+    assert commands["consumers"] >= 1
+
+
+def test_dead_letters_waiting_need_attention(
+    private_database: str, quiet_broker: str, tmp_path: Path
+) -> None:
+    # Given a worker that parked a message that is no command
+    worker = running(private_database, quiet_broker, tmp_path)
+    try:
+        with kombu.Connection(quiet_broker) as conn:
+            queue = worker_queue(COMMANDS_QUEUE)
+            kombu.Producer(conn.channel()).publish(
+                b"not a task", exchange=queue.exchange, routing_key=COMMANDS_QUEUE
+            )
+        wait_until(lambda: depth(quiet_broker, DEAD_LETTER_QUEUE) == 1, "the dead letter")
+        # When the status is asked
+        code, document, _ = status(private_database, quiet_broker)
+    finally:
+        worker.stop()
+        purge_queues(quiet_broker, (DEAD_LETTER_QUEUE,))  # later tests expect none
+    # Then it needs attention, and says why
+    assert code == EXIT_NEEDS_ATTENTION and document["healthy"] is False
+    assert [p for p in document["problems"] if "1 dead letter(s)" in p]
+
+
+def test_an_outbox_stuck_behind_a_blocked_publisher_needs_attention(
+    private_database: str, publish_blocked_broker_url: str, quiet_broker: str, tmp_path: Path
+) -> None:
+    # Given a worker that commits commands but cannot publish their events
+    worker = running(private_database, publish_blocked_broker_url, tmp_path)
+    try:
+        send(quiet_broker, [sign(submit(new_id(), actor="checked"))])
+        code = 0
+        document: dict[str, Any] = {}
+        deadline = time.monotonic() + 30
+        # When the oldest unpublished event has waited past the threshold
+        while code == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            code, document, _ = status(private_database, quiet_broker, "--max-outbox-age", "1")
+    finally:
+        worker.stop()
+    # Then the status needs attention, and names the backlog
+    assert code == EXIT_NEEDS_ATTENTION
+    assert document["unpublished_events"] == 1
+    assert [p for p in document["problems"] if "unpublished event(s)" in p]
+
+
+def test_no_worker_consuming_needs_attention(private_database: str, quiet_broker: str) -> None:
+    code, document, _ = status(private_database, quiet_broker, "--inspect-timeout", "0.3")
+    assert code == EXIT_NEEDS_ATTENTION
+    assert f"no worker is consuming {COMMANDS_QUEUE}" in document["problems"]
+
+
+def test_an_unreachable_broker_exits_7_with_a_json_document(private_database: str) -> None:
+    code, document, _ = status(private_database, "amqp://guest:hidden-pw@127.0.0.1:1//")
+    assert code == EXIT_UNAVAILABLE
+    assert (document["healthy"], document["unreachable"]) == (False, "broker")
+    assert "hidden-pw" not in json.dumps(document)
+
+
+def test_an_unreachable_database_exits_7(quiet_broker: str) -> None:
+    code, document, stderr = status("postgresql://u:hidden-pw@127.0.0.1:1/none", quiet_broker)
+    assert (code, document["unreachable"]) == (EXIT_UNAVAILABLE, "database")
+    assert "hidden-pw" not in json.dumps(document) + stderr
