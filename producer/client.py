@@ -28,13 +28,17 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import kombu
+from amqp.exceptions import MessageNacked
 from celery import Celery
+from opentelemetry import trace
+from opentelemetry.propagate import inject
 
+from governance import urls
 from governance.codec import command_to_dict, timestamp_to_wire
 from governance.commands import Command, check_timestamp, parse_command
 from governance.model import Actor
 from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE, DEFAULT_AUDIENCE
-from producer._amqp import ALL_OUTCOMES, EVENTS, decode_event
+from producer._amqp import ALL_OUTCOMES, EVENTS, decode_event, worker_queue
 from producer._closing import Closing
 from producer.keys import SigningKey, load_key_file
 from producer.outcomes import OutcomeTimeout
@@ -48,8 +52,18 @@ CommandLike = Command | Mapping[str, Any]
 #: A key, a key file's path, or a keyring (actor id → key) for a client acting for several.
 SigningKeyLike = SigningKey | str | os.PathLike[str] | Mapping[str, SigningKey]
 
+_TRACER = trace.get_tracer("governance.producer")
+
 DEFAULT_TIMEOUT = 30.0
+#: Publishes of one command before a failure to get it confirmed is raised.
+PUBLISH_ATTEMPTS = 5
 DEFAULT_RESEND_ATTEMPTS = 2
+
+
+def _tracing() -> bool:
+    """Whether an OpenTelemetry SDK is installed (the API's no-op provider costs nothing)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def actor_payload(actor: ActorLike) -> dict[str, Any]:
@@ -148,6 +162,8 @@ class OutcomeListener:
                         routing_key=ALL_OUTCOMES,
                         exclusive=True,
                         auto_delete=True,
+                        # Exclusive, so classic even where the vhost's default is quorum.
+                        queue_arguments={"x-queue-type": "classic"},
                     )
                     with kombu.Consumer(
                         connection.channel(),
@@ -280,8 +296,10 @@ class GovernanceClient(Closing):
         signing_key: SigningKeyLike | None = None,
         audience: str = DEFAULT_AUDIENCE,
     ) -> None:
-        self.broker_url = broker_url
-        self.database_url = database_url
+        self.broker_url = urls.broker_url(broker_url, "broker_url")
+        self.database_url = (
+            None if database_url is None else urls.database_url(database_url, "database_url")
+        )
         self.timeout = timeout
         self.resend_attempts = resend_attempts
         self.audience = audience
@@ -291,12 +309,16 @@ class GovernanceClient(Closing):
         # A Celery app used purely as a client: it writes the Celery protocol message the
         # worker expects, and with confirm_publish a publish returns only once the broker has
         # taken responsibility for the message.
-        self._app = Celery("governance-producer", broker=broker_url, set_as_current=False)
+        # The command queue is declared as the worker declares it (its type and arguments
+        # from GOVERNANCE_QUEUE_TYPE / GOVERNANCE_DELIVERY_LIMIT): RabbitMQ refuses a
+        # publisher's declaration that differs from the worker's.
+        self._app = Celery("governance-producer", broker=self.broker_url, set_as_current=False)
         self._app.conf.update(
             broker_transport_options={"confirm_publish": True},
             task_serializer="json",
             accept_content=["json"],
             broker_connection_retry_on_startup=True,
+            task_queues=[worker_queue(COMMANDS_QUEUE)],
         )
         self._listener: OutcomeListener | None = None
         self._listener_lock = threading.Lock()
@@ -327,13 +349,45 @@ class GovernanceClient(Closing):
         """Publish a command (validated first, then signed when the client has a key) with
         publisher confirms; return its id."""
         validated = as_command(command)
-        self._app.send_task(
-            APPLY_COMMAND_TASK,
-            args=[self.wire_form(validated)],
-            queue=COMMANDS_QUEUE,
-            task_id=str(uuid.uuid4()),
-        )
+        if not _tracing():
+            self._publish(self.wire_form(command), None)
+            return validated.command_id
+        # A span per command sent; its context travels in the message's ``traceparent``
+        # header, so the worker's span for the command continues this trace.
+        with _TRACER.start_as_current_span(
+            "governance.send_command",
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "governance.command_id": validated.command_id,
+                "governance.request_id": validated.request_id,
+                "governance.type": validated.type.value,
+            },
+        ):
+            headers: dict[str, str] = {}
+            inject(headers)
+            self._publish(self.wire_form(command), headers)
         return validated.command_id
+
+    def _publish(self, payload: dict[str, Any], headers: dict[str, str] | None) -> None:
+        """Publish until the broker confirms. A connection lost while publishing is Celery's
+        to retry (on the next node of a URL list); a publish the broker nacks, as a quorum
+        queue does while it elects a new leader, is sent again here (it is the same command,
+        so it is applied once)."""
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                self._app.send_task(
+                    APPLY_COMMAND_TASK,
+                    args=[payload],
+                    queue=COMMANDS_QUEUE,
+                    task_id=str(uuid.uuid4()),
+                    headers=headers or None,
+                )
+                return
+            except MessageNacked as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise
+                log.warning("publish not confirmed (%s); sending again", exc)
+                time.sleep(min(0.2 * 2**attempt, 3.0))
 
     def wire_form(self, command: CommandLike) -> dict[str, Any]:
         """The command object exactly as :meth:`send` would publish it now (signed when the

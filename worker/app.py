@@ -6,42 +6,51 @@ flags. Tasks only decode and call the per-process runtime.
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from amqp.exceptions import AMQPError, PreconditionFailed
 from celery import Celery, Task, bootsteps, signals
 from celery.exceptions import Reject
 from celery.worker.consumer import Consumer
+from kombu import Connection, Exchange, Queue
 from kombu import Consumer as Consumer_
-from kombu import Exchange, Queue
+from kombu.exceptions import OperationalError
 
 from governance.task_message import arguments_problem, decode_task_message
 from governance.topology import (
     APPLY_COMMAND_TASK,
+    APPLY_RETENTION_TASK,
+    CLASSIC,
     COMMANDS_QUEUE,
     EXPIRE_DUE_TASK,
     MAINTENANCE_QUEUE,
+    QUORUM,
     RELAY_OUTBOX_TASK,
     RETRY_QUEUE,
+    queue_arguments,
 )
 from worker import batching, deadletter, policy, runtime
 from worker.config import Settings
 from worker.errors import InfrastructureError
+from worker.observability import observer
 from worker.policy import Action, Verdict
 from worker.transaction import NotACommand
 
 log = logging.getLogger(__name__)
 
 
-#: Declared exactly as a plain Celery client auto-declares a queue it is told to send to.
-COMMANDS = Queue(COMMANDS_QUEUE, Exchange(COMMANDS_QUEUE, type="direct"), COMMANDS_QUEUE)
-MAINTENANCE = Queue(
-    MAINTENANCE_QUEUE, Exchange(MAINTENANCE_QUEUE, type="direct"), MAINTENANCE_QUEUE
-)
-RETRY = Queue(RETRY_QUEUE, Exchange(RETRY_QUEUE, type="direct"), RETRY_QUEUE)
+def work_queue(name: str, settings: Settings) -> Queue:
+    """A queue the worker consumes: the direct exchange of its name that a plain Celery client
+    sends through, and the arguments of ``settings.queue_type`` (see
+    :func:`governance.topology.queue_arguments`)."""
+    arguments = queue_arguments(name, settings.queue_type, delivery_limit=settings.delivery_limit)
+    return Queue(name, Exchange(name, type="direct"), name, queue_arguments=arguments)
+
 
 #: In-process waits before a command hit by an infrastructure fault goes back to the broker;
 #: the total is also bounded by ``GOVERNANCE_INFRASTRUCTURE_RETRY_SECONDS``.
@@ -52,6 +61,9 @@ T = TypeVar("T")
 
 def configure(app: Celery, settings: Settings) -> None:
     """Apply the governance worker's settings to a Celery app."""
+    commands, maintenance, retry = (
+        work_queue(name, settings) for name in (COMMANDS_QUEUE, MAINTENANCE_QUEUE, RETRY_QUEUE)
+    )
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
@@ -67,12 +79,18 @@ def configure(app: Celery, settings: Settings) -> None:
         worker_prefetch_multiplier=settings.prefetch_multiplier,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_default_queue=COMMANDS_QUEUE,
+        task_default_queue_type=settings.queue_type,
+        task_create_missing_queue_type=settings.queue_type,
+        # A quorum queue refuses global QoS: Celery sees the queue type in the declarations
+        # and sets the prefetch per consumer instead.
+        worker_detect_quorum_queues=True,
         # In batch mode the command queue is consumed by the batch step, not by the pool.
-        task_queues=(COMMANDS, MAINTENANCE) if settings.batch_size == 1 else (MAINTENANCE, RETRY),
+        task_queues=(commands, maintenance) if settings.batch_size == 1 else (maintenance, retry),
         task_routes={
             APPLY_COMMAND_TASK: {"queue": COMMANDS_QUEUE},
             EXPIRE_DUE_TASK: {"queue": MAINTENANCE_QUEUE},
             RELAY_OUTBOX_TASK: {"queue": MAINTENANCE_QUEUE},
+            APPLY_RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},
         },
         worker_consumer="worker.app:GovernanceConsumer",
         beat_schedule={
@@ -86,6 +104,11 @@ def configure(app: Celery, settings: Settings) -> None:
                 "schedule": settings.relay_interval,
                 "options": {"expires": settings.relay_interval * 2},
             },
+            "apply-retention": {
+                "task": APPLY_RETENTION_TASK,
+                "schedule": settings.retention_interval,
+                "options": {"expires": settings.retention_interval},
+            },
         },
     )
 
@@ -93,6 +116,8 @@ def configure(app: Celery, settings: Settings) -> None:
 settings = Settings.from_env()
 app = Celery("governance", set_as_current=False)
 configure(app, settings)
+observer.install(settings)
+COMMANDS = work_queue(COMMANDS_QUEUE, settings)
 
 
 def _with_backoff(operation: Callable[[], T]) -> T:
@@ -110,6 +135,7 @@ def _with_backoff(operation: Callable[[], T]) -> T:
             wait = delay * (0.5 + random.random())
             if time.monotonic() + wait > deadline:
                 raise
+            observer.infrastructure_retry(exc, "backoff")
             log.warning("infrastructure fault, retrying in %.2fs: %s", wait, exc)
             time.sleep(wait)
     return operation()
@@ -148,10 +174,13 @@ def apply_command(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any] | Non
         if lost is not None:
             _park_task(self, args, kwargs, lost.reason)
             return None
-        stored = _with_backoff(lambda: runtime.current().handle(payload))
+        with observer.task_run(payload, self.request) as run:
+            stored = _with_backoff(lambda: runtime.current().handle(payload))
+            run.finished([stored])
     except Exception as exc:
         verdict = policy.on_failure(exc, self.request.retries or 0, settings.poison_retry_limit)
         if verdict.action is Action.REQUEUE:
+            observer.infrastructure_retry(exc, "requeue")
             # Not a rejection: the broker keeps the command and delivers it again.
             raise Reject(exc, requeue=True) from exc
         if verdict.action is Action.PARK:
@@ -175,24 +204,52 @@ def _park_task(self: Task, args: Any, kwargs: Any, reason: str) -> None:
         )
     except InfrastructureError as exc:
         raise Reject(exc, requeue=True) from exc
+    observer.parked(reason)
     return None
 
 
 @app.task(name=EXPIRE_DUE_TASK, acks_late=False, ignore_result=True)
 def expire_due() -> int:
     """Expire the requests whose deadline the database clock says has passed."""
-    return runtime.current().expire_due()
+    expired = runtime.current().expire_due()
+    observer.expiry_ran(expired)
+    return expired
 
 
 @app.task(name=RELAY_OUTBOX_TASK, acks_late=False, ignore_result=True)
 def relay_outbox() -> int:
     """Publish outbox events their writers could not."""
-    return runtime.current().relay()
+    relayed = runtime.current().relay()
+    observer.relay_ran(relayed)
+    return relayed
+
+
+@app.task(name=APPLY_RETENTION_TASK, acks_late=False, ignore_result=True)
+def apply_retention() -> dict[str, int]:
+    """Prune the idempotency ledger past its window and the event log past its horizon."""
+    run = runtime.current().apply_retention()
+    log.info(
+        "retention: %d ledger rows and %d events pruned%s",
+        run.ledger_rows,
+        run.log_events,
+        " (more left for the next run)" if run.unfinished else "",
+    )
+    return {"ledger_rows": run.ledger_rows, "log_events": run.log_events}
 
 
 class GovernanceConsumer(Consumer):
     """Celery's consumer, but a message it cannot turn into a task is dead-lettered with the
     reason instead of being dropped, and the worker goes on."""
+
+    class Blueprint(Consumer.Blueprint):
+        # Without native delayed delivery: it only serves topic exchanges, and the command
+        # queue keeps the direct exchange plain clients send through. It would declare and
+        # bind 28 more queues on every start for nothing.
+        default_steps = [
+            step
+            for step in Consumer.Blueprint.default_steps
+            if not step.endswith(":DelayedDelivery")
+        ]
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         _park_message(message, f"undecodable message: {exc}")
@@ -219,6 +276,7 @@ def _park_message(message: Any, reason: str) -> None:
         message.reject(requeue=True)
         return
     message.ack()
+    observer.parked(reason)
 
 
 class BatchCommandConsumer(bootsteps.ConsumerStep):
@@ -236,37 +294,73 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
         self.buffer: list[Any] = []
         self.timer_entry: Any = None
         self.hub: Any = None
-        self.flush_scheduled = False
+        self.connection: Any = None
+        self.draining = False
 
     def get_consumers(self, channel: Any) -> list[Any]:
+        # Two batches per consumer: the next one is already on the socket while this one is
+        # applied (with one batch's worth the worker waits a round trip after each batch's
+        # acknowledgements and gets part of a batch). Never global: a quorum queue refuses it.
         channel.basic_qos(0, settings.batch_size * 2, False)
         return [Consumer_(channel, queues=[COMMANDS], on_message=self.on_message)]
 
     def start(self, c: Any) -> None:
         super().start(c)
         self.hub = getattr(c, "hub", None)
-        self.timer_entry = c.timer.call_repeatedly(settings.batch_linger_ms / 1000, self.flush)
+        self.connection = c.connection
+        if self.hub is not None:
+            # Called on every turn of the event loop, after its ready callbacks and timers,
+            # right before it polls (and may sleep): what was read by then is applied then.
+            self.hub.on_tick.add(self._before_poll)
+        else:
+            # No event loop (a gevent or eventlet pool): only the linger timer flushes.
+            self.timer_entry = c.timer.call_repeatedly(settings.batch_linger_ms / 1000, self.flush)
 
     def stop(self, c: Any) -> None:
+        if self.hub is not None:
+            self.hub.on_tick.discard(self._before_poll)
         if self.timer_entry is not None:
             self.timer_entry.cancel()
+            self.timer_entry = None
         # Unacknowledged messages go back to the queue when the channel closes.
         self.buffer = []
         super().stop(c)
 
     def on_message(self, message: Any) -> None:
         self.buffer.append(message)
-        if len(self.buffer) >= settings.batch_size:
+        if len(self.buffer) >= settings.batch_size and not self.draining:
             self.flush()
-        elif self.hub is not None and not self.flush_scheduled:
-            # Flush once the event loop has read what already arrived: a batch is whatever
-            # came in while the previous one was being applied, and nothing waits for the
-            # linger when the queue is quiet. (Without an event loop the linger timer flushes.)
-            self.flush_scheduled = True
-            self.hub.call_soon(self.flush)
+
+    def _before_poll(self) -> None:
+        """Apply what was read, with whatever else the socket already holds, up to the batch
+        size: a batch is what came in while the previous one was being applied, and on a
+        quiet queue a command is applied alone, at once.
+
+        Not from ``hub.call_soon``: a callback added from one of the hub's ready callbacks
+        (where its reader takes a burst's later messages, one per callback per turn) waits
+        for the next poll, which sleeps until some unrelated timer or message comes; a
+        burst's last commands then sat read but unapplied. And reading one message per turn
+        would make small batches of a burst."""
+        if not self.buffer:
+            return
+        self.draining = True
+        try:
+            for _ in range(settings.batch_size * 2):
+                if len(self.buffer) >= settings.batch_size:
+                    break
+                # Reads only what the socket holds: a timeout at once when nothing is there
+                # (a frame begun is read to its end).
+                self.connection.drain_events(timeout=0)
+        except TimeoutError:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EINTR):
+                raise
+        finally:
+            self.draining = False
+        self.flush()
 
     def flush(self) -> None:
-        self.flush_scheduled = False
         messages, self.buffer = self.buffer, []
         fresh: list[tuple[Any, object]] = []
         for message in messages:
@@ -288,10 +382,13 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
                 if lost is not None:
                     _park_message(commands[0][0], lost.reason)
                     return
-            results = _with_backoff(
-                lambda: runtime.current().handle_batch([payload for _, payload in commands])
-            )
+            with observer.batch_run(commands) as run:
+                results = _with_backoff(
+                    lambda: runtime.current().handle_batch([payload for _, payload in commands])
+                )
+                run.finished(results)
         except InfrastructureError as exc:
+            observer.infrastructure_retry(exc, "requeue")
             log.warning("batch of %d returned to the queue: %s", len(commands), exc)
             for message, _ in commands:
                 message.reject(requeue=True)
@@ -336,6 +433,48 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
 
 if settings.batch_size > 1:
     app.steps["consumer"].add(BatchCommandConsumer)
+
+
+@signals.worker_init.connect
+def _check_broker_topology(**_: Any) -> None:
+    """Stop at once, with one line saying what to do, when the broker holds a worker queue
+    declared otherwise (a classic ``governance.commands`` met by a quorum worker)."""
+    queues = [
+        work_queue(name, settings) for name in (COMMANDS_QUEUE, MAINTENANCE_QUEUE, RETRY_QUEUE)
+    ]
+    problem = _declare_or_explain(settings.broker_url, [*queues, deadletter.DEAD_LETTERS])
+    if problem is not None:
+        # Exits with status 1, the line on stderr.
+        raise SystemExit(problem)
+
+
+def _declare_or_explain(broker_url: str, queues: list[Queue]) -> str | None:
+    """Declare the worker's queues (the dead-letter queue first: the others dead-letter into
+    it); the one-line explanation when the broker refuses one as declared otherwise. A broker
+    that cannot be reached is left to Celery's own reconnection."""
+    try:
+        with Connection(broker_url, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=2)
+            for queue in sorted(queues, key=lambda q: q.name != deadletter.DEAD_LETTERS.name):
+                try:
+                    queue(connection.channel()).declare()
+                except PreconditionFailed as exc:
+                    return _inequivalent_queue_line(queue, exc)
+    except (OperationalError, OSError, AMQPError) as exc:
+        log.warning("could not check the broker's queues before starting: %s", exc)
+    return None
+
+
+def _inequivalent_queue_line(queue: Queue, exc: Exception) -> str:
+    wanted = settings.queue_type
+    other = CLASSIC if wanted == QUORUM else QUORUM
+    return (
+        f"queue {queue.name} exists on the broker with other arguments than this worker "
+        f"declares (GOVERNANCE_QUEUE_TYPE={wanted}, GOVERNANCE_DELIVERY_LIMIT="
+        f"{settings.delivery_limit}): {exc}. Migrate it (stop the producers, let the "
+        f"workers drain it, delete it, start this worker to redeclare it) or set "
+        f"GOVERNANCE_QUEUE_TYPE={other} to use it as it is"
+    )
 
 
 @signals.worker_init.connect

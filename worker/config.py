@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from datetime import timedelta
+from typing import TypeVar
 
-from governance.topology import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL
+from governance import urls
+from governance.topology import (
+    DEFAULT_BROKER_URL,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_DELIVERY_LIMIT,
+    DEFAULT_QUEUE_TYPE,
+    delivery_limit_from,
+    queue_type_from,
+)
+from worker.retention import RetentionPolicy
+
+T = TypeVar("T")
 
 
 class ConfigurationError(ValueError):
@@ -46,10 +59,31 @@ class Settings:
     #: How long a worker retries an infrastructure fault in process before the command goes
     #: back to the broker (and, in batch mode, the event loop is free again).
     infrastructure_retry_seconds: float = 5.0
+    #: Days the idempotency ledger keeps a command (0: forever); a re-send after that is
+    #: judged as a new command, which the revision guard refuses.
+    ledger_window_days: float = 30.0
+    #: Days the event log keeps a published event (0: forever); at least the ledger window.
+    log_retention_days: float = 30.0
+    #: Seconds between retention runs (beat).
+    retention_interval: float = 3600.0
     #: Commands per transaction; 1 applies each command as its own Celery task.
     batch_size: int = 1
-    #: How long a batch waits to fill before it is applied anyway.
+    #: Under a pool without an event loop only (gevent, eventlet): how often a batch is
+    #: applied. With an event loop a batch is applied as soon as what arrived has been read.
     batch_linger_ms: float = 5.0
+    #: ``quorum`` (the default) or ``classic``: how the worker's queues are declared.
+    queue_type: str = DEFAULT_QUEUE_TYPE
+    #: Deliveries after which a quorum queue dead-letters a message itself (last resort).
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    #: Port of the Prometheus metrics endpoint the worker's main process serves (None: off).
+    metrics_port: int | None = None
+    #: ``text`` (the default) or ``json``: one JSON object per log line.
+    log_format: str = "text"
+    #: ``none`` (the default: the OpenTelemetry API's no-op), ``otlp`` or ``console``.
+    traces_exporter: str = "none"
+    #: With ``console``, the file spans are appended to (one JSON object a line) instead of
+    #: standard output.
+    traces_file: str | None = None
 
     # Bounds on every database wait, in seconds (see worker/database.py). A parameter the
     # database URL sets itself (``?connect_timeout=``, ``?options=-c lock_timeout=...``) wins.
@@ -79,7 +113,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        return cls(
+        settings = cls(
             database_url=database_url_from(
                 env.get("GOVERNANCE_DATABASE_URL", DEFAULT_DATABASE_URL), "GOVERNANCE_DATABASE_URL"
             ),
@@ -94,14 +128,25 @@ class Settings:
             relay_grace_seconds=_float(env, "GOVERNANCE_RELAY_GRACE_SECONDS", 2.0),
             poison_retry_limit=_int(env, "GOVERNANCE_POISON_RETRY_LIMIT", 5, minimum=0),
             auth=_choice(env, "GOVERNANCE_AUTH", "signed", ("signed", "off")),
-            audience=_audience(env.get("GOVERNANCE_AUDIENCE", "governance")),
+            audience=audience_from(env.get("GOVERNANCE_AUDIENCE", "governance")),
             max_command_age=_float(env, "GOVERNANCE_MAX_COMMAND_AGE", 86_400.0),
             lost_delivery_limit=_int(env, "GOVERNANCE_LOST_DELIVERY_LIMIT", 5, minimum=0),
             infrastructure_retry_seconds=_float(
                 env, "GOVERNANCE_INFRASTRUCTURE_RETRY_SECONDS", 5.0
             ),
+            ledger_window_days=_float(env, "GOVERNANCE_LEDGER_WINDOW_DAYS", 30.0, zero=True),
+            log_retention_days=_float(env, "GOVERNANCE_LOG_RETENTION_DAYS", 30.0, zero=True),
+            retention_interval=_float(env, "GOVERNANCE_RETENTION_INTERVAL", 3600.0),
             batch_size=_int(env, "GOVERNANCE_BATCH_SIZE", 1, minimum=1),
             batch_linger_ms=_float(env, "GOVERNANCE_BATCH_LINGER_MS", 5.0),
+            queue_type=_queue_setting(queue_type_from, env),
+            delivery_limit=_queue_setting(delivery_limit_from, env),
+            metrics_port=_port(env, "GOVERNANCE_METRICS_PORT"),
+            log_format=_choice(env, "GOVERNANCE_LOG_FORMAT", "text", ("text", "json")),
+            traces_exporter=_choice(
+                env, "OTEL_TRACES_EXPORTER", "none", ("none", "otlp", "console")
+            ),
+            traces_file=env.get("GOVERNANCE_TRACES_FILE") or None,
             db_acquire_timeout=_float(env, "GOVERNANCE_DB_ACQUIRE_TIMEOUT", 5.0),
             db_connect_timeout=_float(env, "GOVERNANCE_DB_CONNECT_TIMEOUT", 5.0),
             db_reconnect_timeout=_float(env, "GOVERNANCE_DB_RECONNECT_TIMEOUT", 10.0),
@@ -115,32 +160,55 @@ class Settings:
             db_keepalives_interval=_float(env, "GOVERNANCE_DB_KEEPALIVES_INTERVAL", 2.0),
             db_keepalives_count=_int(env, "GOVERNANCE_DB_KEEPALIVES_COUNT", 3, minimum=1),
         )
+        try:
+            settings.retention_policy()
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"GOVERNANCE_LOG_RETENTION_DAYS={settings.log_retention_days:g} with "
+                f"GOVERNANCE_LEDGER_WINDOW_DAYS={settings.ledger_window_days:g}: {exc}"
+            ) from None
+        return settings
+
+    def retention_policy(self) -> RetentionPolicy:
+        """What the ledger and the event log keep (0 days: forever)."""
+        return RetentionPolicy(
+            ledger_window=_days(self.ledger_window_days),
+            log_retention=_days(self.log_retention_days),
+        )
+
+
+def _days(days: float) -> timedelta | None:
+    return None if days == 0 else timedelta(days=days)
 
 
 def database_url_from(url: str, variable: str) -> str:
-    """A libpq-style PostgreSQL URL; SQLAlchemy's ``+psycopg`` spelling is accepted too."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.split("+", 1)[0]
-    if scheme not in ("postgresql", "postgres") or not (parts.hostname or parts.path):
-        raise ConfigurationError(
-            f"{variable}={url!r} is not a PostgreSQL URL "
-            "(expected postgresql://user:password@host:port/database)"
-        )
-    return url.replace(parts.scheme + "://", "postgresql://", 1)
+    """The PostgreSQL URL ``url`` as libpq reads it (see :func:`governance.urls.database_url`);
+    a refusal names ``variable``."""
+    try:
+        return urls.database_url(url, variable)
+    except urls.UrlError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def sqlalchemy_url(database_url: str) -> str:
     """The same database, spelled for SQLAlchemy with the psycopg 3 driver."""
-    return database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    return urls.sqlalchemy_url(database_url)
 
 
 def broker_url_from(url: str, variable: str) -> str:
-    scheme = urlsplit(url).scheme
-    if scheme not in ("amqp", "amqps", "pyamqp", "memory"):
-        raise ConfigurationError(
-            f"{variable}={url!r} is not an AMQP URL (expected amqp://user:password@host:5672//)"
-        )
-    return url
+    """The AMQP URL (or ``;``-separated failover list) ``url``, checked (see
+    :func:`governance.urls.broker_url`); a refusal names ``variable``."""
+    try:
+        return urls.broker_url(url, variable)
+    except urls.UrlError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _queue_setting(read: Callable[[Mapping[str, str]], T], env: Mapping[str, str]) -> T:
+    try:
+        return read(env)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _choice(
@@ -152,11 +220,21 @@ def _choice(
     return raw
 
 
-def _audience(raw: str) -> str:
+def _port(env: os._Environ[str] | dict[str, str], name: str) -> int | None:
+    """A TCP port, or None when the variable is unset or empty (the feature is off)."""
+    if not env.get(name):
+        return None
+    port = _int(env, name, 0, minimum=1)
+    if port > 65535:
+        raise ConfigurationError(f"{name}={env[name]!r} must be a port (1..65535)")
+    return port
+
+
+def audience_from(raw: str, variable: str = "GOVERNANCE_AUDIENCE") -> str:
+    """The deployment name signed commands carry; a refusal names ``variable``."""
     if not raw or len(raw) > 128 or not raw.isprintable() or raw.strip() != raw:
         raise ConfigurationError(
-            f"GOVERNANCE_AUDIENCE={raw!r} must be 1..128 printable characters without spaces "
-            "around them"
+            f"{variable}={raw!r} must be 1..128 printable characters without spaces around them"
         )
     return raw
 

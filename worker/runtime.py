@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from worker import batching, database, deadletter, expiry, outbox, sql
+from worker import batching, database, deadletter, expiry, outbox, retention, sql
 from worker.config import Settings
 from worker.errors import InfrastructureError, translate
 from worker.transaction import StoredOutcome, apply_command
@@ -81,6 +81,14 @@ class Runtime:
                 return outbox.relay_unpublished(
                     conn, self.publisher, grace_seconds=self.settings.relay_grace_seconds
                 )
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    def apply_retention(self) -> retention.RetentionRun:
+        """One retention run over the ledger and the event log."""
+        try:
+            with self.pool.connection() as conn:
+                return retention.apply_retention(conn, self.settings.retention_policy())
         except psycopg.Error as exc:
             raise translate(exc) from exc
 

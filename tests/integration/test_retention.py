@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,8 +18,9 @@ import pytest
 from producer.audit import verify_request
 from producer.event_log import EventsPruned, LogPosition, catch_up
 from tests.conftest import migrated_database
-from tests.integration.helpers import code_of, request_row
+from tests.integration.helpers import code_of, request_row, wait_until
 from tests.support.commands import command, new_id, submit
+from tests.support.processes import WorkerProcess
 from tests.support.signed import apply_command
 from worker.outbox import mark_published
 from worker.retention import RetentionPolicy, apply_retention
@@ -169,3 +171,36 @@ def test_a_run_is_bounded_and_the_next_run_goes_on(db: psycopg.Connection[Any]) 
 def test_a_log_kept_shorter_than_the_ledger_window_is_refused() -> None:
     with pytest.raises(ValueError, match="at least the ledger's idempotency window"):
         RetentionPolicy(ledger_window=30 * DAY, log_retention=7 * DAY)
+
+
+def test_beat_runs_retention_on_its_interval(
+    postgres_server_url: str, broker_url: str, tmp_path: Path
+) -> None:
+    # Given a database with a command and its event long past every limit
+    with migrated_database(postgres_server_url) as url, psycopg.connect(url, autocommit=True) as db:
+        apply_command(db, submit(new_id()))
+        publish_all(db)
+        age(db, 40)
+        # When a worker runs with its embedded beat scheduling retention every second
+        worker = WorkerProcess(
+            url,
+            broker_url,
+            concurrency=1,
+            log_path=tmp_path / "worker.log",
+            extra_env={"GOVERNANCE_RETENTION_INTERVAL": "1"},
+            extra_args=("-B", "--schedule", str(tmp_path / "beat-schedule")),
+        )
+        try:
+            worker.wait_ready()
+            # Then the ledger row and the event are pruned by the scheduled run
+            wait_until(
+                lambda: ledger_size(db) == 0 and event_count(db) == 0, "retention to have run"
+            )
+        finally:
+            worker.stop()
+
+
+def event_count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM outbox_events").fetchone()
+    assert row is not None
+    return int(row[0])

@@ -10,10 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from governance.codec import command_to_dict
 from producer import GovernanceClient, Queries
+from producer.subscriptions import Subscription
+from tests.conftest import migrated_database
 from tests.support.commands import new_id
 from tests.support.identities import Keyring, sign, signing_env
 from tests.support.processes import PROJECT_ROOT, WorkerProcess, service_env
@@ -382,3 +385,37 @@ def test_send_without_wait_reports_each_command_sent(
     ]
     outcomes = client.send_all_and_wait(commands)  # re-sending is idempotent: same outcomes
     assert all(o is not None and o["event_type"] == "transition.applied" for o in outcomes)
+
+
+def test_watch_delete_removes_a_durable_subscription(governance: Any, broker_url: str) -> None:
+    name = f"audit-{new_id()}"
+    with Subscription(broker_url, name=name):
+        pass  # the queue is created and kept while its subscriber is away
+
+    deleted = governance("watch", "--name", name, "--delete")
+    again = governance("watch", "--name", name, "--delete")
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"Error: no subscription {name}"
+
+
+def test_watch_since_a_pruned_sequence_says_where_the_log_starts(
+    postgres_server_url: str, broker_url: str
+) -> None:
+    with migrated_database(postgres_server_url) as url, psycopg.connect(url, autocommit=True) as db:
+        db.execute(
+            "INSERT INTO log_horizon (log, pruned_through, pruned_at) VALUES ('outbox', 41, now())"
+        )
+        result = subprocess.run(
+            command_line("watch", "--since-sequence", "10"),
+            cwd=PROJECT_ROOT,
+            env=service_env(url, broker_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith("(start at 42 or later)")
+    assert "Traceback" not in result.stderr

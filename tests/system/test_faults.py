@@ -27,12 +27,10 @@ from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_REASON_HEADER
 from producer.deadletters import DeadLetterQueue
 from producer.history import replay_outbox
 from producer.subscriptions import replay
-from tests.conftest import purge_queues
-from tests.support import identities
+from tests.conftest import migrated_database, purge_queues
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from tests.support.identities import without_signature
-from tests.support.services import fresh_database
 from tests.support.signed import apply_command
 from tests.system.harness import (
     DurableEvents,
@@ -48,7 +46,6 @@ from tests.system.harness import (
     workload,
 )
 from tests.system.private_services import private_postgres, private_rabbitmq
-from worker.migrate import migrate
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
@@ -714,9 +711,7 @@ def test_a_postgresql_restart_mid_stream_has_in_flight_work_retried_and_nothing_
     sender: Sender,
     mode_env: dict[str, str],
 ) -> None:
-    with private_postgres() as postgres, fresh_database(postgres.url) as database_url:
-        migrate(database_url)
-        identities.track(database_url)
+    with private_postgres() as postgres, migrated_database(postgres.url) as database_url:
         with workers_running(database_url, broker_url, tmp_path, app="worker", env=mode_env):
             # Given hundreds of commands in flight
             _, load = workload(150)
