@@ -28,6 +28,7 @@ from bench.services import (
     DEFAULT_SERVER_URL,
     WorkerDied,
     fresh_database,
+    grow_history,
     grow_outbox,
     machine_info,
     private_vhost,
@@ -43,6 +44,7 @@ WORKLOADS = (
     "baselines",
     "auth",
     "backlog",
+    "growth",
     "observability",
     "queues",
     "all",
@@ -61,6 +63,8 @@ SIZES = {
     "noop_messages": 5_000,
     "backlog_outbox_rows": 1_000_000,  # events of other requests already in the outbox
     "backlog_unpublished": 50_000,  # of which left unpublished in the backlog phase
+    "growth_requests": 1_000_000,  # requests of others already in the database
+    "growth_outbox_rows": 5_000_000,  # and their events, each with a ledger row
 }
 
 #: The targets (ratios measured in one run).
@@ -74,6 +78,7 @@ TARGETS = {
     "auth_signed_throughput_cost": ("<=", 0.10),
     "quorum_over_classic": (">=", 0.5),
     "backlog_throughput_over_no_backlog": (">=", 0.8),
+    "growth_throughput_over_empty": (">=", 0.9),
     observability.TARGET[0]: observability.TARGET[1],
 }
 
@@ -90,6 +95,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=0.25,
         help="uniform size at worker counts below the largest, as a fraction (0.25)",
+    )
+    parser.add_argument(
+        "--history-scale",
+        type=float,
+        default=1.0,
+        help="growth: multiplies the existing history (1,000,000 requests, 5,000,000 events) "
+        "apart from --scale, which sizes the timed workload (1.0)",
     )
     parser.add_argument("--racers", type=int, default=50, help="hot: racers per round (50)")
     parser.add_argument(
@@ -282,6 +294,23 @@ class Run:
                 ),
             )
 
+    def growth(self) -> None:
+        """Cost as data grows: the uniform workload at the largest worker count on an empty
+        database, then on one already holding a million requests and five million events
+        (with their ledger rows), then empty again (the two empty phases bound the drift)."""
+        count = max(self.args.worker_counts)
+        requests = self.size("uniform_requests")
+        grown = grow_history(
+            workloads.scaled(SIZES["growth_requests"], self.args.history_scale, 1),
+            workloads.scaled(SIZES["growth_outbox_rows"], self.args.history_scale, 1),
+        )
+        for label, prepare in (("empty #1", None), ("grown", grown), ("empty #2", None)):
+            self.phase(
+                "growth",
+                f"{label} {count}w",
+                partial(self.bench.workload, workloads.uniform(requests), count, prepare=prepare),
+            )
+
     def baselines(self) -> None:
         self.bench.stop_workers()
         for count in self.args.worker_counts:
@@ -357,6 +386,17 @@ def ratios(results: dict[str, Any], counts: list[int]) -> dict[str, Any]:
     if without is not None and with_backlog is not None:
         out["backlog_throughput_over_no_backlog"] = ratio(
             with_backlog["throughput_per_s"], without["throughput_per_s"]
+        )
+    growth = results.get("growth", {})
+    empty = [v["throughput_per_s"] for k, v in growth.items() if k.startswith("empty")]
+    grown_phase = next((v for k, v in growth.items() if k.startswith("grown")), None)
+    if empty and grown_phase is not None:
+        out["growth_throughput_per_s"] = {
+            "empty": round(sum(empty) / len(empty), 2),
+            "grown": grown_phase["throughput_per_s"],
+        }
+        out["growth_throughput_over_empty"] = ratio(
+            grown_phase["throughput_per_s"], sum(empty) / len(empty)
         )
     auth = results.get("auth", {})
     by_mode = {
@@ -468,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
                 run.auth()
             if args.workload == "backlog":
                 run.backlog()
+            if args.workload == "growth":
+                run.growth()
             if args.workload == "queues":
                 run.queues()
             if args.workload == "observability":

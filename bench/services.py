@@ -485,3 +485,44 @@ def grow_outbox(rows: int, unpublished_every: int | None) -> Callable[[str], dic
         return {"outbox_rows_of_other_requests": rows, "unpublished_of_other_requests": backlog}
 
     return prepare
+
+
+def grow_history(requests: int, events: int) -> Callable[[str], dict[str, Any]]:
+    """A database preparation: ``requests`` requests of other producers, finished or pending,
+    and ``events`` published outbox events with a ledger row each, as a service that has run
+    for a long while before retention leaves them; analysed, as autovacuum would have."""
+
+    def prepare(database_url: str) -> dict[str, Any]:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO mutation_requests (request_id, state_id, state_type, mutation_type, "
+                "intent, context, status, pending_reason, approval_requirements, revision, "
+                "expires_at, created_at, updated_at, metadata) "
+                "SELECT 'grown-' || g, 'state-' || (g %% 50000), 'config', 'update', "
+                '\'{"operation_name": "grown"}\'::jsonb, '
+                '\'{"actor": {"id": "grown", "type": "service"}}\'::jsonb, '
+                "CASE WHEN g %% 10 = 0 THEN 'pending' ELSE 'executed' END, "
+                "CASE WHEN g %% 10 = 0 THEN 'approval' END, '[]'::jsonb, 3, "
+                "CASE WHEN g %% 20 = 0 THEN now() + interval '30 days' END, now(), now(), "
+                "'{}'::jsonb FROM generate_series(1, %s) AS g",
+                (requests,),
+            )
+            conn.execute(
+                "INSERT INTO outbox_events (event_id, event_type, command_id, request_id, "
+                "routing_key, body, published_at) "
+                "SELECT gen_random_uuid(), 'transition.applied', 'grown-' || g, "
+                "'grown-' || (g %% %s + 1), 'transition.applied.approve', '{}'::jsonb, now() "
+                "FROM generate_series(1, %s) AS g",
+                (max(requests, 1), events),
+            )
+            conn.execute(
+                "INSERT INTO processed_commands (command_id, payload_hash, event_sequence, "
+                "request_id, outcome) "
+                "SELECT command_id, md5(command_id), sequence, request_id, event_type "
+                "FROM outbox_events WHERE command_id LIKE 'grown-%%'"
+            )
+            for table in ("mutation_requests", "outbox_events", "processed_commands"):
+                conn.execute(f"VACUUM ANALYZE {table}")
+        return {"requests_of_others": requests, "outbox_rows_of_others": events}
+
+    return prepare
