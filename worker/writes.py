@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from governance.codec import actor_to_dict, intent_to_dict, requirement_to_dict
 from governance.commands import Command, CommandType, canonical_json
 from governance.events import (
     applied_event,
@@ -110,7 +109,7 @@ class RunWrites:
                 ),
             }
         )
-        self._request(request, command, locked, head)
+        self._request(request, command, locked, head, body["request"])
         event = self._event(
             command.command_id,
             digest,
@@ -206,7 +205,10 @@ class RunWrites:
         command: Command,
         locked: MutationRequest | None,
         chain_head: str | None,
+        state: dict[str, Any],
     ) -> None:
+        """``state`` is the request as the applied event carries it: the row is written from
+        the same dictionary, never built a second time."""
         earlier = self._request_rows.get(request.request_id)
         if earlier is not None:
             inserted, locked_revision = earlier["inserted"], earlier["locked_revision"]
@@ -214,31 +216,8 @@ class RunWrites:
             inserted = command.type is CommandType.SUBMIT
             locked_revision = None if locked is None else locked.revision
         self._request_rows[request.request_id] = {
-            "request_id": request.request_id,
+            **state,
             "inserted": inserted,
             "locked_revision": locked_revision,
-            "state_id": request.state_id,
-            "state_type": request.state_type,
-            "mutation_type": request.mutation_type,
-            "intent": intent_to_dict(request.intent),
-            "context": {
-                "actor": actor_to_dict(request.context.actor),
-                "reason": request.context.reason,
-            },
-            "status": request.status.value,
-            "pending_reason": request.pending_reason.value if request.pending_reason else None,
-            "approval_requirements": [
-                requirement_to_dict(r) for r in request.approval_requirements
-            ],
-            "revision": request.revision,
-            "expected_state_version": request.expected_state_version,
-            "expires_at": _instant(request.expires_at),
-            "created_at": _instant(request.created_at),
-            "updated_at": _instant(request.updated_at),
-            "metadata": request.metadata,
             "chain_head": chain_head,
         }
-
-
-def _instant(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
