@@ -17,11 +17,17 @@ from amqp.exceptions import AMQPError, PreconditionFailed
 from celery import Celery, Task, bootsteps, signals
 from celery.exceptions import Reject
 from celery.worker.consumer import Consumer
+from celery.worker.control import inspect_command
 from kombu import Connection, Exchange, Queue
 from kombu import Consumer as Consumer_
 from kombu.exceptions import OperationalError
 
-from governance.task_message import arguments_problem, decode_task_message
+from governance.task_message import (
+    CONTENT_TYPE,
+    Decoded,
+    arguments_problem,
+    decode_task_message,
+)
 from governance.topology import (
     APPLY_COMMAND_TASK,
     APPLY_RETENTION_TASK,
@@ -84,8 +90,10 @@ def configure(app: Celery, settings: Settings) -> None:
         # A quorum queue refuses global QoS: Celery sees the queue type in the declarations
         # and sets the prefetch per consumer instead.
         worker_detect_quorum_queues=True,
-        # In batch mode the command queue is consumed by the batch step, not by the pool.
-        task_queues=(commands, maintenance) if settings.batch_size == 1 else (maintenance, retry),
+        # Every queue of the worker, so that ``-Q``/``-X`` select among them as usual; by
+        # default the batch step takes the command queue over from the pool when it is
+        # selected (see ``_batch_step_takes_the_commands``).
+        task_queues=(commands, maintenance, retry),
         task_routes={
             APPLY_COMMAND_TASK: {"queue": COMMANDS_QUEUE},
             EXPIRE_DUE_TASK: {"queue": MAINTENANCE_QUEUE},
@@ -193,11 +201,13 @@ def apply_command(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any] | Non
     return {"event_id": stored.event["event_id"], "sequence": stored.sequence}
 
 
+def _task_headers(task_id: object, retries: object) -> dict[str, Any]:
+    """What a dead letter keeps of the task that carried it, whichever mode parked it."""
+    return {"x-governance-task-id": task_id, "x-governance-retries": retries}
+
+
 def _park_task(self: Task, args: Any, kwargs: Any, reason: str) -> None:
-    headers = {
-        "x-governance-task-id": self.request.id,
-        "x-governance-retries": self.request.retries,
-    }
+    headers = _task_headers(self.request.id, self.request.retries)
     try:
         runtime.current().dead_letter(
             deadletter.letter_from_arguments(list(args), kwargs), reason, headers
@@ -269,8 +279,10 @@ def _park_message(message: Any, reason: str) -> None:
     raw = message.body
     body = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogateescape")
     letter = deadletter.letter_from_message(message.headers, body, message.content_type)
+    task = message.headers if isinstance(message.headers, dict) else {}
+    headers = _task_headers(task.get("id"), task.get("retries")) if "id" in task else None
     try:
-        runtime.current().dead_letter(letter, reason)
+        runtime.current().dead_letter(letter, reason, headers)
     except Exception:
         log.exception("could not dead-letter; returning the message to the queue")
         message.reject(requeue=True)
@@ -280,8 +292,9 @@ def _park_message(message: Any, reason: str) -> None:
 
 
 class BatchCommandConsumer(bootsteps.ConsumerStep):
-    """Batch mode (``GOVERNANCE_BATCH_SIZE`` > 1): consume ``governance.commands`` in the main
-    process and apply the commands in batches (see :mod:`worker.batching`).
+    """Adaptive batches (the default; ``GOVERNANCE_BATCH_SIZE`` > 1): consume
+    ``governance.commands`` in the main process and apply what has arrived in one guarded
+    transaction (see :mod:`worker.batching`).
 
     Messages are acknowledged only after their batch committed and its events went out (or
     were left to the relay); a batch hit by an infrastructure fault goes back to the queue.
@@ -297,12 +310,18 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
         self.connection: Any = None
         self.draining = False
 
+    #: Whether this worker consumes ``governance.commands`` at all (not with ``-Q`` naming
+    #: only other queues, say); decided once its queues are selected.
+    consumes_commands = False
+
     def get_consumers(self, channel: Any) -> list[Any]:
+        if not self.consumes_commands:
+            return []
         # Two batches per consumer: the next one is already on the socket while this one is
         # applied (with one batch's worth the worker waits a round trip after each batch's
         # acknowledgements and gets part of a batch). Never global: a quorum queue refuses it.
         channel.basic_qos(0, settings.batch_size * 2, False)
-        return [Consumer_(channel, queues=[COMMANDS], on_message=self.on_message)]
+        return [Consumer_(channel, queues=[COMMANDS], on_message=self.on_message, accept=["json"])]
 
     def start(self, c: Any) -> None:
         super().start(c)
@@ -364,7 +383,7 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
         messages, self.buffer = self.buffer, []
         fresh: list[tuple[Any, object]] = []
         for message in messages:
-            decoded = decode_task_message(message.headers, message.body, message.content_type)
+            decoded = _decode(message)
             if decoded.problem is not None:
                 _park_message(message, decoded.problem)
             elif message.delivery_info.get("redelivered"):
@@ -403,6 +422,14 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
         finally:
             if key is not None:
                 runtime.current().forget_delivery(key)
+        if not redelivered and not any(
+            isinstance(r, (batching.Failed, NotACommand)) for r in results
+        ):
+            # One frame for the whole batch. The fresh commands are applied last in a flush,
+            # so every earlier delivery of this channel is settled by now (and none read
+            # after them is covered).
+            commands[-1][0].ack(multiple=True)
+            return
         for (message, payload), result in zip(commands, results, strict=True):
             if isinstance(result, batching.Failed):
                 self._after_failure(message, payload, result.error)
@@ -431,8 +458,48 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
             message.ack()
 
 
+def _decode(message: Any) -> Decoded:
+    """The command a message read by the batch consumer carries, or why it carries none, in
+    the order and the words of Celery's own consumer in per-task mode: a message is parked
+    for the same reason whichever mode read it."""
+    task = (message.headers or {}).get("task")
+    if message.content_type != CONTENT_TYPE and task in (None, APPLY_COMMAND_TASK):
+        # kombu's verdict on the content type (only JSON is accepted), as Celery's consumer
+        # gets it: a message without a task header is "undecodable", one with it "invalid".
+        try:
+            message.decode()
+        except Exception as exc:
+            kind = "invalid task message" if task else "undecodable message"
+            return Decoded(problem=f"{kind}: {exc}")
+    return decode_task_message(message.headers, message.body, message.content_type)
+
+
 if settings.batch_size > 1:
     app.steps["consumer"].add(BatchCommandConsumer)
+
+
+@signals.worker_init.connect
+def _batch_step_takes_the_commands(sender: Any = None, **_: Any) -> None:
+    """In batch mode, the command queue, if this worker is to consume it, is consumed by the
+    batch step instead of the pool (runs once ``-Q``/``-X`` have selected the queues)."""
+    if settings.batch_size == 1 or sender is None:
+        return
+    queues = sender.app.amqp.queues
+    if COMMANDS_QUEUE in queues.consume_from:
+        queues.deselect(COMMANDS_QUEUE)
+        BatchCommandConsumer.consumes_commands = True
+
+
+@inspect_command(name="active_queues")
+def _active_queues(state: Any) -> list[dict[str, Any]]:
+    """List the task queues a worker is currently consuming from (Celery's own command, with
+    the command queue when the batch step consumes it: ``celery inspect active_queues`` and
+    ``governance status`` show where commands go in either mode)."""
+    consumer = state.consumer
+    queues = list(consumer.task_consumer.queues) if consumer.task_consumer else []
+    if settings.batch_size > 1 and BatchCommandConsumer.consumes_commands:
+        queues.append(COMMANDS)
+    return [dict(queue.as_dict(recurse=True)) for queue in queues]
 
 
 @signals.worker_init.connect

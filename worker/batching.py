@@ -1,15 +1,15 @@
-"""Batch mode: many commands per transaction, one savepoint per command.
+"""Adaptive batches, the default: many commands per transaction, one savepoint per command.
 
-The per-task path pays Celery's per-message work, two database round trips, a commit (a WAL
-flush) and a publisher confirm for every command. In batch mode a consumer step of the
-worker's main process takes what has arrived, up to ``GOVERNANCE_BATCH_SIZE`` command
-messages, each time its event loop is about to wait, runs them through the same guarded
-transaction — two round trips and one commit for the whole batch — publishes the events, and
-only then acknowledges the messages. Each command is still decided against its request as locked and
-as the batch's earlier commands left it; a rejection is a recorded outcome like any other.
-A quiet queue gives batches of one, applied at once; a busy one gives large batches. The
-trade: commands of one batch commit together — a crash before the commit redelivers all of
-them, none applied.
+The per-task path (``GOVERNANCE_BATCH_SIZE=1``) pays Celery's per-message work, two database
+round trips, a commit (a WAL flush) and a publisher confirm for every command. By default a
+consumer step of the worker's main process takes what has arrived, up to
+``GOVERNANCE_BATCH_SIZE`` command messages, each time its event loop is about to wait, runs
+them through the same guarded transaction — two round trips and one commit for the whole
+batch — publishes the events, and only then acknowledges the messages. Each command is still
+decided against its request as locked and as the batch's earlier commands left it; a
+rejection is a recorded outcome like any other. A quiet queue gives batches of one, applied
+at once; a busy one gives large batches. The trade: commands of one batch commit together —
+a crash before the commit redelivers all of them, none applied.
 """
 
 from __future__ import annotations

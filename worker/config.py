@@ -66,8 +66,10 @@ class Settings:
     log_retention_days: float = 30.0
     #: Seconds between retention runs (beat).
     retention_interval: float = 3600.0
-    #: Commands per transaction; 1 applies each command as its own Celery task.
-    batch_size: int = 1
+    #: The most commands applied in one transaction. The worker takes what has arrived, up to
+    #: this bound, so a quiet queue gives batches of one; 1 is per-task mode (each command
+    #: its own Celery task in a pool child).
+    batch_size: int = 100
     #: Under a pool without an event loop only (gevent, eventlet): how often a batch is
     #: applied. With an event loop a batch is applied as soon as what arrived has been read.
     batch_linger_ms: float = 5.0
@@ -137,7 +139,7 @@ class Settings:
             ledger_window_days=_float(env, "GOVERNANCE_LEDGER_WINDOW_DAYS", 30.0, zero=True),
             log_retention_days=_float(env, "GOVERNANCE_LOG_RETENTION_DAYS", 30.0, zero=True),
             retention_interval=_float(env, "GOVERNANCE_RETENTION_INTERVAL", 3600.0),
-            batch_size=_int(env, "GOVERNANCE_BATCH_SIZE", 1, minimum=1),
+            batch_size=_int(env, "GOVERNANCE_BATCH_SIZE", 100, minimum=1),
             batch_linger_ms=_float(env, "GOVERNANCE_BATCH_LINGER_MS", 5.0),
             queue_type=_queue_setting(queue_type_from, env),
             delivery_limit=_queue_setting(delivery_limit_from, env),

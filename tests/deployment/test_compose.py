@@ -178,6 +178,11 @@ def test_services_reach_each_other_by_service_name(compose: dict[str, Any]) -> N
     assert "@rabbitmq:5672/" in env["GOVERNANCE_BROKER_URL"]
 
 
+def test_workers_apply_commands_in_adaptive_batches_by_default(compose: dict[str, Any]) -> None:
+    env = compose["services"]["worker"]["environment"]
+    assert int(env["GOVERNANCE_BATCH_SIZE"]) > 1
+
+
 def test_the_image_carries_neither_the_benchmark_nor_the_tests() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     copied = re.findall(r"^COPY (\S+)", dockerfile, re.M)

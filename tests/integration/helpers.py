@@ -234,7 +234,11 @@ def run_processes(
     processes: int,
 ) -> list[Any]:
     """Split ``payloads`` over ``processes`` spawned processes released together by a
-    barrier; return what they put on their results queue (one item per payload)."""
+    barrier; return what they put on their results queue (one item per payload).
+
+    The payloads are signed here first: a spawned process does not know the test databases,
+    so it could not register an actor that signs for the first time."""
+    payloads = [sign(payload) for payload in payloads]
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(processes)
     results = context.Queue()

@@ -136,7 +136,7 @@ def any_worker(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
     """A real worker, in per-task mode and in batch mode."""
-    extra_env = {"GOVERNANCE_BATCH_SIZE": "20"} if request.param == "batch" else {}
+    extra_env = {"GOVERNANCE_BATCH_SIZE": "20" if request.param == "batch" else "1"}
     log_path = Path(tmp_path_factory.mktemp(f"worker-{request.param}")) / "worker.log"
     worker = WorkerProcess(
         database_url, broker_url, concurrency=1, log_path=log_path, extra_env=extra_env

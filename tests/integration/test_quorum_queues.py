@@ -234,9 +234,14 @@ def test_a_worker_set_to_classic_runs_on_a_classic_command_queue(
 def test_a_message_that_kills_its_worker_every_time_is_dead_lettered_by_the_broker(
     broker_url: str, database_url: str, tmp_path: Path
 ) -> None:
-    # Given workers whose own count of lost deliveries would not stop the message in time,
-    # and a broker delivery limit of 2
-    env = {"GOVERNANCE_LOST_DELIVERY_LIMIT": "1000", "GOVERNANCE_DELIVERY_LIMIT": "2"}
+    # Given a per-task worker (its pool child dies, its main process lives on) whose own
+    # count of lost deliveries would not stop the message in time, and a broker delivery
+    # limit of 2
+    env = {
+        "GOVERNANCE_LOST_DELIVERY_LIMIT": "1000",
+        "GOVERNANCE_DELIVERY_LIMIT": "2",
+        "GOVERNANCE_BATCH_SIZE": "1",
+    }
     doomed = sign(command("approve", new_id("doomed"), 1, command_id=new_id("killer")))
     assert doomed["command_id"].startswith(KILLER_PREFIX)
     with spare_vhost(broker_url) as url:

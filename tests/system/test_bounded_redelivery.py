@@ -32,7 +32,7 @@ from tests.system.harness import (
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
-MODES = {"per-task": {}, "batch": {"GOVERNANCE_BATCH_SIZE": "20"}}
+MODES = {"per-task": {"GOVERNANCE_BATCH_SIZE": "1"}, "batch": {"GOVERNANCE_BATCH_SIZE": "20"}}
 
 
 @pytest.fixture
@@ -111,8 +111,8 @@ def test_a_command_that_kills_its_worker_every_time_is_parked_after_bounded_deli
     tmp_path: Path,
 ) -> None:
     purge_queues(broker_url)
-    env = {"GOVERNANCE_LOST_DELIVERY_LIMIT": "2"}
-    # Given a command that makes the child applying it die, holding the row lock
+    env = {"GOVERNANCE_LOST_DELIVERY_LIMIT": "2", **MODES["per-task"]}
+    # Given a command that makes the per-task child applying it die, holding the row lock
     doomed = doomed_command(KILLER_PREFIX)
     with workers_running(database_url, broker_url, tmp_path, count=1, env=env):
         # When it is sent amid a load

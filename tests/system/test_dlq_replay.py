@@ -28,7 +28,7 @@ from tests.system.harness import Sender, applied_count, wait_until, workers_runn
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
-MODES = {"per-task": {}, "batch": {"GOVERNANCE_BATCH_SIZE": "10"}}
+MODES = {"per-task": {"GOVERNANCE_BATCH_SIZE": "1"}, "batch": {"GOVERNANCE_BATCH_SIZE": "10"}}
 
 
 def dlq(broker_url: str, *args: str) -> Result:

@@ -53,7 +53,7 @@ LOAD_REQUESTS = 100  # three commands each: 300 in flight around the one under t
 
 #: The workers' environment in each mode of applying commands.
 MODES: dict[str, dict[str, str]] = {
-    "per-task": {},
+    "per-task": {"GOVERNANCE_BATCH_SIZE": "1"},
     "batch": {"GOVERNANCE_BATCH_SIZE": "20"},
 }
 

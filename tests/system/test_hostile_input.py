@@ -330,9 +330,14 @@ def await_catalogue(
             return letters
         return None
 
-    letters: list[DeadLetter] = wait_until(
-        all_dead_lettered, 60, "every unanswerable message dead-lettered", interval=0.5
-    )
+    try:
+        letters: list[DeadLetter] = wait_until(
+            all_dead_lettered, 60, "every unanswerable message dead-lettered", interval=0.5
+        )
+    except TimeoutError:
+        seen = DeadLetterQueue(broker_url).list()
+        missing = [c.name for c in dead if dead_letter_of(seen, c.token) is None]
+        raise AssertionError(f"not dead-lettered: {missing}") from None
     return outcomes, letters
 
 

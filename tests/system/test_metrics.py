@@ -25,7 +25,7 @@ from tests.support.processes import WorkerProcess
 from tests.system.test_traces import relay_now
 
 MODES = {
-    "per-task": {},
+    "per-task": {"GOVERNANCE_BATCH_SIZE": "1"},
     "batch": {"GOVERNANCE_BATCH_SIZE": "16", "GOVERNANCE_BATCH_LINGER_MS": "20"},
 }
 

@@ -93,7 +93,7 @@ def publish_blocked_broker_url(broker_url: str) -> Iterator[str]:
         yield url
 
 
-MODES = {"per-task": {}, "batch": {"GOVERNANCE_BATCH_SIZE": "8"}}
+MODES = {"per-task": {"GOVERNANCE_BATCH_SIZE": "1"}, "batch": {"GOVERNANCE_BATCH_SIZE": "8"}}
 
 
 @pytest.fixture(params=list(MODES))
