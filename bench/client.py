@@ -47,17 +47,26 @@ def cpu_self() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+#: The baseline apps' queues (``bench.naive_app``, ``bench.noop_app``).
+NAIVE_QUEUE = "bench.naive"
+NOOP_QUEUE = "bench.noop"
+BASELINE_QUEUES = (NAIVE_QUEUE, NOOP_QUEUE)
+
+
 def publisher_app(broker_url: str) -> Any:
     """A plain Celery client, set up as the README tells one to be: it sends to
     ``governance.commands`` without declaring it (the workers declared it, quorum or classic,
-    with arguments a client's default declaration would contradict)."""
+    with arguments a client's default declaration would contradict), nor the baselines'
+    queues, which their workers declare the same way."""
     from celery import Celery
 
     app = Celery("bench-publisher", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
         broker_connection_retry_on_startup=True,
-        task_queues=[kombu.Queue(COMMANDS_QUEUE, no_declare=True)],
+        task_queues=[
+            kombu.Queue(name, no_declare=True) for name in (COMMANDS_QUEUE, *BASELINE_QUEUES)
+        ],
     )
     return app
 

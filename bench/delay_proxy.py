@@ -146,6 +146,11 @@ class DelayProxy:
         self.port = int(line)
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
     def stop(self) -> dict[str, Any]:
         """Stop the proxy; its CPU and wall time in seconds."""
         assert self._process is not None and self._process.stdout is not None

@@ -21,10 +21,9 @@ import psycopg
 from celery import signals
 
 from bench.baseline_app import baseline_app
-from bench.client import signal_done
+from bench.client import NAIVE_QUEUE, signal_done
 
 NAIVE_TASK = "bench.naive_apply"
-NAIVE_QUEUE = "bench.naive"
 NAIVE_EVENTS_EXCHANGE = "bench.naive.events"
 
 SCHEMA = """

@@ -11,10 +11,9 @@ import os
 from typing import Any
 
 from bench.baseline_app import baseline_app
-from bench.client import signal_done
+from bench.client import NOOP_QUEUE, signal_done
 
 NOOP_TASK = "bench.noop"
-NOOP_QUEUE = "bench.noop"
 
 app = baseline_app("bench-noop", NOOP_QUEUE)
 

@@ -31,6 +31,7 @@ from bench.client import (
 from bench.identities import Identities
 from bench.naive_app import NAIVE_EVENTS_EXCHANGE, NAIVE_QUEUE, NAIVE_TASK, SCHEMA
 from bench.noop_app import NOOP_QUEUE, NOOP_TASK
+from bench.profile import Profiler
 from bench.services import (
     CpuMeter,
     WorkerDied,
@@ -59,6 +60,8 @@ class Bench:
     vhost: str | None = None
     #: Extra environment of the governance workers only (tuning such as batch size).
     governance_env: dict[str, str] = field(default_factory=dict)
+    #: Processes measured beside the workers, by kind (the delay proxies, when there are).
+    other_processes: dict[str, list[int]] = field(default_factory=dict)
     _workers: WorkerSet | None = field(default=None, repr=False)
     _identities: Identities | None = field(default=None, repr=False)
 
@@ -68,6 +71,10 @@ class Bench:
         if self._identities is None:
             self._identities = Identities(self.database_url)
         return self._identities
+
+    def meter(self, workers: WorkerSet | None) -> CpuMeter:
+        """A CPU meter of the services, ``workers`` and the other processes of the run."""
+        return CpuMeter(self.database_url, workers, dict(self.other_processes))
 
     # -- worker processes --------------------------------------------------------------------
 
@@ -150,9 +157,11 @@ class Bench:
         count: int,
         rate_limit: float | None = None,
         prepare: Callable[[str], dict[str, Any]] | None = None,
+        profile: bool = False,
     ) -> dict[str, Any]:
         """Run one workload on ``count`` governance worker processes; ``prepare`` shapes the
-        emptied database first (and says how, for the report)."""
+        emptied database first (and says how, for the report); ``profile`` samples the
+        first worker's processes (main and pool child) with py-spy during the timed part."""
         reset_database(self.database_url)
         prepared = prepare(self.database_url) if prepare is not None else None
         workers = self.governance_workers(count)
@@ -162,15 +171,28 @@ class Bench:
         try:
             setup = self._setup(collector, self.identities.sign_all(load.setup))
             db_start = _db_now(self.database_url)
-            result = timed_run(
-                collector,
-                lambda: PublisherProcess(self.broker_url, timed, rate=rate_limit),
-                [c["command_id"] for c in load.timed],
-                CpuMeter(self.database_url, workers),
-                load.expected,
+            profilers = (
+                [
+                    Profiler(pid, "worker main" if index == 0 else "pool child").start()
+                    for index, pid in enumerate(workers.processes[0].pids())
+                ]
+                if profile
+                else []
             )
+            try:
+                result = timed_run(
+                    collector,
+                    lambda: PublisherProcess(self.broker_url, timed, rate=rate_limit),
+                    [c["command_id"] for c in load.timed],
+                    self.meter(workers),
+                    load.expected,
+                )
+            finally:
+                profiles = [profiler.stop() for profiler in profilers]
         finally:
             collector.close()
+        if profiles:
+            result["profile"] = profiles
         result["outbox"] = outbox_lag(self.database_url, db_start)
         if rate_limit is not None:
             # An open-loop run only means something if the system kept up with the pace.
@@ -215,7 +237,7 @@ class Bench:
         try:
             setup = self._setup(collector, [sub for sub, _ in plan])
             db_start = _db_now(self.database_url)
-            meter = CpuMeter(self.database_url, workers)
+            meter = self.meter(workers)
             meter.start()
             round_times: list[float] = []
             latencies: list[float] = []
@@ -297,7 +319,7 @@ class Bench:
                         queue=NAIVE_QUEUE,
                     ),
                     [c["command_id"] for c in load.timed],
-                    CpuMeter(self.database_url, workers),
+                    self.meter(workers),
                     load.expected,
                 )
                 description = workers.description
@@ -328,7 +350,7 @@ class Bench:
                         queue=NOOP_QUEUE,
                     ),
                     [c["command_id"] for c in load.timed],
-                    CpuMeter(self.database_url, workers),
+                    self.meter(workers),
                     {c["command_id"]: "done" for c in load.timed},
                 )
                 description = workers.description
@@ -365,7 +387,7 @@ class Bench:
             )
             for load in loads
         ]
-        meter = CpuMeter(self.database_url, None)
+        meter = self.meter(None)
         for child in children:
             child.start()
         try:
@@ -480,7 +502,7 @@ def timed_run(
 
 def per_command(cpu: dict[str, Any], commands: int) -> dict[str, float]:
     """CPU milliseconds per command of each process kind (machine figures left out)."""
-    kinds = ("worker_processes", "postgres_backends", "rabbitmq_beam", "harness")
+    kinds = ("worker_processes", "postgres_backends", "rabbitmq_beam", "harness", "delay_proxies")
     return {k: round(cpu[k] * 1000 / commands, 3) for k in kinds if k in cpu and commands}
 
 

@@ -354,6 +354,8 @@ class CpuMeter:
 
     database_url: str
     workers: WorkerSet | None
+    #: Further processes measured as a kind of their own (the delay proxies).
+    others: dict[str, list[int]] = field(default_factory=dict)
     _before: dict[str, dict[int, float]] = field(default_factory=dict)
     _machine_before: Any = None
     _wall_before: float = 0.0
@@ -365,6 +367,7 @@ class CpuMeter:
             kinds["postgres_backends"] = database_backend_pids(self.database_url)
         if self.workers is not None:
             kinds["worker_processes"] = self.workers.pids()
+        kinds.update(self.others)
         return kinds
 
     def start(self) -> None:
