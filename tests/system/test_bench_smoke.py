@@ -27,6 +27,8 @@ pytestmark = pytest.mark.system
 PHASES = (
     "uniform",
     "uniform_half_load",
+    "uniform_per_task",
+    "uniform_per_task_half_load",
     "hot",
     "approvals",
     "mixed",
@@ -34,6 +36,7 @@ PHASES = (
     "naive_peer",
     "naive_peer_with_event",
     "noop_task",
+    "profile",
 )
 
 
@@ -46,25 +49,17 @@ class BenchRun:
     vhost_prefix: str
 
 
-@pytest.fixture(scope="module")
-def bench_run(
-    postgres_server_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
+def run_bench(
+    arguments: list[str], postgres_server_url: str, broker_url: str, out: Path
 ) -> BenchRun:
-    """One ``python -m bench all`` at tiny sizes, on one worker process."""
-    out = Path(tmp_path_factory.mktemp("bench")) / "result.json"
+    """``python -m bench`` with ``arguments`` against the test services; its report."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GOVERNANCE_BENCH")}
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "bench",
-            "all",
-            "--workers",
-            "1",
-            "--scale",
-            "0.002",
-            "--racers",
-            "5",
+            *arguments,
             "--database-url",
             postgres_server_url,
             "--broker-url",
@@ -90,6 +85,26 @@ def bench_run(
     )
 
 
+@pytest.fixture(scope="module")
+def bench_run(
+    postgres_server_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> BenchRun:
+    """One ``python -m bench all`` at tiny sizes, on one worker process."""
+    out = Path(tmp_path_factory.mktemp("bench")) / "result.json"
+    arguments = ["all", "--workers", "1", "--scale", "0.002", "--racers", "5"]
+    return run_bench(arguments, postgres_server_url, broker_url, out)
+
+
+@pytest.fixture(scope="module")
+def network_run(
+    postgres_server_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> BenchRun:
+    """One ``python -m bench network`` at tiny sizes behind 2 ms delay proxies."""
+    out = Path(tmp_path_factory.mktemp("bench-network")) / "result.json"
+    arguments = ["network", "--workers", "1", "--scale", "0.002", "--rtt-ms", "2"]
+    return run_bench(arguments, postgres_server_url, broker_url, out)
+
+
 def test_prints_one_json_document_and_writes_the_same_to_the_out_file(
     bench_run: BenchRun,
 ) -> None:
@@ -104,9 +119,14 @@ def test_reports_every_workload_and_baseline_with_settings_and_machine(
     # Given a finished `all` run
     report = bench_run.report
     # Then every phase ran once, on one worker process
+    half_load = {
+        key: [next(iter(report["results"][key]))]
+        for key in ("uniform_half_load", "uniform_per_task_half_load")
+    }
     assert {key: sorted(report["results"].get(key, {})) for key in PHASES} == {
         "uniform": ["1w"],
-        "uniform_half_load": [next(iter(report["results"]["uniform_half_load"]))],
+        "uniform_per_task": ["1w"],
+        **half_load,
         "hot": ["1w"],
         "approvals": ["1w"],
         "mixed": ["1w"],
@@ -114,6 +134,7 @@ def test_reports_every_workload_and_baseline_with_settings_and_machine(
         "naive_peer": ["1w"],
         "naive_peer_with_event": ["1w"],
         "noop_task": ["1w"],
+        "profile": ["default 1w", "per-task 1w"],
     }
     # And the settings and machine it ran on are recorded, with the target ratios
     assert report["settings"]["worker_counts"] == [1]
@@ -132,15 +153,33 @@ def test_every_outcome_is_the_one_its_workload_expects(bench_run: BenchRun) -> N
     # Given a finished run
     results = bench_run.report["results"]
     # Then each workload's outcomes match what it was built to produce
-    for key in ("uniform", "uniform_half_load", "approvals", "mixed", "naive_peer", "noop_task"):
+    for key in (
+        "uniform",
+        "uniform_half_load",
+        "uniform_per_task",
+        "approvals",
+        "mixed",
+        "naive_peer",
+        "noop_task",
+        "profile",
+    ):
         for label, result in results[key].items():
             correctness = result["correctness"]
             assert correctness["actual"] == correctness["expected"], (key, label)
             assert correctness["unexpected_outcomes"] == 0, (key, label)
     # And every hot round had exactly one winner, the rest losing on the revision
     assert results["hot"]["1w"]["correctness"]["all_correct"] is True
-    # And the worker left nothing in the outbox unpublished
+    # And the worker left nothing in the outbox unpublished, in either mode
     assert results["uniform"]["1w"]["outbox"]["unpublished"] == 0
+    assert results["uniform_per_task"]["1w"]["outbox"]["unpublished"] == 0
+
+
+def test_profiles_the_worker_processes_of_each_mode(bench_run: BenchRun) -> None:
+    # Given a finished run / Then py-spy sampled the first worker's main process and child
+    for label, result in bench_run.report["results"]["profile"].items():
+        profiles = result["profile"]
+        assert [p["process"] for p in profiles] == ["worker main", "pool child"], label
+        assert all("error" not in p and p["samples"] >= 0 for p in profiles), profiles
 
 
 def test_leaves_no_database_vhost_or_worker_process_behind(
@@ -173,3 +212,26 @@ def _processes_with_database(prefix: str) -> list[int]:
         except psutil.Error:
             continue
     return found
+
+
+def test_network_runs_every_mode_and_baseline_behind_the_delay_proxies(
+    network_run: BenchRun,
+) -> None:
+    # Given a finished `network` run at one emulated round trip
+    report = network_run.report
+    phases = report["results"]["network"]
+    # Then the default and per-task modes, the naive peer and the no-op task each ran there
+    assert sorted(phases) == [
+        "default 1w 2ms",
+        "naive peer 1w 2ms",
+        "noop 1w 2ms",
+        "per-task 1w 2ms",
+    ]
+    for label, result in phases.items():
+        assert result["emulated_round_trip_ms"] == 2.0, label
+        correctness = result["correctness"]
+        assert correctness["actual"] == correctness["expected"], label
+        # And the proxies' own CPU is measured, apart from everything else
+        assert "delay_proxies" in result["cpu_seconds"], label
+    assert report["errors"] == []
+    assert "network_2ms_default_over_naive" in report["ratios"]
