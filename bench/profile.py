@@ -81,21 +81,40 @@ class Profiler:
         return {"process": self.label, "pid": self.pid, "rate_per_s": RATE, **summary}
 
 
+#: Leaf functions that are a process waiting in a system call (for a socket, a poll), not
+#: using the CPU. py-spy cannot always tell a waiting thread from a running one here, so the
+#: report counts them apart.
+WAITING = (
+    "Connection.wait (psycopg/connection.py)",
+    "TCPTransport._read (amqp/transport.py)",
+    "_epoll.poll (utils/eventio.py)",
+    "_poll (utils/eventio.py)",
+    "Connection._recv (billiard/connection.py)",
+    "wait (psycopg/waiting.py)",
+)
+
+
 def summarize(raw: str, top: int = TOP) -> dict[str, Any]:
-    """Self and inclusive sample shares per function from py-spy's raw output."""
+    """From py-spy's raw output: the share of samples spent waiting, the functions most
+    often running on top of the stack (self), and the project's own functions most often
+    anywhere on it (inclusive); every share is of all samples."""
     own: Counter[str] = Counter()
-    anywhere: Counter[str] = Counter()
-    total = 0
+    ours: Counter[str] = Counter()
+    total = waiting = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_function(frame) for frame in stack.split(";")]
+        frames = stack.split(";")
+        leaf = _function(frames[-1])
         total += count
-        own[frames[-1]] += count
-        for name in set(frames):
-            anywhere[name] += count
+        if leaf in WAITING:
+            waiting += count
+            continue
+        own[leaf] += count
+        for name in {_function(frame) for frame in frames if _is_project(frame)}:
+            ours[name] += count
 
     def ranking(counter: Counter[str]) -> list[dict[str, Any]]:
         return [
@@ -103,7 +122,24 @@ def summarize(raw: str, top: int = TOP) -> dict[str, Any]:
             for name, count in counter.most_common(top)
         ]
 
-    return {"samples": total, "self": ranking(own), "inclusive": ranking(anywhere)}
+    return {
+        "samples": total,
+        "waiting_share": round(waiting / total, 3) if total else None,
+        "self": ranking(own),
+        "project_inclusive": ranking(ours),
+    }
+
+
+def _is_project(frame: str) -> bool:
+    """A frame of the project's own code (not a library's, nor the standard library's)."""
+    where = frame.partition(" (")[2]
+    parts = Path(where.rstrip(")").rsplit(":", 1)[0]).parts
+    return (
+        "site-packages" not in parts
+        and "<frozen" not in where
+        and any(part in ("worker", "governance", "producer") for part in parts)
+        and not any(part.startswith("python3") for part in parts)
+    )
 
 
 def _function(frame: str) -> str:
