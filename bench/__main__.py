@@ -248,9 +248,22 @@ class Run:
         )
 
     def per_task(self) -> None:
-        """The same, in per-task mode, at the largest worker count."""
+        """The same, in per-task mode, at the largest worker count; then the default mode
+        paced at per-task mode's half-load rate (``uniform_at_per_task_half_load``): the two
+        modes' latency at one moderate load."""
         with self.worker_settings(PER_TASK):
             self.uniform("uniform_per_task", [max(self.args.worker_counts)])
+        half = next(iter(self.results.get("uniform_per_task_half_load", {}).values()), None)
+        if half is None or not half.get("paced_rate"):
+            return
+        paced = float(half["paced_rate"])
+        count = half["workers"]["worker_processes"]
+        commands = half["commands"]
+        self.phase(
+            "uniform_at_per_task_half_load",
+            f"{count}w@{paced:.0f}/s",
+            partial(self.bench.workload, workloads.uniform(max(1, commands // 2)), count, paced),
+        )
 
     def profile(self) -> None:
         """Where the workers' CPU goes: a shorter uniform run per mode with py-spy sampling
@@ -475,7 +488,11 @@ def ratios(results: dict[str, Any], counts: list[int]) -> dict[str, Any]:
     out["per_task_over_noop"] = ratio(per_task, _best(results, "noop_task"))
     out["uniform_over_per_task"] = ratio(best_uniform, per_task)
     direct_p50 = _at(results, "direct_db", f"{min(counts)}p", "latency", "p50_ms")
-    for prefix, key in (("", "uniform_half_load"), ("per_task_", "uniform_per_task_half_load")):
+    for prefix, key in (
+        ("", "uniform_half_load"),
+        ("per_task_", "uniform_per_task_half_load"),
+        ("at_per_task_", "uniform_at_per_task_half_load"),
+    ):
         half = next(iter(results.get(key, {}).values()), None)
         if half is not None:
             p50, p99 = half["latency"].get("p50_ms"), half["latency"].get("p99_ms")

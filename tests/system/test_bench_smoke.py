@@ -29,6 +29,7 @@ PHASES = (
     "uniform_half_load",
     "uniform_per_task",
     "uniform_per_task_half_load",
+    "uniform_at_per_task_half_load",
     "hot",
     "approvals",
     "mixed",
@@ -121,7 +122,11 @@ def test_reports_every_workload_and_baseline_with_settings_and_machine(
     # Then every phase ran once, on one worker process
     half_load = {
         key: [next(iter(report["results"][key]))]
-        for key in ("uniform_half_load", "uniform_per_task_half_load")
+        for key in (
+            "uniform_half_load",
+            "uniform_per_task_half_load",
+            "uniform_at_per_task_half_load",
+        )
     }
     assert {key: sorted(report["results"].get(key, {})) for key in PHASES} == {
         "uniform": ["1w"],
