@@ -96,16 +96,6 @@ def bench_run(
     return run_bench(arguments, postgres_server_url, broker_url, out)
 
 
-@pytest.fixture(scope="module")
-def network_run(
-    postgres_server_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> BenchRun:
-    """One ``python -m bench network`` at tiny sizes behind 2 ms delay proxies."""
-    out = Path(tmp_path_factory.mktemp("bench-network")) / "result.json"
-    arguments = ["network", "--workers", "1", "--scale", "0.002", "--rtt-ms", "2"]
-    return run_bench(arguments, postgres_server_url, broker_url, out)
-
-
 def test_prints_one_json_document_and_writes_the_same_to_the_out_file(
     bench_run: BenchRun,
 ) -> None:
@@ -220,10 +210,10 @@ def _processes_with_database(prefix: str) -> list[int]:
 
 
 def test_network_runs_every_mode_and_baseline_behind_the_delay_proxies(
-    network_run: BenchRun,
+    bench_run: BenchRun,
 ) -> None:
-    # Given a finished `network` run at one emulated round trip
-    report = network_run.report
+    # Given a finished `all` run, which measures the 2 ms emulated round trip too
+    report = bench_run.report
     phases = report["results"]["network"]
     # Then the default and per-task modes, the naive peer and the no-op task each ran there
     assert sorted(phases) == [
@@ -240,3 +230,13 @@ def test_network_runs_every_mode_and_baseline_behind_the_delay_proxies(
         assert "delay_proxies" in result["cpu_seconds"], label
     assert report["errors"] == []
     assert "network_2ms_default_over_naive" in report["ratios"]
+
+
+def test_renders_the_targets_of_an_all_run_as_the_readme_table(bench_run: BenchRun) -> None:
+    # Given a finished `all` run / When its report is rendered
+    from bench.table import ROWS, render
+
+    lines = render(bench_run.report).splitlines()
+    # Then there is a header, a rule and one row per target, each with a measured figure
+    assert len(lines) == 2 + len(ROWS)
+    assert all(row.split("|")[2].strip() != "n/a" for row in lines[2:]), lines
