@@ -82,16 +82,21 @@ class Profiler:
 
 
 #: Leaf functions that are a process waiting in a system call (for a socket, a poll), not
-#: using the CPU. py-spy cannot always tell a waiting thread from a running one here, so the
-#: report counts them apart.
+#: using the CPU. py-spy cannot always tell a waiting thread from a running one here, and
+#: psycopg's wait is C code called from its generators, so its samples land on their frames.
 WAITING = (
     "Connection.wait (psycopg/connection.py)",
+    "BasePipeline._communicate_gen (psycopg/_pipeline_base.py)",
+    "BasePipeline._fetch_gen (psycopg/_pipeline_base.py)",
     "TCPTransport._read (amqp/transport.py)",
     "_epoll.poll (utils/eventio.py)",
     "_poll (utils/eventio.py)",
+    "_PollLikeSelector.select (selectors.py)",
     "Connection._recv (billiard/connection.py)",
-    "wait (psycopg/waiting.py)",
 )
+
+#: Packages whose modules share a name with the project's (``celery/worker/...``).
+LIBRARIES = ("celery", "kombu", "amqp", "billiard", "psycopg", "psycopg_pool", "click", "vine")
 
 
 def summarize(raw: str, top: int = TOP) -> dict[str, Any]:
@@ -135,9 +140,9 @@ def _is_project(frame: str) -> bool:
     where = frame.partition(" (")[2]
     parts = Path(where.rstrip(")").rsplit(":", 1)[0]).parts
     return (
-        "site-packages" not in parts
-        and "<frozen" not in where
-        and any(part in ("worker", "governance", "producer") for part in parts)
+        len(parts) >= 2
+        and parts[-2] in ("worker", "governance", "producer", "observability")
+        and not any(part in LIBRARIES or part == "site-packages" for part in parts)
         and not any(part.startswith("python3") for part in parts)
     )
 
