@@ -15,7 +15,8 @@ URL = "postgresql://governance:s3cr%40t@db.internal:6543/governance"
 DEFAULT_OPTIONS = (
     "-c lock_timeout=5000 -c statement_timeout=15000 "
     "-c idle_in_transaction_session_timeout=15000 -c tcp_keepalives_idle=5 "
-    "-c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 -c tcp_user_timeout=10000"
+    "-c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 -c tcp_user_timeout=10000 "
+    "-c plan_cache_mode=force_custom_plan"
 )
 
 
