@@ -267,3 +267,38 @@ def test_a_batch_worker_dead_letters_what_is_not_a_command(
     assert reasons[b"hello"].startswith("undecodable message: Refusing to deserialize")
     assert "untrusted content of type text/plain" in reasons[b"hello"]
     assert reasons[b"{not json"].startswith("undecodable message: Expecting property name")
+
+
+def _consumers(broker_url: str, queue: str) -> int:
+    with kombu.Connection(broker_url) as connection:
+        return int(connection.default_channel.queue_declare(queue, passive=True).consumer_count)
+
+
+@pytest.mark.system
+@pytest.mark.parametrize(
+    ("selection", "consumes_commands"),
+    [((), True), (("-Q", "governance.maintenance"), False)],
+    ids=["all-queues", "only-maintenance"],
+)
+def test_a_batch_worker_consumes_the_commands_only_when_its_queues_include_them(
+    selection: tuple[str, ...],
+    consumes_commands: bool,
+    database_url: str,
+    broker_url: str,
+    tmp_path: Path,
+) -> None:
+    from tests.integration.test_quorum_queues import spare_vhost
+
+    with spare_vhost(broker_url) as url:
+        # Given a worker in the default (batch) mode, started with or without -Q
+        worker = WorkerProcess(
+            database_url, url, concurrency=1, log_path=tmp_path / "w.log", extra_args=selection
+        )
+        try:
+            worker.wait_ready()
+            # Then it consumes governance.commands exactly when its queues include it, and
+            # the maintenance queue either way
+            assert _consumers(url, COMMANDS_QUEUE) == (1 if consumes_commands else 0)
+            assert _consumers(url, "governance.maintenance") == 1
+        finally:
+            worker.stop()
