@@ -35,7 +35,7 @@ from bench.services import (
     private_vhost,
     worker_log_dir,
 )
-from bench.stats import ratio
+from bench.stats import best_run, ratio
 
 WORKLOADS = (
     "uniform",
@@ -318,7 +318,8 @@ class Run:
             try:
                 result = measure()
             finally:
-                bench.stop_workers()
+                # The workers are stopped by ``worker_settings`` on the way out, before the
+                # proxies they talk through.
                 bench.database_url, bench.broker_url = original
                 bench.other_processes = {}
         result["emulated_round_trip_ms"] = rtt_ms
@@ -447,9 +448,8 @@ def _through(url: str, port: int) -> str:
 
 
 def _best(results: dict[str, Any], key: str) -> float | None:
-    rates = [r.get("throughput_per_s") for r in results.get(key, {}).values()]
-    numbers = [x for x in rates if x]
-    return max(numbers) if numbers else None
+    best = best_run(results, key)
+    return None if best is None else best[1]
 
 
 def _at(results: dict[str, Any], key: str, label: str, *path: str) -> Any:

@@ -47,3 +47,14 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if math.isnan(numerator) or math.isnan(denominator):
         return None
     return round(numerator / denominator, 3)
+
+
+def best_run(results: dict[str, Any], key: str) -> tuple[str, float] | None:
+    """The label and throughput of the fastest phase under ``results[key]`` (None if none
+    measured one)."""
+    runs = {label: r.get("throughput_per_s") for label, r in results.get(key, {}).items()}
+    measured = {label: rate for label, rate in runs.items() if rate}
+    if not measured:
+        return None
+    label = max(measured, key=lambda k: measured[k])
+    return label, measured[label]

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.stats import best_run
+
 #: Shown for a figure that was not measured.
 NONE = "n/a"
 
@@ -22,15 +24,6 @@ ROWS = (
 )
 
 
-def _best(results: dict[str, Any], key: str) -> tuple[str, float] | None:
-    runs = {label: r.get("throughput_per_s") for label, r in results.get(key, {}).items()}
-    runs = {label: rate for label, rate in runs.items() if rate}
-    if not runs:
-        return None
-    label = max(runs, key=lambda k: runs[k])
-    return label, runs[label]
-
-
 def _first(results: dict[str, Any], key: str) -> dict[str, Any] | None:
     return next(iter(results.get(key, {}).values()), None)
 
@@ -41,7 +34,9 @@ def parts(report: dict[str, Any]) -> dict[str, str]:
     ratios = report["ratios"]
     direct = ratios.get("direct_single_transaction_p50_ms")
     shown: dict[str, str] = {}
-    uniform, naive, noop = (_best(results, key) for key in ("uniform", "naive_peer", "noop_task"))
+    uniform, naive, noop = (
+        best_run(results, key) for key in ("uniform", "naive_peer", "noop_task")
+    )
     if uniform and noop:
         shown["uniform_over_noop"] = (
             f"{uniform[1]:,.0f}/s ({uniform[0]}) vs {noop[1]:,.0f}/s ({noop[0]})"

@@ -497,7 +497,7 @@ def _active_queues(state: Any) -> list[dict[str, Any]]:
     ``governance status`` show where commands go in either mode)."""
     consumer = state.consumer
     queues = list(consumer.task_consumer.queues) if consumer.task_consumer else []
-    if settings.batch_size > 1 and BatchCommandConsumer.consumes_commands:
+    if BatchCommandConsumer.consumes_commands:
         queues.append(COMMANDS)
     return [dict(queue.as_dict(recurse=True)) for queue in queues]
 
