@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import kombu
-import psycopg
-import pytest
+from tests.support.environment import drop_service_settings
 
-from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE, RETRY_QUEUE
-from tests.support import identities
-from tests.support.events import EventListener
-from tests.support.processes import WorkerProcess
-from tests.support.services import find_broker, find_postgres, fresh_database, unavailable
-from worker.migrate import migrate
-from worker.outbox import EventPublisher
+# Before any of the service's modules is imported: some read their settings at import.
+drop_service_settings(os.environ)
+
+import kombu  # noqa: E402
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+
+from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE, RETRY_QUEUE  # noqa: E402
+from tests.support import identities  # noqa: E402
+from tests.support.events import EventListener  # noqa: E402
+from tests.support.processes import WorkerProcess  # noqa: E402
+from tests.support.services import (  # noqa: E402
+    find_broker,
+    find_postgres,
+    fresh_database,
+    unavailable,
+)
+from worker.migrate import migrate  # noqa: E402
+from worker.outbox import EventPublisher  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -9,18 +9,31 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.environment import child_environment
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+#: The settings every process a test starts runs with unless the test names another value:
+#: the service's defaults, spelled out so that nothing a shell exports can change them.
+PINNED_SETTINGS = {
+    "GOVERNANCE_AUTH": "signed",
+    "GOVERNANCE_LOG_FORMAT": "text",
+}
+
+
 def service_env(database_url: str, broker_url: str, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        GOVERNANCE_DATABASE_URL=database_url,
-        GOVERNANCE_BROKER_URL=broker_url,
-        PYTHONUNBUFFERED="1",
+    """The environment of a service process on these URLs: no ``GOVERNANCE_*`` variable of
+    the shell, the pinned defaults, then the test's own settings (``extra``)."""
+    return child_environment(
+        {
+            **PINNED_SETTINGS,
+            "GOVERNANCE_DATABASE_URL": database_url,
+            "GOVERNANCE_BROKER_URL": broker_url,
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
     )
-    env.update(extra)
-    return env
 
 
 def run_governance(

@@ -25,6 +25,14 @@ OUTCOME_FIELDS = {
     "batch_size",
 }
 DATABASE_PASSWORD = "not-for-logs-7f3a"
+MAX_BATCH = 100
+
+
+def outcome_records(log_path: Path) -> dict[str, dict[str, Any]]:
+    """The worker's JSON outcome lines by command id, in the order they were logged."""
+    lines = [line for line in log_path.read_text().splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in lines]
+    return {r["command_id"]: r for r in records if r.get("logger") == "governance.outcomes"}
 
 
 def with_password(database_url: str) -> str:
@@ -34,13 +42,15 @@ def with_password(database_url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def workload() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def workload() -> list[list[dict[str, Any]]]:
+    """The commands of a run, in rounds: each round is sent at once and awaited before the
+    next. The first round is one submit alone, so it is applied in a batch of one."""
     submits = [sign(submit(new_id(), actor="logged")) for _ in range(3)]
     later = [
         sign(command("cancel", submits[0]["request_id"], 9, actor="logged")),
         {"command_id": new_id("cmd"), "type": "not_a_type", "request_id": new_id()},
     ]
-    return submits, later
+    return [submits[:1], submits[1:], later]
 
 
 def run_worker(
@@ -63,26 +73,42 @@ def run_worker(
     try:
         if "WARNING" not in args:  # "ready." is logged at INFO; otherwise the events tell
             worker.wait_ready()
-        submits, later = workload()
-        send(broker_url, submits)
-        events.wait_for([p["command_id"] for p in submits], timeout=60)
-        send(broker_url, later)
-        events.wait_for([p["command_id"] for p in later], timeout=60)
+        rounds = workload()
+        for commands in rounds:
+            send(broker_url, commands)
+            events.wait_for([p["command_id"] for p in commands], timeout=60)
     finally:
         worker.stop()
-    return submits + later
+    return [payload for commands in rounds for payload in commands]
+
+
+def batches(outcomes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The outcome lines, in log order, cut into the runs they came from: a run logs its
+    commands' lines one after another, each with the run's size and duration."""
+    runs: list[list[dict[str, Any]]] = []
+    index = 0
+    while index < len(outcomes):
+        size = outcomes[index]["batch_size"]
+        assert isinstance(size, int) and size >= 1, outcomes[index]
+        runs.append(outcomes[index : index + size])
+        index += size
+    return runs
 
 
 def test_every_outcome_has_one_json_line_with_its_fields(
     database_url: str, broker_url: str, events: EventListener, tmp_path: Path
 ) -> None:
     log_path = tmp_path / "worker.log"
-    sent = run_worker(database_url, broker_url, events, log_path, {"GOVERNANCE_LOG_FORMAT": "json"})
-    lines = [line for line in log_path.read_text().splitlines() if line.startswith("{")]
-    records = [json.loads(line) for line in lines]
-    outcomes = {r["command_id"]: r for r in records if r.get("logger") == "governance.outcomes"}
+    sent = run_worker(
+        database_url,
+        broker_url,
+        events,
+        log_path,
+        {"GOVERNANCE_LOG_FORMAT": "json", "GOVERNANCE_BATCH_SIZE": str(MAX_BATCH)},
+    )
+    outcomes = outcome_records(log_path)
 
-    assert set(outcomes) == {p["command_id"] for p in sent}
+    assert sorted(outcomes) == sorted(p["command_id"] for p in sent)
     assert all(set(r) >= OUTCOME_FIELDS and r["level"] == "INFO" for r in outcomes.values())
     first = outcomes[sent[0]["command_id"]]
     assert (first["type"], first["outcome"], first["code"], first["revision"]) == (
@@ -91,7 +117,7 @@ def test_every_outcome_has_one_json_line_with_its_fields(
         "",
         1,
     )
-    assert first["request_id"] == sent[0]["request_id"] and first["batch_size"] == 1
+    assert first["request_id"] == sent[0]["request_id"]
     conflict, invalid = (outcomes[p["command_id"]] for p in sent[-2:])
     assert (conflict["type"], conflict["outcome"], conflict["code"]) == (
         "cancel",
@@ -100,6 +126,28 @@ def test_every_outcome_has_one_json_line_with_its_fields(
     )
     assert (invalid["type"], invalid["code"]) == ("invalid", "invalid_command")
     assert all(isinstance(r["duration_ms"], float | int) for r in outcomes.values())
+
+
+def test_every_outcome_line_carries_the_size_of_the_batch_it_was_applied_in(
+    database_url: str, broker_url: str, events: EventListener, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "worker.log"
+    sent = run_worker(
+        database_url,
+        broker_url,
+        events,
+        log_path,
+        {"GOVERNANCE_LOG_FORMAT": "json", "GOVERNANCE_BATCH_SIZE": str(MAX_BATCH)},
+    )
+    runs = batches(list(outcome_records(log_path).values()))
+
+    # A batch's lines agree on its size and its duration, and no batch exceeds the maximum
+    assert sum(len(run) for run in runs) == len(sent)
+    for run in runs:
+        assert len(run) == run[0]["batch_size"] <= MAX_BATCH, run
+        assert len({(r["batch_size"], r["duration_ms"]) for r in run}) == 1, run
+    # The command sent alone, and answered before anything else was sent, ran alone
+    assert runs[0] == [outcome_records(log_path)[sent[0]["command_id"]]]
 
 
 def test_nothing_secret_reaches_the_log(
