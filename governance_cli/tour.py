@@ -221,10 +221,14 @@ def run_tour(
                 pending_reason="manual_review",
                 expires_at=datetime.now(UTC) + timedelta(seconds=1),
             )
-            time.sleep(1.2)  # the deadline is judged by the database clock
-            trigger_expiry()
-            if not printer.wait_for(lambda: printer.applied[expiring] >= 2, timeout):
-                report.problems.append("expiry: no expire event arrived")
+            # The deadline is judged by the database clock, so a sweep is asked for again,
+            # as beat would, until one finds the request due.
+            give_up = time.monotonic() + timeout
+            while not printer.wait_for(lambda: printer.applied[expiring] >= 2, 0.5):
+                if time.monotonic() > give_up:
+                    report.problems.append("expiry: no expire event arrived")
+                    break
+                trigger_expiry()
             report.requests[expiring] = "expired by the system actor"
 
             say("A stale version resolved by each strategy (approved at v1, state now at v2)")

@@ -16,8 +16,14 @@ drop_service_settings(os.environ)
 import kombu  # noqa: E402
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
-from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE, RETRY_QUEUE  # noqa: E402
+from governance.topology import (  # noqa: E402
+    COMMANDS_QUEUE,
+    DEAD_LETTER_QUEUE,
+    MAINTENANCE_QUEUE,
+    RETRY_QUEUE,
+)
 from tests.support import identities  # noqa: E402
 from tests.support.events import EventListener  # noqa: E402
 from tests.support.processes import WorkerProcess  # noqa: E402
@@ -29,6 +35,15 @@ from tests.support.services import (  # noqa: E402
 )
 from worker.migrate import migrate  # noqa: E402
 from worker.outbox import EventPublisher  # noqa: E402
+
+# Property tests judge behaviour, never speed: a loaded machine (three test processes on two
+# cores) must not turn a slow example into a failure. In CI the examples are derived from
+# each test's name, so a run is repeatable; by hand they are random, to find new cases.
+settings.register_profile(
+    "suite", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.register_profile("ci", settings.get_profile("suite"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else "suite")
 
 
 @pytest.fixture(scope="session")
@@ -85,8 +100,12 @@ def broker_url() -> Iterator[str]:
 
 
 def purge_queues(
-    broker_url: str, names: tuple[str, ...] = (COMMANDS_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE)
+    broker_url: str,
+    names: tuple[str, ...] = (COMMANDS_QUEUE, RETRY_QUEUE, MAINTENANCE_QUEUE, DEAD_LETTER_QUEUE),
 ) -> None:
+    """Empty ``names`` (by default every queue a worker reads, and the dead letters): what an
+    earlier test left there, maintenance runs included, would be taken by the next test's
+    workers and counted in its figures."""
     with kombu.Connection(broker_url) as conn:
         channel = conn.channel()
         for name in names:

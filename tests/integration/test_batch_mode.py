@@ -22,6 +22,7 @@ from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from tests.support.processes import WorkerProcess
 from tests.support.signed import apply_commands
+from tests.system.harness import wait_until
 from worker.outbox import publication_plan
 from worker.transaction import NotACommand, StoredOutcome
 
@@ -241,7 +242,8 @@ def test_a_batch_worker_dead_letters_what_is_not_a_command(
     batch_worker: WorkerProcess, events: EventListener, broker_url: str
 ) -> None:
     # Given a message with no task header, one that is not JSON, and a valid command
-    with kombu.Connection(broker_url) as connection:
+    # (confirmed, so both are in the queue before the valid one is sent)
+    with kombu.Connection(broker_url, transport_options={"confirm_publish": True}) as connection:
         producer = connection.Producer()
         producer.publish(
             b"hello", exchange="", routing_key=COMMANDS_QUEUE, content_type="text/plain"
@@ -257,12 +259,17 @@ def test_a_batch_worker_dead_letters_what_is_not_a_command(
     valid = submit(new_id())
     sender.send(valid)
     sender.close()
-    # When the worker has answered the valid one
+    # When the worker has answered the valid one, and parked what it could not read
     events.wait_for([valid["command_id"]])
-    # Then the other two are in the dead-letter queue, each with the reason a per-task
-    # worker gives
     ours = {b"hello", b"{not json"}
-    dead = [m for m in get_all(broker_url, DEAD_LETTER_QUEUE) if _raw(m.body) in ours]
+    dead: list[kombu.Message] = []
+
+    def both_parked() -> bool:
+        dead.extend(m for m in get_all(broker_url, DEAD_LETTER_QUEUE) if _raw(m.body) in ours)
+        return len(dead) >= 2
+
+    wait_until(both_parked, PATIENCE, "both messages parked")
+    # Then each is in the dead-letter queue with the reason a per-task worker gives
     reasons = {_raw(m.body): str(m.headers[DEAD_LETTER_REASON_HEADER]) for m in dead}
     assert reasons[b"hello"].startswith("undecodable message: Refusing to deserialize")
     assert "untrusted content of type text/plain" in reasons[b"hello"]
@@ -287,7 +294,7 @@ def test_a_batch_worker_consumes_the_commands_only_when_its_queues_include_them(
     broker_url: str,
     tmp_path: Path,
 ) -> None:
-    from tests.integration.test_quorum_queues import spare_vhost
+    from tests.support.services import spare_vhost
 
     with spare_vhost(broker_url) as url:
         # Given a worker in the default (batch) mode, started with or without -Q

@@ -4,7 +4,7 @@ actor; and development mode, which takes the actor as asserted."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from tests.support.identities import key_for, register, sign
 from tests.support.processes import WorkerProcess
+from tests.support.services import spare_vhost
 from worker import registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.system]
@@ -223,35 +224,28 @@ def test_a_revoked_key_is_refused_from_the_next_command_on_and_a_rotated_key_sig
 # --------------------------------------------------------------------------- development mode
 
 
-@pytest.fixture(scope="module")
-def development_worker(
-    database_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    log_path = Path(tmp_path_factory.mktemp("dev-worker")) / "worker.log"
-    worker = WorkerProcess(
-        database_url,
-        broker_url,
-        concurrency=1,
-        log_path=log_path,
-        extra_env={"GOVERNANCE_AUTH": "off"},
-        extra_args=("-n", f"dev-{new_id('w')}@%h"),
-    )
-    try:
-        worker.wait_ready()
-        yield worker
-    finally:
-        worker.stop()
-
-
 def test_in_development_mode_unsigned_commands_apply_unauthenticated_and_the_worker_warns(
-    development_worker: WorkerProcess, sender: Sender, events: EventListener, running_worker: Any
+    database_url: str, broker_url: str, tmp_path: Path
 ) -> None:
-    # (the signed worker of the module is stopped first, so the development one serves)
-    running_worker.stop()
-    request_id = new_id()
-    payload = submit(request_id, initial_status="pending")
-    event = send(sender, events, payload)
+    # Given a development-mode worker alone on a virtual host of its own (the module's signed
+    # worker goes on serving the other tests, whatever order they run in)
+    with spare_vhost(broker_url) as url:
+        worker = WorkerProcess(
+            database_url,
+            url,
+            concurrency=1,
+            log_path=tmp_path / "worker.log",
+            extra_env={"GOVERNANCE_AUTH": "off"},
+            extra_args=("-n", f"dev-{new_id('w')}@%h"),
+        )
+        try:
+            worker.wait_ready()
+            # When an unsigned command is sent
+            with closing(Sender(url)) as sender, closing(EventListener(url)) as events:
+                event = send(sender, events, submit(new_id(), initial_status="pending"))
+        finally:
+            worker.stop()
+    # Then it is applied, unauthenticated, and the worker warned at start
     assert code(event) == "applied", event
     assert event["authenticated"] is False
-    assert development_worker.log_path is not None
-    assert "DEVELOPMENT MODE" in development_worker.log_path.read_text()
+    assert "DEVELOPMENT MODE" in (tmp_path / "worker.log").read_text()

@@ -21,10 +21,29 @@ SETTINGS_PREFIXES = ("GOVERNANCE_", "OTEL_")
 #: whether their absence fails the run.
 SUITE_CONTROLS_PREFIX = "GOVERNANCE_TEST_"
 SUITE_CONTROLS = frozenset({"GOVERNANCE_REQUIRE_SERVICES"})
+#: Other variables that would change what the service or a test's own client does: a
+#: metrics directory shared by every worker, libpq options merged into every connection,
+#: and a proxy that the scrape of a worker's metrics endpoint would go through.
+FOREIGN_TO_THE_SUITE = frozenset(
+    {
+        "PROMETHEUS_MULTIPROC_DIR",
+        "PGOPTIONS",
+        "PGTARGETSESSIONATTRS",
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    }
+)
 
 
 def is_service_setting(name: str) -> bool:
-    """Whether ``name`` is a setting of the service rather than a control of the suite."""
+    """Whether ``name`` is a setting of the service (or one that changes what the suite's
+    clients do) rather than a control of the suite."""
+    if name in FOREIGN_TO_THE_SUITE:
+        return True
     return (
         name.startswith(SETTINGS_PREFIXES)
         and not name.startswith(SUITE_CONTROLS_PREFIX)
@@ -43,5 +62,9 @@ def drop_service_settings(environ: MutableMapping[str, str]) -> list[str]:
 def child_environment(settings: Mapping[str, str]) -> dict[str, str]:
     """The environment of a process a test starts: this process's, without any setting of
     the service or control of the suite, then exactly ``settings``."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIXES)}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(SETTINGS_PREFIXES) and k not in FOREIGN_TO_THE_SUITE
+    }
     return {**base, **settings}

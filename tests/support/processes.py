@@ -132,3 +132,9 @@ class WorkerProcess:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+
+#: pytest-timeout's bound for a test that starts services and workers of its own: a guard
+#: against a hang, well above the sum of the test's own bounded waits, so that on a loaded
+#: machine a test fails on the wait that did not end, with its message, never on this.
+HANG_GUARD = 900

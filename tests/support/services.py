@@ -215,3 +215,27 @@ def broker_user_who_cannot_publish_events(broker_url: str) -> Iterator[str]:
         yield urlunsplit(parts._replace(netloc=netloc))
     finally:
         ctl("delete_user", user)
+
+
+@contextlib.contextmanager
+def spare_vhost(broker_url: str) -> Iterator[str]:
+    """The URL of a new, empty virtual host on the test broker, deleted afterwards: for what
+    must meet a broker on which no worker declared anything yet."""
+    if shutil.which("rabbitmqctl") is None:
+        unavailable("rabbitmqctl is not installed: cannot make a virtual host")
+    name = f"governance-spare-{os.getpid()}-{os.urandom(3).hex()}"
+
+    def ctl(*args: str) -> None:
+        subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60, check=True)
+
+    try:
+        ctl("add_vhost", name)
+        ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    except subprocess.CalledProcessError as exc:
+        unavailable(f"rabbitmqctl cannot make a virtual host: {exc.stderr!r}")
+    try:
+        yield urlunsplit(urlsplit(broker_url)._replace(path=f"/{name}"))
+    finally:
+        subprocess.run(
+            ["rabbitmqctl", "delete_vhost", name], capture_output=True, timeout=60, check=False
+        )

@@ -105,8 +105,10 @@ class PrivateRabbitMQ:
         self.stop()
         self.start()
 
-    def queue_depth(self, name: str) -> tuple[int, int]:
-        """(ready, unacknowledged) messages of a queue of this node; (0, 0) if it is absent."""
+    def queue_depth(self, name: str) -> tuple[int, int] | None:
+        """(ready, unacknowledged) messages of a queue of this node; None when the queue is
+        not listed or ``rabbitmqctl`` failed, never "empty": a wait for a drained queue must
+        see the queue."""
         done = subprocess.run(
             [
                 "rabbitmqctl",
@@ -124,11 +126,13 @@ class PrivateRabbitMQ:
             timeout=60,
             check=False,
         )
+        if done.returncode != 0:
+            return None
         for line in done.stdout.splitlines():
             fields = line.split()
             if len(fields) == 3 and fields[0] == name:
                 return int(fields[1]), int(fields[2])
-        return 0, 0
+        return None
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from tests.support.commands import command, new_id
 from tests.support.events import EventListener
 from tests.support.faults import KILLER_PREFIX, LIMIT_PREFIX
 from tests.support.identities import without_signature
-from tests.support.processes import WorkerProcess
+from tests.support.processes import HANG_GUARD, WorkerProcess
 from tests.system.harness import (
     FAULTS_APP,
     Sender,
@@ -30,7 +30,7 @@ from tests.system.harness import (
     workload,
 )
 
-pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.system, pytest.mark.timeout(HANG_GUARD)]
 
 MODES = {"per-task": {"GOVERNANCE_BATCH_SIZE": "1"}, "batch": {"GOVERNANCE_BATCH_SIZE": "20"}}
 
@@ -162,8 +162,7 @@ def test_in_batch_mode_a_killer_is_parked_alone_and_its_batch_is_applied(
     finally:
         stop_all(workers)
     letter = parked(broker_url, killer["command_id"])
-    assert letter is not None and "kills its worker" in str(
-        letter.headers[DEAD_LETTER_REASON_HEADER]
-    )
-    assert len(workers) == 3
+    assert letter is not None
+    reason = str(letter.headers[DEAD_LETTER_REASON_HEADER])
+    assert "kills its worker" in reason and "last 2" in reason
     assert_parked_and_clean(letter, killer, sender, events, database_url, broker_url)

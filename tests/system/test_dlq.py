@@ -18,6 +18,7 @@ from tests.conftest import purge_queues
 from tests.support.commands import command, new_id
 from tests.support.events import EventListener
 from tests.support.identities import without_signature
+from tests.support.processes import HANG_GUARD
 from tests.system.harness import (
     Sender,
     applied_count,
@@ -27,7 +28,7 @@ from tests.system.harness import (
     workers_running,
 )
 
-pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.system, pytest.mark.timeout(HANG_GUARD)]
 
 
 def governance(broker_url: str, *args: str) -> Result:

@@ -24,9 +24,10 @@ from tests.conftest import purge_queues
 from tests.support.commands import new_id, submit
 from tests.support.events import EventListener
 from tests.support.identities import sign
+from tests.support.processes import HANG_GUARD
 from tests.system.harness import Sender, applied_count, wait_until, workers_running
 
-pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.system, pytest.mark.timeout(HANG_GUARD)]
 
 MODES = {"per-task": {"GOVERNANCE_BATCH_SIZE": "1"}, "batch": {"GOVERNANCE_BATCH_SIZE": "10"}}
 

@@ -31,6 +31,7 @@ from tests.conftest import migrated_database, purge_queues
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from tests.support.identities import without_signature
+from tests.support.processes import HANG_GUARD
 from tests.support.signed import apply_command
 from tests.system.harness import (
     DurableEvents,
@@ -47,7 +48,7 @@ from tests.system.harness import (
 )
 from tests.system.private_services import private_postgres, private_rabbitmq
 
-pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.system, pytest.mark.timeout(HANG_GUARD)]
 
 LOAD_REQUESTS = 100  # three commands each: 300 in flight around the one under test
 
@@ -274,7 +275,11 @@ def test_the_same_command_delivered_ten_times_at_once_is_applied_once_with_ten_i
     mode_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    with workers_running(database_url, broker_url, tmp_path, app="worker", env=mode_env):
+    # The deliveries wait on the test's lock for as long as the test holds it: with the
+    # default lock timeout a slow machine would time them out and requeue them behind the
+    # load before four are ever blocked at once.
+    env = {**mode_env, "GOVERNANCE_DB_LOCK_TIMEOUT": "0"}
+    with workers_running(database_url, broker_url, tmp_path, app="worker", env=env):
         target = new_id("tenfold")
         submitted(sender, events, target)
         approval = command("approve", target, 1)
@@ -286,7 +291,6 @@ def test_the_same_command_delivered_ten_times_at_once_is_applied_once_with_ten_i
                 "SELECT 1 FROM mutation_requests WHERE request_id = %s FOR UPDATE", (target,)
             )
             sender.send([approval] * 10)
-            sender.send(load)
             # ...four of them blocked on the lock at once, one in each worker child (in batch
             # mode at least one: a batch worker applies one batch at a time in its main
             # process, its children take no commands, so each of the two workers has at most
@@ -297,6 +301,7 @@ def test_the_same_command_delivered_ten_times_at_once_is_applied_once_with_ten_i
                 30,
                 f"{blocked} blocked deliveries",
             )
+            sender.send(load)
             # When the lock is released
             blocker.rollback()
 

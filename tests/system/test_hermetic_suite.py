@@ -5,6 +5,7 @@ environment still use the test's services, the signed mode and plain-text logs."
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,9 @@ def test_a_worker_and_the_cli_use_the_tests_services_and_modes_under_a_foreign_s
     log = (tmp_path / "worker.log").read_text()
     assert f"command {event['command_id']} applied" in log
     assert not [line for line in log.splitlines() if line.startswith("{")]
+
+
+def test_the_suites_own_process_runs_without_the_shells_service_settings() -> None:
+    # (the settings the shell exported were dropped before any module of the service read
+    # its settings, so an in-process client or worker reads the defaults too)
+    assert [name for name in os.environ if is_service_setting(name)] == []

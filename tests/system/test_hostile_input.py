@@ -26,10 +26,10 @@ from producer.deadletters import DeadLetter, DeadLetterQueue
 from tests.conftest import purge_queues
 from tests.support.commands import submit
 from tests.support.events import EventListener
-from tests.support.processes import WorkerProcess
+from tests.support.processes import HANG_GUARD, WorkerProcess
 from tests.system.harness import Sender, assert_history_clean, start_workers, stop_all, wait_until
 
-pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.system, pytest.mark.timeout(HANG_GUARD)]
 
 COMMANDS_EXCHANGE = kombu.Exchange(COMMANDS_QUEUE, type="direct")
 TWO_MB = 2 * 1024 * 1024

@@ -21,10 +21,11 @@ from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE
 from producer.history import HistoryReport, check_history
 from producer.subscriptions import Subscription, delete_subscription
 from tests.support.identities import sign
+from tests.support.processes import HANG_GUARD
 from tests.system.harness import start_workers, stop_all, workload
 from tests.system.private_rabbitmq_cluster import PrivateRabbitMQCluster, private_rabbitmq_cluster
 
-pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.system, pytest.mark.timeout(HANG_GUARD)]
 
 
 @pytest.fixture(scope="session")
