@@ -288,8 +288,9 @@ def _args_to_dict(command: Command) -> dict[str, Any]:
             "state_type": args.state_type,
             "mutation_type": args.mutation_type,
             "intent": intent_to_dict(args.intent),
-            "initial_status": args.initial_status.value,
         }
+        if args.initial_status_given:
+            out["initial_status"] = args.initial_status.value
         if args.pending_reason is not None:
             out["pending_reason"] = args.pending_reason.value
         if args.approval_requirements:
