@@ -15,19 +15,24 @@ from governance.codec import request_to_dict
 from governance.commands import parse_command
 from governance.events import AppliedEvent, RejectedEvent, applied_event, rejected_event
 from governance.model import (
-    ApprovalRequirement,
     PendingReason,
     PolicyReference,
     RequirementSource,
     Status,
 )
-from governance.policy import NO_POLICY_APPLIED, REQUESTER_MODE, ActivePolicy, PolicyMode
-from governance.policy_document import parse_policy
+from governance.policy import (
+    NO_POLICY_APPLIED,
+    REQUESTER_MODE,
+    ActivePolicy,
+    PolicyMode,
+    requirements_for,
+)
 from governance.rules import Outcome, RejectionCode, decide
 
 from .builders import (
     LATER,
     NOW,
+    POLICY,
     THREE_APPROVERS,
     applied,
     intent_payload,
@@ -37,27 +42,6 @@ from .builders import (
     submit_payload,
 )
 
-POLICY = parse_policy(
-    """\
-policy: 1
-rules:
-  - id: critical-accounts
-    when: {state_type: [account], risk_level: [high, critical]}
-    require:
-      - {group: sre, min_approvals: 2, description: Two SREs}
-      - {actor: sec-officer}
-    pending_for: 72h
-  - id: contractors
-    when: {requester_group: [contractors]}
-    require: [{group: leads}]
-  - id: docs
-    when: {category: [docs]}
-    require: []
-    pending_for: 1h
-  - id: default
-    require: [{group: cab}]
-"""
-)
 ACTIVE = ActivePolicy(version=7, policy=POLICY)
 REFERENCE = {"version": 7, "sha256": POLICY.sha256, "rule_id": "critical-accounts"}
 CRITICAL_ACCOUNT: dict[str, Any] = {"state_type": "account"}
@@ -73,25 +57,14 @@ def submit(
 # --------------------------------------------------------------------------- requirements
 
 
-def test_the_matching_rules_steps_become_policy_requirements() -> None:
+def test_the_matching_rules_steps_become_the_requests_requirements() -> None:
     request = applied(submit(**CRITICAL_ACCOUNT)).request
 
-    assert request.approval_requirements == (
-        ApprovalRequirement(
-            approval_id="policy-1",
-            approver_group="sre",
-            min_approvals=2,
-            description="Two SREs",
-            step_order=1,
-            source=RequirementSource.POLICY,
-        ),
-        ApprovalRequirement(
-            approval_id="policy-2",
-            approver_id="sec-officer",
-            step_order=2,
-            source=RequirementSource.POLICY,
-        ),
-    )
+    assert request.approval_requirements == requirements_for(POLICY.rule("critical-accounts"))
+    assert [(r.approval_id, r.source.value) for r in request.approval_requirements] == [
+        ("policy-1", "policy"),
+        ("policy-2", "policy"),
+    ]
 
 
 def test_a_submit_that_leaves_its_status_out_starts_pending_for_the_policys_approval() -> None:

@@ -14,8 +14,8 @@ from governance.model import PendingReason, RequirementSource, Status
 from governance.policy import attributes_of, first_match, requirements_for
 from governance.rules import Applied, RejectionCode, decide
 
-from .builders import NOW, intent_payload, submit_payload
-from .test_submit_under_policy import ACTIVE, POLICY
+from .builders import NOW, POLICY, intent_payload, submit_payload
+from .test_submit_under_policy import ACTIVE
 
 ABSENT = object()
 
