@@ -1,10 +1,13 @@
 """The governance core: mutation requests, their lifecycle, and the command and event contract.
 
-Pure Python with no I/O. The three modules a reader looks for:
+Pure Python with no I/O. The modules a reader looks for:
 
 - :mod:`governance.lifecycle` — the transition table;
 - :mod:`governance.rules` — one decision function per command type, and ``decide``;
-- :mod:`governance.commands` — the command schema, parsing and validation.
+- :mod:`governance.commands` — the command schema, parsing and validation;
+- :mod:`governance.policy` — the approval policy and its evaluation at submit
+  (:mod:`governance.policy_document` reads it, :mod:`governance.satisfiability` checks it
+  against the registry).
 """
 
 from governance.commands import Command, CommandType, InvalidCommand, parse_command

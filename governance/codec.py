@@ -22,7 +22,9 @@ from governance.model import (
     Intent,
     MutationRequest,
     PendingReason,
+    PolicyReference,
     RequestContext,
+    RequirementSource,
     RiskLevel,
     Status,
 )
@@ -120,6 +122,7 @@ def requirement_to_dict(requirement: ApprovalRequirement) -> dict[str, Any]:
         "decided_by": requirement.decided_by,
         "reason": requirement.reason,
         "grants": [grant_to_dict(g) for g in requirement.grants],
+        "source": requirement.source.value,
     }
 
 
@@ -128,6 +131,7 @@ def requirement_from_dict(data: Mapping[str, Any]) -> ApprovalRequirement:
 
     Rows stored before requirements could name a group have none of ``approver_group``,
     ``min_approvals`` and ``grants``: they read as a named requirement without grants.
+    Rows stored before the approval policy have no ``source``: the requester asked for them.
     """
     return ApprovalRequirement(
         approval_id=data["approval_id"],
@@ -142,7 +146,23 @@ def requirement_from_dict(data: Mapping[str, Any]) -> ApprovalRequirement:
         decided_at=timestamp_from_wire(data.get("decided_at")),
         decided_by=data.get("decided_by"),
         reason=data.get("reason"),
+        source=RequirementSource(data.get("source", "requester")),
     )
+
+
+def policy_reference_to_dict(reference: PolicyReference | None) -> dict[str, Any] | None:
+    """The policy a request was submitted under, as events and the submitted decision show
+    it, or None."""
+    if reference is None:
+        return None
+    return {"version": reference.version, "sha256": reference.sha256, "rule_id": reference.rule_id}
+
+
+def policy_reference_from_dict(data: Mapping[str, Any] | None) -> PolicyReference | None:
+    """A policy reference read back from :func:`policy_reference_to_dict`'s form, or None."""
+    if data is None:
+        return None
+    return PolicyReference(version=data["version"], sha256=data["sha256"], rule_id=data["rule_id"])
 
 
 def decision_to_dict(decision: Decision) -> dict[str, Any]:
@@ -192,6 +212,7 @@ def request_to_dict(request: MutationRequest, *, with_decisions: bool = False) -
         "created_at": timestamp_to_wire(request.created_at),
         "updated_at": timestamp_to_wire(request.updated_at),
         "metadata": request.metadata,
+        "policy": policy_reference_to_dict(request.policy),
     }
     if with_decisions:
         body["decisions"] = [decision_to_dict(d) for d in request.decisions]
@@ -200,7 +221,8 @@ def request_to_dict(request: MutationRequest, *, with_decisions: bool = False) -
 
 def request_from_dict(data: Mapping[str, Any]) -> MutationRequest:
     """A request read back from :func:`request_to_dict`'s form (rows stored by earlier
-    versions too: absent optional fields take their defaults)."""
+    versions too: absent optional fields take their defaults, and a request stored before
+    the approval policy has none)."""
     context = data["context"]
     created_at = timestamp_from_wire(data["created_at"])
     updated_at = timestamp_from_wire(data["updated_at"])
@@ -228,6 +250,7 @@ def request_from_dict(data: Mapping[str, Any]) -> MutationRequest:
         created_at=created_at,
         updated_at=updated_at,
         metadata=dict(data.get("metadata") or {}),
+        policy=policy_reference_from_dict(data.get("policy")),
     )
 
 
@@ -265,8 +288,9 @@ def _args_to_dict(command: Command) -> dict[str, Any]:
             "state_type": args.state_type,
             "mutation_type": args.mutation_type,
             "intent": intent_to_dict(args.intent),
-            "initial_status": args.initial_status.value,
         }
+        if args.initial_status_given:
+            out["initial_status"] = args.initial_status.value
         if args.pending_reason is not None:
             out["pending_reason"] = args.pending_reason.value
         if args.approval_requirements:

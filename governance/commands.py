@@ -311,6 +311,9 @@ WireCommand: Any = Union[tuple(WIRE_COMMANDS.values())]  # noqa: UP007 - built a
 
 @dataclass(frozen=True, slots=True)
 class SubmitArgs:
+    """A submit's args, parsed: ``initial_status`` is the status asked for or, when the
+    submit names none, the one its other args imply (``initial_status_given`` says which)."""
+
     state_id: str
     state_type: str
     mutation_type: str
@@ -321,6 +324,9 @@ class SubmitArgs:
     expected_state_version: str | None = None
     expires_at: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Under an approval policy a request that needs approval starts pending, which a submit
+    #: that left its status out accepts and one that asked for ``created`` does not.
+    initial_status_given: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -744,6 +750,7 @@ def _submit_args(wire: WireSubmitArgs, given: Mapping[str, Any]) -> SubmitArgs:
         expected_state_version=wire.expected_state_version,
         expires_at=_optional_timestamp(wire.expires_at, "args.expires_at"),
         metadata=_metadata(wire.metadata, "args.metadata"),
+        initial_status_given=wire.initial_status is not None,
     )
 
 
@@ -845,7 +852,9 @@ def command_digest(command: Command) -> str:
     spelled.
 
     Two payloads that parse to the same command (keys in another order, optional fields
-    spelled out with their defaults, an instant in another time zone) get the same digest.
+    spelled out with their defaults, an instant in another time zone) get the same digest;
+    a submit asking for ``created`` is not one that leaves its status out, which under an
+    approval policy may start pending.
     ``issued_at`` and ``auth`` are left out, as in :func:`payload_hash`; ``audience`` stays
     in, since a command meant for another deployment is another command. Every field of
     the parsed form is in the material with its default filled in (a requirement's
@@ -855,6 +864,15 @@ def command_digest(command: Command) -> str:
     material = _canonical(command)
     for name in _NOT_MEANING:
         del material[name]
+    args = command.args
+    if isinstance(args, SubmitArgs) and not (
+        args.initial_status_given and args.initial_status is Status.CREATED
+    ):
+        # Whether the status was given only changes what a submit means beside ``created``
+        # (a given ``pending`` means what a derived one does, and ``approved`` is always
+        # given): elsewhere it stays out, so that the digests recorded before it existed
+        # are still those of the same commands.
+        del material["args"]["initial_status_given"]
     text = _DIGEST_PREFIX + canonical_json(material)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

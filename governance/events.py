@@ -28,6 +28,7 @@ from governance.model import (
     DecisionCategory,
     MutationRequest,
     PendingReason,
+    RequirementSource,
     RiskLevel,
     Status,
 )
@@ -85,6 +86,7 @@ class EventRequirement(_Body, frozen=True):
     decided_by: str | None
     reason: str | None
     grants: list[EventGrant]
+    source: RequirementSource
 
 
 class EventDecision(_Body, frozen=True):
@@ -101,8 +103,17 @@ class EventContext(_Body, frozen=True):
     reason: str | None
 
 
+class EventPolicyReference(_Body, frozen=True):
+    """The approval policy a request was submitted under, and the rule that matched it."""
+
+    version: int
+    sha256: str
+    rule_id: str
+
+
 class EventRequest(_Body, frozen=True):
-    """The request as it stands after the command, without its history."""
+    """The request as it stands after the command, without its history. ``policy`` is null
+    when the requester chose its own requirements (requester mode)."""
 
     request_id: str
     state_id: str
@@ -119,6 +130,7 @@ class EventRequest(_Body, frozen=True):
     created_at: Timestamp
     updated_at: Timestamp
     metadata: dict[str, Any]
+    policy: EventPolicyReference | None
 
 
 class EventRejection(_Body, frozen=True):

@@ -64,6 +64,14 @@ class ApprovalStatus(StrEnum):
     REJECTED = "rejected"
 
 
+class RequirementSource(StrEnum):
+    """Who asked for an approval requirement: the deployment's approval policy, or the
+    requester on top of it."""
+
+    POLICY = "policy"
+    REQUESTER = "requester"
+
+
 class DecisionCategory(StrEnum):
     LIFECYCLE = "lifecycle"
     APPROVAL = "approval"
@@ -142,6 +150,7 @@ class ApprovalRequirement:
     (any ``min_approvals`` distinct members grant it, each grant kept in ``grants``; one
     member's rejection rejects it). ``decided_at`` / ``decided_by`` / ``reason`` say who
     settled it: the named approver, the member whose grant completed it, or the rejecter.
+    ``source`` says whether the approval policy or the requester asked for it.
     """
 
     approval_id: str
@@ -156,6 +165,7 @@ class ApprovalRequirement:
     approver_group: str | None = None
     min_approvals: int = 1
     grants: tuple[Grant, ...] = ()
+    source: RequirementSource = RequirementSource.REQUESTER
 
     def __post_init__(self) -> None:
         # A requirement nobody, or two kinds of approver, could decide would stall or
@@ -185,11 +195,23 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyReference:
+    """The approval policy a request was submitted under: its version, the sha256 of its
+    document, and the rule that gave the request its requirements."""
+
+    version: int
+    sha256: str
+    rule_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class MutationRequest:
     """A governed change and where it stands.
 
     ``revision`` counts the commands applied to the request: a submitted request is at
-    revision 1, and every applied command raises it by exactly one.
+    revision 1, and every applied command raises it by exactly one. ``policy`` is the
+    approval policy it was submitted under (None when the requester chose its own
+    requirements); its requirements keep that policy whatever is applied later.
     """
 
     request_id: str
@@ -208,3 +230,4 @@ class MutationRequest:
     expected_state_version: str | None = None
     expires_at: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    policy: PolicyReference | None = None

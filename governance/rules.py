@@ -19,6 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from governance.codec import policy_reference_to_dict
 from governance.commands import (
     Command,
     CommandType,
@@ -38,8 +39,20 @@ from governance.model import (
     Grant,
     MutationRequest,
     PendingReason,
+    PolicyReference,
     RequestContext,
     Status,
+)
+from governance.policy import (
+    REQUESTER_MODE,
+    ActivePolicy,
+    NoPolicyApplied,
+    PolicyMode,
+    PolicyRule,
+    attributes_of,
+    capped_expiry,
+    first_match,
+    requirements_for,
 )
 
 
@@ -55,6 +68,7 @@ class RejectionCode(StrEnum):
     DUPLICATE_COMMAND = "duplicate_command"
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
+    POLICY_VIOLATION = "policy_violation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +102,16 @@ def decide(
     superseding: MutationRequest | None = None,
     *,
     groups: frozenset[str] = frozenset(),
+    policy: PolicyMode = REQUESTER_MODE,
 ) -> Outcome:
     """Apply ``command`` to the request as locked (``current``), or say why not.
 
     ``superseding`` is, for a ``supersede`` command, the superseding request as the same
     transaction locked it (None when it does not exist); other command types ignore it.
-    ``groups`` are the groups the deciding actor (``command.actor``) is registered in: who
-    may grant a group requirement; only ``approve_requirement`` / ``reject_requirement``
-    read them.
+    ``groups`` are the groups the acting actor (``command.actor``) is registered in: who
+    may grant a group requirement (``approve_requirement`` / ``reject_requirement``), and
+    which rule of the policy a ``submit`` matches. ``policy`` is how a ``submit`` takes its
+    approval requirements (see :func:`submit`); other command types ignore it.
     """
     if command.type is CommandType.SUBMIT:
         if current is not None:
@@ -105,7 +121,7 @@ def decide(
                 current,
                 command,
             )
-        return submit(command, now)
+        return submit(command, now, groups=groups, policy=policy)
     if current is None:
         return Rejection(
             RejectionCode.NOT_FOUND,
@@ -217,11 +233,32 @@ def _move(
 # --------------------------------------------------------------------------- rules
 
 
-def submit(command: Command, now: datetime) -> Outcome:
-    """Create a request at revision 1 in its initial status."""
+def submit(
+    command: Command,
+    now: datetime,
+    *,
+    groups: frozenset[str] = frozenset(),
+    policy: PolicyMode = REQUESTER_MODE,
+) -> Outcome:
+    """Create a request at revision 1 in its initial status.
+
+    How it takes its approval requirements depends on ``policy``:
+
+    - :class:`~governance.policy.ActivePolicy` (required mode): the first rule of the policy
+      that the request and its submitter (in ``groups``) match gives its steps as
+      requirements ``policy-1``, ``policy-2``, ...; the submit's own follow as further
+      steps. A request that needs any approval starts pending for it, and a submit that asks
+      for another status or reason is refused ``policy_violation``. The rule's
+      ``pending_for`` caps its expiry, and the request and its ``submitted`` decision name
+      the policy version, its sha256 and the rule.
+    - :class:`~governance.policy.NoPolicyApplied` (required mode, nothing applied yet):
+      refused ``policy_violation``.
+    - :class:`~governance.policy.RequesterMode`: the submit's own requirements and status, and
+      no policy.
+    """
     args = command.args
     assert isinstance(args, SubmitArgs)
-    requirements = tuple(
+    requested = tuple(
         ApprovalRequirement(
             approval_id=spec.approval_id or f"approval-{index + 1}",
             approver_id=spec.approver_id,
@@ -233,16 +270,98 @@ def submit(command: Command, now: datetime) -> Outcome:
         )
         for index, spec in enumerate(args.approval_requirements)
     )
-    taken = {r.approval_id for r in requirements}
-    if len(taken) != len(requirements):
+    taken = {r.approval_id for r in requested}
+    if len(taken) != len(requested):
         return Rejection(
             RejectionCode.INVALID_COMMAND,
             "args.approval_requirements: generated approval_id collides with a "
             "given one; give every requirement an approval_id",
         )
-    decisions = [_decision(DecisionCategory.LIFECYCLE, "submitted", command, now)]
-    if args.initial_status is not Status.CREATED:
-        decisions.append(_lifecycle(args.initial_status, command, now))
+    if isinstance(policy, NoPolicyApplied):
+        return Rejection(
+            RejectionCode.POLICY_VIOLATION,
+            "no approval policy is applied: governance policy apply FILE",
+        )
+    if not isinstance(policy, ActivePolicy):
+        return _submitted(
+            command,
+            now,
+            requested,
+            args.initial_status,
+            args.pending_reason,
+            args.expires_at,
+            reference=None,
+        )
+    rule = first_match(policy.policy, attributes_of(args, groups))
+    required = requirements_for(rule)
+    # The requester's steps come after the policy's, so the policy's are decided first.
+    requirements = required + tuple(
+        replace(r, step_order=r.step_order + len(required)) for r in requested
+    )
+    violation = _policy_violation(args, rule, required, requested)
+    if violation is not None:
+        return Rejection(RejectionCode.POLICY_VIOLATION, violation)
+    status, pending_reason = args.initial_status, args.pending_reason
+    if requirements:
+        status, pending_reason = Status.PENDING, PendingReason.APPROVAL
+    expires_at = capped_expiry(rule, now, args.expires_at) if status is Status.PENDING else None
+    return _submitted(
+        command,
+        now,
+        requirements,
+        status,
+        pending_reason,
+        expires_at,
+        reference=policy.reference(rule),
+    )
+
+
+def _policy_violation(
+    args: SubmitArgs,
+    rule: PolicyRule,
+    required: tuple[ApprovalRequirement, ...],
+    requested: tuple[ApprovalRequirement, ...],
+) -> str | None:
+    """Why a submit under ``rule`` may not be applied as asked, if it may not: a request that
+    needs approval must start pending for it, and the requester's requirements may not take
+    the ids of the policy's."""
+    needs = f"rule {rule.id} requires approval ({rule.requires()})"
+    policy_ids = {r.approval_id: r.step_order for r in required}
+    for index, r in enumerate(requested):
+        if r.approval_id in policy_ids:
+            return (
+                f"{needs}: args.approval_requirements[{index}].approval_id {r.approval_id} is "
+                f"the id of the policy's step {policy_ids[r.approval_id]}; give it another"
+            )
+    if not (required or requested):
+        return None
+    # Absent, initial_status was derived: created when nothing else implied pending.
+    if args.initial_status_given and args.initial_status is not Status.PENDING:
+        return f"{needs}: initial_status {args.initial_status.value} is not allowed"
+    if args.pending_reason not in (None, PendingReason.APPROVAL):
+        assert args.pending_reason is not None
+        return f"{needs}: pending_reason {args.pending_reason.value} is not allowed"
+    return None
+
+
+def _submitted(
+    command: Command,
+    now: datetime,
+    requirements: tuple[ApprovalRequirement, ...],
+    status: Status,
+    pending_reason: PendingReason | None,
+    expires_at: datetime | None,
+    reference: PolicyReference | None,
+) -> Applied:
+    """The request a submit creates, with the decisions that start its history: submitted
+    (naming the policy, when there is one, so that the decision chain covers it), then its
+    status unless created, then the approvals requested, if any."""
+    args = command.args
+    assert isinstance(args, SubmitArgs)
+    submitted = {} if reference is None else {"policy": policy_reference_to_dict(reference)}
+    decisions = [_decision(DecisionCategory.LIFECYCLE, "submitted", command, now, **submitted)]
+    if status is not Status.CREATED:
+        decisions.append(_lifecycle(status, command, now))
     if requirements:
         decisions.append(
             _decision(
@@ -260,16 +379,17 @@ def submit(command: Command, now: datetime) -> Outcome:
         mutation_type=args.mutation_type,
         intent=args.intent,
         context=RequestContext(actor=command.actor, reason=command.reason),
-        status=args.initial_status,
-        pending_reason=args.pending_reason,
+        status=status,
+        pending_reason=pending_reason,
         approval_requirements=requirements,
         decisions=tuple(decisions),
         revision=1,
         expected_state_version=args.expected_state_version,
-        expires_at=args.expires_at,
+        expires_at=expires_at,
         created_at=now,
         updated_at=now,
         metadata=args.metadata,
+        policy=reference,
     )
     return Applied(request, tuple(decisions), from_status=None)
 

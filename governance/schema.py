@@ -1,8 +1,10 @@
-"""The contract as documents: JSON Schemas (draft 2020-12) of the commands and events, and
-an AsyncAPI 3.0 document of the channels that carry them.
+"""The contract as documents: JSON Schemas (draft 2020-12) of the commands, the events and
+the approval policy document, and an AsyncAPI 3.0 document of the channels that carry them.
 
 Everything is derived from the wire models in :mod:`governance.commands` and
-:mod:`governance.events`, so a change to the contract changes these documents with it. The
+:mod:`governance.events`, and from the policy reader's own tables
+(:func:`governance.policy_document.policy_schema`), so a change to the contract changes
+these documents with it. The
 functions only build dictionaries and text; writing the files is the CLI's business
 (``governance schema --write contract``).
 """
@@ -23,6 +25,7 @@ from governance.commands import (
     WireCommand,
 )
 from governance.events import APPLIED, EVENT_MODELS, REJECTED
+from governance.policy_document import policy_schema
 from governance.task_message import CONTENT_TYPE
 from governance.topology import (
     APPLY_COMMAND_TASK,
@@ -37,17 +40,27 @@ SCHEMA_FORMAT = "application/schema+json;version=draft-2020-12"
 #: What ``governance schema`` prints for each name it takes besides the AsyncAPI document.
 ENVELOPE = "command"
 TASK_BODY = "task.apply_command"
+#: The approval policy document (``contract/schemas/policy.schema.json``).
+POLICY = "policy"
 #: The longest dead-letter reason the worker keeps in its header.
 MAX_DEAD_LETTER_REASON = 1000
 
 
 def schema_names() -> tuple[str, ...]:
-    """Every name :func:`schema_named` knows: the command types, the envelope, the events."""
-    return (*(t.value for t in CommandType), ENVELOPE, APPLIED, REJECTED)
+    """Every name :func:`schema_named` knows: the command types, the envelope, the events and
+    the approval policy document."""
+    return (*(t.value for t in CommandType), ENVELOPE, APPLIED, REJECTED, POLICY)
 
 
 def schema_named(name: str) -> dict[str, Any]:
     """The JSON Schema called ``name`` (see :func:`schema_names`); KeyError for another."""
+    if name == POLICY:
+        return {
+            **policy_schema(),
+            "$schema": DRAFT_2020_12,
+            "$id": _schema_id("policy"),
+            "title": "An approval policy document (YAML or JSON)",
+        }
     if name == ENVELOPE:
         return _standalone(WireCommand, "command", "Any governance command")
     if name in EVENT_MODELS:
@@ -67,6 +80,7 @@ def documents() -> dict[str, dict[str, Any]]:
         for name in (ENVELOPE, *(t.value for t in CommandType), APPLIED, REJECTED)
     }
     found[f"schemas/{TASK_BODY}.json"] = task_body_schema()
+    found[f"schemas/{POLICY}.schema.json"] = schema_named(POLICY)
     found["asyncapi.json"] = asyncapi_document()
     return found
 

@@ -24,6 +24,7 @@ from governance.model import (
     RequestContext,
     Status,
 )
+from governance.policy_document import parse_policy
 from governance.rules import Applied, Outcome, Rejection, decide
 
 NOW = datetime(2026, 11, 28, 14, 0, tzinfo=UTC)
@@ -176,6 +177,33 @@ GROUPS: dict[str, frozenset[str]] = {
 def groups_of(actor_id: str) -> frozenset[str]:
     """The groups ``actor_id`` is registered in (none for an unregistered actor)."""
     return GROUPS.get(actor_id, frozenset())
+
+
+#: The approval policy the policy tests evaluate and submit under.
+POLICY = parse_policy(
+    """\
+policy: 1
+rules:
+  - id: critical-accounts
+    when: {state_type: [account], risk_level: [high, critical]}
+    require:
+      - {group: sre, min_approvals: 2, description: Two SREs}
+      - {actor: sec-officer}
+    pending_for: 72h
+  - id: compliance
+    when: {tags_any: [pci, sox]}
+    require: [{group: compliance}]
+  - id: contractors
+    when: {requester_group: [contractors, interns]}
+    require: [{group: leads}]
+  - id: docs
+    when: {category: [docs], scope: [single, module]}
+    require: []
+    pending_for: 1h
+  - id: default
+    require: [{group: cab}]
+"""
+)
 
 
 # --------------------------------------------------------------------------- requests

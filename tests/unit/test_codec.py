@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -18,7 +19,15 @@ from governance.codec import (
     timestamp_to_wire,
 )
 from governance.commands import parse_command
-from governance.model import ApprovalRequirement, ApprovalStatus, Grant, PendingReason, Status
+from governance.model import (
+    ApprovalRequirement,
+    ApprovalStatus,
+    Grant,
+    PendingReason,
+    PolicyReference,
+    RequirementSource,
+    Status,
+)
 
 from .builders import (
     ALL_TYPES,
@@ -264,6 +273,52 @@ def test_a_request_stored_before_groups_still_loads() -> None:
         del data["approval_requirements"][0][stale]
 
     assert request_from_dict(data).approval_requirements == (requirement("a-1", "alice"),)
+
+
+POLICY = PolicyReference(version=3, sha256="ab" * 32, rule_id="critical-accounts")
+
+
+def test_a_request_under_a_policy_round_trips_with_its_reference_and_sources() -> None:
+    # Given a request submitted under policy version 3, with a policy and a requester step
+    request = replace(
+        request_in_status(
+            Status.PENDING,
+            pending_reason=PendingReason.APPROVAL,
+            requirements=(
+                replace(group_requirement("policy-1", "sre", 2), source=RequirementSource.POLICY),
+                requirement("approval-1", "alice", 2),
+            ),
+        ),
+        policy=POLICY,
+    )
+
+    # When it is written as JSON and read back
+    data = json.loads(json.dumps(request_to_dict(request, with_decisions=True)))
+
+    # Then the reference and each requirement's source are on the wire and read back
+    assert data["policy"] == {"version": 3, "sha256": "ab" * 32, "rule_id": "critical-accounts"}
+    assert [r["source"] for r in data["approval_requirements"]] == ["policy", "requester"]
+    assert request_from_dict(data) == request
+
+
+def test_a_request_without_a_policy_says_policy_null() -> None:
+    assert request_to_dict(request_in_status(Status.CREATED))["policy"] is None
+
+
+def test_a_request_stored_before_the_approval_policy_reads_as_the_requesters_own() -> None:
+    # Given a request row written before requests had a policy and requirements a source
+    data = request_to_dict(
+        request_in_status(Status.PENDING, requirements=(requirement("a-1", "alice"),))
+    )
+    del data["policy"]
+    del data["approval_requirements"][0]["source"]
+
+    # When it is read
+    read = request_from_dict(data)
+
+    # Then it has no policy, and the requester asked for its requirement
+    assert read.policy is None
+    assert read.approval_requirements[0].source is RequirementSource.REQUESTER
 
 
 def test_a_submit_with_a_group_requirement_round_trips_and_a_named_one_gains_no_fields() -> None:

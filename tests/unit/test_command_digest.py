@@ -192,7 +192,6 @@ def test_a_submit_without_requirements_spelled_with_every_default_has_the_same_d
     spelled["actor"].update(name="Operator", type="user")
     bare["actor"]["name"] = "Operator"
     spelled["args"].update(
-        initial_status="created",
         pending_reason=None,
         approval_requirements=[],
         expected_state_version=None,
@@ -212,6 +211,35 @@ def test_a_submit_without_requirements_spelled_with_every_default_has_the_same_d
     # Then both have one digest, though their raw payloads hash apart
     assert digest_of(spelled) == digest_of(bare)
     assert payload_hash(spelled) != payload_hash(bare)
+
+
+def test_a_submit_asking_for_created_differs_from_one_that_leaves_its_status_out() -> None:
+    # Under an approval policy the first may not start pending for approval, the second does
+    bare = submit_payload(intent={"operation_name": "noop"})
+
+    assert digest_of(edited(bare, set_args(initial_status="created"))) != digest_of(bare)
+
+
+@pytest.mark.parametrize(
+    ("args", "recorded"),
+    [
+        ({}, "b916dc9494ea4a9519200695d59d96fcd62c3c6ca561e62a38ab2038a45272df"),
+        (
+            {"initial_status": "approved"},
+            "3477dbb6101a194e343299ac334417af661e3ef00223253f02fc8bfb01f9ebd2",
+        ),
+        (
+            {"initial_status": "pending", "pending_reason": "schedule"},
+            "2f5fbfc889309cf7c5aba9d32ac1cf0edf44f38fd27dcaca3dc9fc14237ed207",
+        ),
+    ],
+    ids=["status-left-out", "approved", "pending"],
+)
+def test_a_submit_keeps_the_digest_recorded_before_submits_said_whether_a_status_was_given(
+    args: dict[str, Any], recorded: str
+) -> None:
+    # The ledger compares a redelivered command's digest with the one it recorded
+    assert digest_of(submit_payload(intent={"operation_name": "noop"}, **args)) == recorded
 
 
 # (the payload, a change of what it means)

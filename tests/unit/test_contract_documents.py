@@ -308,7 +308,7 @@ def test_governance_schema_with_an_unknown_type_exits_2_naming_the_choices() -> 
     assert result.exit_code == 2
     (line,) = result.output.splitlines()
     assert line.startswith("Error: unknown schema 'approve_all'; expected one of submit, ")
-    assert line.endswith("command, transition.applied, transition.rejected")
+    assert line.endswith("command, transition.applied, transition.rejected, policy")
 
 
 def test_governance_schema_write_produces_the_checked_in_contract(tmp_path: Path) -> None:
