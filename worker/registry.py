@@ -25,6 +25,7 @@ from governance.codec import timestamp_to_wire
 from governance.commands import MAX_ID_LENGTH, MAX_NAME_LENGTH
 from governance.model import SYSTEM_ACTOR, ActorType
 from governance.proof import b64url_decode, b64url_encode
+from governance.satisfiability import RosterActor
 from governance.trust import Role
 
 PUBLIC_KEY_LENGTH = 32
@@ -63,6 +64,19 @@ SELECT_KEYS_OF = f"""
 SELECT {KEY_COLUMNS} FROM actor_keys WHERE actor_id = %(actor_id)s ORDER BY created_at, key_id
 """
 SELECT_KEYS = f"SELECT {KEY_COLUMNS} FROM actor_keys ORDER BY actor_id, created_at, key_id"
+LOCK_ACTOR_ROW = f"SELECT {ACTOR_COLUMNS} FROM actors WHERE actor_id = %(actor_id)s FOR UPDATE"
+SET_ROLES_AND_GROUPS = f"""
+UPDATE actors SET roles = %(roles)s, groups = %(groups)s WHERE actor_id = %(actor_id)s
+RETURNING {ACTOR_COLUMNS}
+"""
+#: What the approval policy's checks need of every registered actor: whether it is active,
+#: its roles and groups, and whether it holds a key that is not revoked.
+SELECT_ROSTER = """
+SELECT a.actor_id, a.active, a.roles, a.groups,
+       EXISTS (SELECT FROM actor_keys AS k
+               WHERE k.actor_id = a.actor_id AND k.revoked_at IS NULL) AS has_key
+FROM actors AS a ORDER BY a.actor_id
+"""
 
 
 class RegistryError(Exception):
@@ -377,3 +391,73 @@ def show_actor(conn: psycopg.Connection[Any], actor_id: str) -> RegisteredActor:
             raise RegistryError(f"unknown actor {actor_id!r}")
         keys = [_key(key) for key in conn.execute(SELECT_KEYS_OF, {"actor_id": actor_id})]
     return _actor(row, keys)
+
+
+def add_role(conn: psycopg.Connection[Any], actor_id: str, role: str) -> RegisteredActor:
+    """Give an actor one more role."""
+    return _change_membership(conn, actor_id, role=role, add=True)
+
+
+def remove_role(conn: psycopg.Connection[Any], actor_id: str, role: str) -> RegisteredActor:
+    """Take a role from an actor."""
+    return _change_membership(conn, actor_id, role=role, add=False)
+
+
+def add_group(conn: psycopg.Connection[Any], actor_id: str, group: str) -> RegisteredActor:
+    """Make an actor a member of one more group."""
+    return _change_membership(conn, actor_id, group=group, add=True)
+
+
+def remove_group(conn: psycopg.Connection[Any], actor_id: str, group: str) -> RegisteredActor:
+    """Take an actor out of a group."""
+    return _change_membership(conn, actor_id, group=group, add=False)
+
+
+def _change_membership(
+    conn: psycopg.Connection[Any],
+    actor_id: str,
+    *,
+    add: bool,
+    role: str | None = None,
+    group: str | None = None,
+) -> RegisteredActor:
+    """Add or remove one role or one group of an actor (its audit row is the trigger's)."""
+    actor_id = _identifier(actor_id, "actor id")
+    if role is not None:
+        kind, value = "role", _roles([role])[0]
+    else:
+        kind, value = "group", _identifier(group, "group")
+    with conn.transaction():
+        row = conn.execute(LOCK_ACTOR_ROW, {"actor_id": actor_id}).fetchone()
+        if row is None:
+            raise RegistryError(f"unknown actor {actor_id!r}")
+        current = _actor(row)
+        held = set(current.roles if kind == "role" else current.groups)
+        if add and value in held:
+            raise RegistryError(f"actor {actor_id!r} already has {kind} {value!r}")
+        if not add and value not in held:
+            raise RegistryError(f"actor {actor_id!r} has no {kind} {value!r}")
+        changed = held | {value} if add else held - {value}
+        roles = sorted(changed) if kind == "role" else list(current.roles)
+        groups = _groups(changed) if kind == "group" else list(current.groups)
+        updated = conn.execute(
+            SET_ROLES_AND_GROUPS, {"actor_id": actor_id, "roles": roles, "groups": groups}
+        ).fetchone()
+        assert updated is not None
+        keys = [_key(key) for key in conn.execute(SELECT_KEYS_OF, {"actor_id": actor_id})]
+    return _actor(updated, keys)
+
+
+def roster(conn: psycopg.Connection[Any]) -> list[RosterActor]:
+    """Every registered actor as the approval policy's checks see it (see
+    :mod:`governance.satisfiability`), by id."""
+    return [
+        RosterActor(
+            actor_id=actor_id,
+            active=active,
+            roles=frozenset(roles),
+            groups=frozenset(groups),
+            has_key=has_key,
+        )
+        for actor_id, active, roles, groups, has_key in conn.execute(SELECT_ROSTER)
+    ]

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from governance.proof import b64url_encode
+from governance.satisfiability import RosterActor
 from producer.keys import generate
 from tests.support.commands import new_id
 from worker import registry
@@ -266,3 +267,93 @@ def test_an_invalid_key_is_refused_when_added_or_revoked(db: psycopg.Connection[
     with pytest.raises(RegistryInputError, match="key id must not contain control"):
         registry.revoke_key(db, "k\x00")
     assert registry.show_actor(db, actor_id).keys == ()
+
+
+def test_a_role_is_added_and_removed_one_at_a_time_and_audited(
+    db: psycopg.Connection[Any],
+) -> None:
+    # Given an approver
+    actor_id = new_id("roles")
+    registry.add_actor(db, actor_id, None, "user", ["approver"], ["cab"], public_key=public_key())
+
+    # When it is made a requester too, then loses the approver role
+    added = registry.add_role(db, actor_id, "requester")
+    removed = registry.remove_role(db, actor_id, "approver")
+
+    # Then its roles changed one at a time, its groups and keys kept
+    assert added.roles == ("approver", "requester")
+    assert (removed.roles, removed.groups, len(removed.keys)) == (("requester",), ("cab",), 1)
+    # And the registry's trigger recorded each change
+    details = db.execute(
+        "SELECT details FROM registry_audit WHERE actor_id = %s AND action = 'actor_updated' "
+        "ORDER BY id",
+        (actor_id,),
+    ).fetchall()
+    assert [row[0] for row in details] == [
+        {"roles": {"from": ["approver"], "to": ["approver", "requester"]}},
+        {"roles": {"from": ["approver", "requester"], "to": ["requester"]}},
+    ]
+
+
+def test_a_group_membership_is_added_and_removed_and_audited(
+    db: psycopg.Connection[Any],
+) -> None:
+    actor_id = new_id("groups")
+    registry.add_actor(db, actor_id, None, "user", ["approver"], ["cab"])
+
+    assert registry.add_group(db, actor_id, "sre").groups == ("cab", "sre")
+    assert registry.remove_group(db, actor_id, "cab").groups == ("sre",)
+    details = db.execute(
+        "SELECT details FROM registry_audit WHERE actor_id = %s AND action = 'actor_updated' "
+        "ORDER BY id",
+        (actor_id,),
+    ).fetchall()
+    assert [row[0] for row in details] == [
+        {"groups": {"from": ["cab"], "to": ["cab", "sre"]}},
+        {"groups": {"from": ["cab", "sre"], "to": ["sre"]}},
+    ]
+
+
+def test_a_role_or_group_held_twice_or_not_held_is_a_registry_error(
+    db: psycopg.Connection[Any],
+) -> None:
+    actor_id = new_id("held")
+    registry.add_actor(db, actor_id, None, "user", ["approver"], ["cab"])
+
+    with pytest.raises(RegistryError, match="already has role 'approver'"):
+        registry.add_role(db, actor_id, "approver")
+    with pytest.raises(RegistryError, match="has no role 'operator'"):
+        registry.remove_role(db, actor_id, "operator")
+    with pytest.raises(RegistryError, match="already has group 'cab'"):
+        registry.add_group(db, actor_id, "cab")
+    with pytest.raises(RegistryError, match="has no group 'sre'"):
+        registry.remove_group(db, actor_id, "sre")
+    with pytest.raises(RegistryError, match="unknown actor"):
+        registry.add_role(db, new_id("ghost"), "approver")
+    with pytest.raises(RegistryInputError, match="role must be one of"):
+        registry.add_role(db, actor_id, "root")
+    with pytest.raises(RegistryInputError, match="group must not be blank"):
+        registry.add_group(db, actor_id, " ")
+    assert registry.show_actor(db, actor_id).roles == ("approver",)
+
+
+def test_the_roster_says_who_is_active_in_which_roles_and_groups_with_a_usable_key(
+    db: psycopg.Connection[Any],
+) -> None:
+    # Given an approver with a key, one whose only key is revoked, and an inactive one
+    keyed, revoked, inactive = new_id("keyed"), new_id("revoked"), new_id("inactive")
+    registry.add_actor(db, keyed, None, "user", ["approver"], ["cab"], public_key=public_key())
+    gone = registry.add_actor(db, revoked, None, "user", ["approver"], [], public_key=public_key())
+    registry.revoke_key(db, gone.keys[0].key_id)
+    registry.add_actor(db, inactive, None, "user", ["requester"], ["ops"], public_key=public_key())
+    registry.set_active(db, inactive, False)
+
+    # When the roster is read
+    roster = {actor.actor_id: actor for actor in registry.roster(db)}
+
+    # Then each is as the satisfiability check needs it
+    assert roster[keyed] == RosterActor(keyed, True, frozenset({"approver"}), frozenset({"cab"}))
+    assert roster[keyed].may_approve
+    assert (roster[revoked].has_key, roster[revoked].may_approve) == (False, False)
+    assert (roster[inactive].active, roster[inactive].may_submit) == (False, False)
+    assert roster[inactive].groups == frozenset({"ops"})
