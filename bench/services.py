@@ -24,7 +24,9 @@ from urllib.parse import urlsplit, urlunsplit
 import kombu
 import psutil
 import psycopg
+from psycopg.types.json import Jsonb
 
+from governance.policy_document import parse_policy
 from worker.migrate import migrate
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -46,10 +48,33 @@ def fresh_database(server_url: str) -> Iterator[str]:
     url = with_path(server_url, f"/{name}")
     try:
         migrate(url)
+        apply_open_policy(url)
         yield url
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+#: What the bench's requests need from the deployment: nothing beyond what their requesters
+#: ask for (the approval phases name their own approvers), decided in the default mode.
+OPEN_POLICY = """\
+policy: 1
+rules:
+  - id: open
+    require: []
+"""
+
+
+def apply_open_policy(database_url: str, text: str = OPEN_POLICY) -> None:
+    """Apply ``text`` as the database's approval policy (its next version)."""
+    policy = parse_policy(text)
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("LOCK TABLE policy_versions IN EXCLUSIVE MODE")
+        conn.execute(
+            "INSERT INTO policy_versions (version, sha256, document) "
+            "SELECT coalesce(max(version), 0) + 1, %s, %s FROM policy_versions",
+            (policy.sha256, Jsonb(policy.document)),
+        )
 
 
 def _rabbitmqctl(*args: str) -> bool:

@@ -19,7 +19,9 @@ from typing import Any
 
 import click
 import psycopg
+from psycopg.types.json import Jsonb
 
+from governance.policy_document import parse_policy
 from producer import GovernanceClient
 from producer.audit import verify_request
 from producer.keys import SigningKey, generate
@@ -128,6 +130,39 @@ def register_actors(database_url: str) -> dict[str, SigningKey]:
     return keys
 
 
+#: The demo deployment's approval policy: a change of global reach needs two members of the
+#: change advisory board; anything else needs what its requester asks for.
+DEMO_POLICY = """\
+policy: 1
+rules:
+  - id: global-changes
+    description: A change of global reach needs two members of the change advisory board.
+    when:
+      scope: [global]
+    require:
+      - group: demo-cab
+        min_approvals: 2
+  - id: default
+    require: []
+"""
+
+
+def apply_demo_policy(database_url: str) -> None:
+    """Make :data:`DEMO_POLICY` the active approval policy, unless it already is."""
+    policy = parse_policy(DEMO_POLICY)
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("LOCK TABLE policy_versions IN EXCLUSIVE MODE")
+        active = conn.execute(
+            "SELECT sha256 FROM policy_versions ORDER BY version DESC LIMIT 1"
+        ).fetchone()
+        if active is None or active[0] != policy.sha256:
+            conn.execute(
+                "INSERT INTO policy_versions (version, sha256, document) "
+                "SELECT coalesce(max(version), 0) + 1, %s, %s FROM policy_versions",
+                (policy.sha256, Jsonb(policy.document)),
+            )
+
+
 def run_tour(
     broker_url: str,
     database_url: str,
@@ -140,6 +175,7 @@ def run_tour(
     prefix = f"demo-{uuid.uuid4().hex[:6]}-"
     report = Report()
     keys = register_actors(database_url)
+    apply_demo_policy(database_url)
     printer = EventPrinter(broker_url, as_json, prefix)
 
     def say(text: str) -> None:

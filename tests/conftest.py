@@ -26,6 +26,7 @@ from governance.topology import (  # noqa: E402
 )
 from tests.support import identities  # noqa: E402
 from tests.support.events import EventListener  # noqa: E402
+from tests.support.policies import OPEN_POLICY, apply_policy  # noqa: E402
 from tests.support.processes import WorkerProcess  # noqa: E402
 from tests.support.services import (  # noqa: E402
     find_broker,
@@ -59,11 +60,15 @@ def postgres_server_url() -> Iterator[str]:
 
 
 @contextmanager
-def migrated_database(server_url: str) -> Iterator[str]:
-    """A new database on ``server_url``, migrated to the newest schema, the actors of the
-    tests registered in it as they sign; dropped afterwards."""
+def migrated_database(server_url: str, policy: str | None = OPEN_POLICY) -> Iterator[str]:
+    """A new database on ``server_url``, migrated to the newest schema, under ``policy``
+    (the tests' open approval policy by default; None: none applied, as ``governance
+    migrate`` leaves it), the actors of the tests registered in it as they sign; dropped
+    afterwards."""
     with fresh_database(server_url) as url:
         migrate(url)
+        if policy is not None:
+            apply_policy(url, policy)
         identities.track(url)
         try:
             yield url

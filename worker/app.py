@@ -545,12 +545,18 @@ def _inequivalent_queue_line(queue: Queue, exc: Exception) -> str:
 
 
 @signals.worker_init.connect
-def _warn_of_development_mode(**_: Any) -> None:
+def _warn_of_development_modes(**_: Any) -> None:
     if settings.auth == "off":
         log.warning(
             "GOVERNANCE_AUTH=off: DEVELOPMENT MODE. Commands are not authenticated: any actor "
             "is taken as asserted and the roles table is not checked. Never run a "
             "deployment like this."
+        )
+    if settings.approval_policy == "requester":
+        log.warning(
+            "GOVERNANCE_POLICY=requester: DEVELOPMENT MODE. Requests take the approvals their "
+            "requester asks for, not the deployment's approval policy: a requester may approve "
+            "its own change through a friend. Never run a deployment like this."
         )
 
 

@@ -49,6 +49,10 @@ class Settings:
     #: ``signed`` (the default): every command's author is proved by its signature and the
     #: roles table applies; ``off``: development only, the actor is taken as asserted.
     auth: str = "signed"
+    #: ``required`` (the default): a submit takes its approval requirements from the
+    #: deployment's approval policy, and is refused while none is applied; ``requester``:
+    #: development only, the requester's own requirements alone.
+    approval_policy: str = "required"
     #: The deployment signed commands must name as their ``audience``.
     audience: str = "governance"
     #: How old (seconds) a signed command's ``issued_at`` may be.
@@ -130,6 +134,9 @@ class Settings:
             relay_grace_seconds=_float(env, "GOVERNANCE_RELAY_GRACE_SECONDS", 2.0),
             poison_retry_limit=_int(env, "GOVERNANCE_POISON_RETRY_LIMIT", 5, minimum=0),
             auth=_choice(env, "GOVERNANCE_AUTH", "signed", ("signed", "off")),
+            approval_policy=_choice(
+                env, "GOVERNANCE_POLICY", "required", ("required", "requester")
+            ),
             audience=audience_from(env.get("GOVERNANCE_AUDIENCE", "governance")),
             max_command_age=_float(env, "GOVERNANCE_MAX_COMMAND_AGE", 86_400.0),
             lost_delivery_limit=_int(env, "GOVERNANCE_LOST_DELIVERY_LIMIT", 5, minimum=0),

@@ -34,6 +34,7 @@ class Runtime:
         self.trust = Trust(
             signed=settings.auth == "signed",
             policy=Policy(settings.audience, timedelta(seconds=settings.max_command_age)),
+            policy_required=settings.approval_policy == "required",
         )
 
     def handle(self, payload: object) -> StoredOutcome:

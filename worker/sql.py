@@ -9,7 +9,7 @@ from __future__ import annotations
 REQUEST_COLUMNS = (
     "request_id, state_id, state_type, mutation_type, intent, context, status, pending_reason, "
     "approval_requirements, revision, expected_state_version, expires_at, created_at, "
-    "updated_at, metadata"
+    "updated_at, metadata, policy"
 )
 
 #: One clock for every decision: the database's (the transaction's start).
@@ -55,6 +55,13 @@ LEFT JOIN actors AS a ON a.actor_id = q.actor_id
 LEFT JOIN actor_keys AS k ON k.key_id = q.key_id
 """
 
+#: The deployment's active approval policy (its newest version): read in the first round trip
+#: of a run that has a submit to decide. The document itself is read only for a version this
+#: process has not compiled yet (:data:`POLICY_DOCUMENT`).
+ACTIVE_POLICY = "SELECT version, sha256 FROM policy_versions ORDER BY version DESC LIMIT 1"
+
+POLICY_DOCUMENT = "SELECT document FROM policy_versions WHERE version = %(version)s"
+
 #: What the idempotency ledger knows of the commands: their payload hash and outcome event.
 LOOKUP = """
 SELECT p.command_id, p.payload_hash, o.sequence, o.routing_key, o.body, o.request_id
@@ -78,15 +85,15 @@ WITH request_rows AS (
         state_type text, mutation_type text, intent jsonb, context jsonb, status text,
         pending_reason text, approval_requirements jsonb, revision bigint,
         expected_state_version text, expires_at timestamptz, created_at timestamptz,
-        updated_at timestamptz, metadata jsonb, chain_head text)
+        updated_at timestamptz, metadata jsonb, policy jsonb, chain_head text)
 ), inserted AS (
     INSERT INTO mutation_requests (
         request_id, state_id, state_type, mutation_type, intent, context, status,
         pending_reason, approval_requirements, revision, expected_state_version, expires_at,
-        created_at, updated_at, metadata, chain_head)
+        created_at, updated_at, metadata, policy, chain_head)
     SELECT request_id, state_id, state_type, mutation_type, intent, context, status,
            pending_reason, approval_requirements, revision, expected_state_version, expires_at,
-           created_at, updated_at, metadata, chain_head
+           created_at, updated_at, metadata, policy, chain_head
     FROM request_rows WHERE inserted
     ON CONFLICT (request_id) DO NOTHING
     RETURNING request_id

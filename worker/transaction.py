@@ -30,6 +30,7 @@ from governance.codec import (
     actor_from_dict,
     actor_to_dict,
     intent_from_dict,
+    policy_reference_from_dict,
     requirement_from_dict,
 )
 from governance.commands import (
@@ -49,6 +50,14 @@ from governance.events import (
     with_sequence,
 )
 from governance.model import Actor, MutationRequest, PendingReason, RequestContext, Status
+from governance.policy import (
+    NO_POLICY_APPLIED,
+    REQUESTER_MODE,
+    ActivePolicy,
+    Policy,
+    PolicyMode,
+)
+from governance.policy_document import policy_from_document
 from governance.rules import Applied, Rejection, RejectionCode, decide, requests_to_lock
 from governance.trust import Principal, authorize
 from worker import sql
@@ -206,6 +215,11 @@ def _run(
                 locked = conn.execute(sql.LOCK_REQUESTS, {"request_ids": request_ids})
                 backlog = conn.execute(sql.WITH_BACKLOG, {"request_ids": request_ids})
             ledger = conn.execute(sql.LOOKUP, {"command_ids": [p.command_id for p in commands]})
+            reads_policy = trust.policy_required and any(
+                c.type is CommandType.SUBMIT for c in valid
+            )
+            if reads_policy:
+                active = conn.execute(sql.ACTIVE_POLICY)
             if identities:
                 registered = conn.execute(
                     sql.PRINCIPALS_AND_KEYS,
@@ -233,7 +247,11 @@ def _run(
                 if row[7] is not None:
                     keys[row[7]] = KeyRecord(*row[7:11])
 
-            plan = _Plan(now, requests, behind, known, trust, keys, principals, heads)
+            policy: PolicyMode = REQUESTER_MODE
+            if reads_policy:
+                policy = _policy_mode(conn, pipeline, active.fetchone())
+
+            plan = _Plan(now, requests, behind, known, trust, keys, principals, heads, policy)
             for item in prepared:
                 plan.decide(item)
 
@@ -248,6 +266,37 @@ def _run(
         _undo(conn, boundary)
         raise
     return plan.results(sequences)
+
+
+#: Policies compiled in this process, by the sha256 of their document: a version is compiled
+#: once, and a database whose version N is another document (a test's, another deployment's
+#: on the same worker code) can never be served a wrong one.
+_compiled: dict[str, Policy] = {}
+
+
+def _policy_mode(
+    conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline, active: tuple[Any, ...] | None
+) -> PolicyMode:
+    """The approval policy this run's submits are decided under (required mode)."""
+    if active is None:
+        return NO_POLICY_APPLIED
+    version, sha256 = active
+    policy = _compiled.get(sha256)
+    if policy is None:
+        # A version this process has not seen yet: one more round trip, once per version.
+        document = conn.execute(sql.POLICY_DOCUMENT, {"version": version})
+        pipeline.sync()
+        row = document.fetchone()
+        assert row is not None
+        policy = policy_from_document(row[0])
+        if policy.sha256 != sha256:
+            # The stored document is not the one whose hash the version records: deciding
+            # under it would govern requests by a policy nobody applied.
+            raise InfrastructureError(
+                f"approval policy version {version} does not match its recorded sha256"
+            )
+        _compiled[sha256] = policy
+    return ActivePolicy(version=version, policy=policy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +322,11 @@ class _Plan:
         keys: dict[str, KeyRecord],
         principals: dict[str, Principal],
         heads: dict[str, str | None],
+        policy: PolicyMode = REQUESTER_MODE,
     ) -> None:
         self.now = now
+        #: How this run's submits take their approval requirements.
+        self.policy = policy
         self.requests = requests
         self.behind = behind
         self.known = known
@@ -359,6 +411,7 @@ class _Plan:
             now,
             superseding=self._superseding(command),
             groups=principal.groups if principal is not None else frozenset(),
+            policy=self.policy,
         )
         if isinstance(outcome, Applied):
             self.requests[command.request_id] = outcome.request
@@ -551,6 +604,7 @@ def request_from_row(row: tuple[Any, ...]) -> MutationRequest:
         created_at,
         updated_at,
         metadata,
+        policy,
     ) = row
     return MutationRequest(
         request_id=request_id,
@@ -570,4 +624,5 @@ def request_from_row(row: tuple[Any, ...]) -> MutationRequest:
         created_at=created_at,
         updated_at=updated_at,
         metadata=metadata,
+        policy=policy_reference_from_dict(policy),
     )

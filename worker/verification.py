@@ -65,6 +65,10 @@ class Trust:
     signed: bool = True
     policy: Policy = Policy(DEFAULT_AUDIENCE, DEFAULT_MAX_AGE)
     internal: bool = False
+    #: Whether a submit takes its approval requirements from the deployment's approval policy
+    #: (the default; refused while none is applied) or from its requester alone (requester
+    #: mode, for development).
+    policy_required: bool = True
 
 
 #: The default: commands signed, judged by this deployment's default policy.

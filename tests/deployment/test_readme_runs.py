@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import purge_queues
 from tests.deployment.test_readme import BIN, commented_lines, marked_block, marked_blocks
+from tests.support.policies import apply_policy
 from tests.support.processes import WorkerProcess
 from tests.support.services import fresh_database
 from worker.migrate import migrate
@@ -99,6 +100,7 @@ def readme_database(postgres_server_url: str) -> Iterator[str]:
     its actors itself."""
     with fresh_database(postgres_server_url) as url:
         migrate(url)
+        apply_policy(url)
         yield url
 
 

@@ -32,6 +32,7 @@ from governance.topology import COMMANDS_QUEUE
 from tests.support import identities
 from tests.support.commands import new_id, submit
 from tests.support.events import EventListener
+from tests.support.policies import apply_policy
 from tests.support.processes import HANG_GUARD
 from tests.support.services import unavailable
 from tests.support.signed import apply_command
@@ -102,6 +103,7 @@ def migrated_on_primary(pair: PostgresPair) -> Iterator[str]:
     with psycopg.connect(pair.primary.url(), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{DATABASE}"')
     migrate(pair.primary.url(DATABASE))
+    apply_policy(pair.primary.url(DATABASE))
     url = pair.failover_url(DATABASE)
     identities.track(url)
     try:

@@ -23,6 +23,7 @@ from tests.support import identities
 from tests.support.commands import new_id, submit
 from tests.support.events import EventListener
 from tests.support.identities import sign
+from tests.support.policies import apply_policy
 from tests.support.processes import PROJECT_ROOT, WorkerProcess, service_env
 from tests.support.services import (
     broker_user_who_cannot_publish_events,
@@ -53,6 +54,7 @@ def private_database(postgres_server_url: str) -> Iterator[str]:
     """A migrated database of this test alone: its outbox holds only this test's events."""
     with fresh_database(postgres_server_url) as url:
         migrate(url)
+        apply_policy(url)
         identities.track(url)
         try:
             yield url
