@@ -1,5 +1,5 @@
-"""Read-only queries on the governance database: requests, history, the pending queue, the
-event log.
+"""Read-only queries on the governance database: requests, history, the pending queue, what
+an approver may decide now and why a request needs what it needs, the event log.
 
 Every connection is opened read-only (``SET TRANSACTION READ ONLY`` by psycopg's
 ``read_only``, or ``default_transaction_read_only`` for the log's paged reader): the producer
@@ -9,7 +9,7 @@ never writes. Results are built with ``governance.codec`` so they have the same 
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,18 +22,20 @@ from governance import urls
 from governance.codec import (
     decision_from_dict,
     decision_to_dict,
+    policy_reference_to_dict,
     request_from_dict,
     request_to_dict,
+    requirement_to_dict,
     timestamp_to_wire,
 )
 from governance.events import with_sequence
-from governance.model import Decision, MutationRequest
+from governance.model import ApprovalRequirement, ApprovalStatus, Decision, MutationRequest
 from producer.event_log import LogPosition, catch_up, connect_reader
 
 _REQUEST_COLUMNS = (
     "request_id, state_id, state_type, mutation_type, intent, context, status, pending_reason,"
     " approval_requirements, revision, expected_state_version, expires_at, created_at,"
-    " updated_at, metadata"
+    " updated_at, metadata, policy"
 )
 _DECISION_COLUMNS = (
     "request_id, revision, position, command_id, category, type, actor, reason, metadata,"
@@ -72,6 +74,210 @@ class RequestView:
         body = request_to_dict(self.request)
         body["decisions"] = [entry.to_dict() for entry in self.history]
         return body
+
+
+#: Who may decide each pending requirement of a request's open step (the lowest step with a
+#: pending requirement), in one statement: every actor the requirement names or whose group
+#: it names, with what decides whether it may (active, the approver role, an unrevoked key,
+#: not already a decider of the request; the submitter is told apart by the caller). With the
+#: rule of the policy version the request was submitted under, as its document has it.
+EXPLAIN = f"""
+WITH request AS (
+    SELECT {_REQUEST_COLUMNS} FROM mutation_requests WHERE request_id = %(request_id)s
+), requirement AS (
+    SELECT q.body FROM request, jsonb_array_elements(request.approval_requirements) AS q(body)
+), open_step AS (
+    SELECT min((requirement.body->>'step_order')::int) AS step
+    FROM request, requirement
+    WHERE request.status = 'pending' AND request.pending_reason = 'approval'
+      AND requirement.body->>'status' = 'pending'
+), decider AS (
+    SELECT requirement.body->>'decided_by' AS actor_id
+    FROM requirement WHERE requirement.body->>'decided_by' IS NOT NULL
+    UNION
+    SELECT given.body->>'actor_id'
+    FROM requirement,
+         jsonb_array_elements(coalesce(requirement.body->'grants', '[]')) AS given(body)
+)
+SELECT request.*,
+    (SELECT step FROM open_step) AS open_step,
+    (SELECT rule.body
+     FROM policy_versions AS v, jsonb_array_elements(v.document->'rules') AS rule(body)
+     WHERE v.version = (request.policy->>'version')::int
+       AND rule.body->>'id' = request.policy->>'rule_id') AS rule,
+    (SELECT coalesce(jsonb_object_agg(requirement.body->>'approval_id', members.list), '{{}}')
+     FROM requirement, open_step, LATERAL (
+         SELECT coalesce(jsonb_agg(jsonb_build_object(
+                    'actor_id', a.actor_id,
+                    'active', a.active,
+                    'approver', a.roles @> ARRAY['approver'],
+                    'has_key', EXISTS (SELECT FROM actor_keys AS k
+                                       WHERE k.actor_id = a.actor_id AND k.revoked_at IS NULL),
+                    'decider', EXISTS (SELECT FROM decider WHERE decider.actor_id = a.actor_id))
+                    ORDER BY a.actor_id), '[]') AS list
+         FROM actors AS a
+         WHERE a.actor_id = requirement.body->>'approver_id'
+            OR a.groups @> ARRAY[requirement.body->>'approver_group']
+     ) AS members
+     WHERE requirement.body->>'status' = 'pending'
+       AND (requirement.body->>'step_order')::int = open_step.step) AS members
+FROM request
+"""
+
+#: The requests an approver may decide now, in one statement: pending approval, not its own,
+#: not already decided by it, with a pending requirement of their open step that names it
+#: or one of its groups. The candidates come from the GIN index on the pending requests'
+#: requirements (one containment probe for the actor and one per group), and only an
+#: actor that may approve at all (active, the approver role, an unrevoked key) has any.
+PENDING_FOR = f"""
+WITH me AS (
+    SELECT a.actor_id, a.groups FROM actors AS a
+    WHERE a.actor_id = %(actor_id)s AND a.active AND a.roles @> ARRAY['approver']
+      AND EXISTS (SELECT FROM actor_keys AS k
+                  WHERE k.actor_id = a.actor_id AND k.revoked_at IS NULL)
+), probe AS (
+    SELECT jsonb_build_array(jsonb_build_object('approver_id', me.actor_id,
+                                                'status', 'pending')) AS shape
+    FROM me
+    UNION ALL
+    SELECT jsonb_build_array(jsonb_build_object('approver_group', g.name, 'status', 'pending'))
+    FROM me, unnest(me.groups) AS g(name)
+)
+SELECT {", ".join(f"r.{c.strip()}" for c in _REQUEST_COLUMNS.split(","))}, mine.approval_ids
+FROM mutation_requests AS r
+CROSS JOIN me
+CROSS JOIN LATERAL (
+    SELECT array_agg(q.body->>'approval_id' ORDER BY q.position) AS approval_ids
+    FROM jsonb_array_elements(r.approval_requirements) WITH ORDINALITY AS q(body, position)
+    WHERE q.body->>'status' = 'pending'
+      AND (q.body->>'approver_id' = me.actor_id OR q.body->>'approver_group' = ANY (me.groups))
+      AND (q.body->>'step_order')::int = (
+          SELECT min((p.body->>'step_order')::int)
+          FROM jsonb_array_elements(r.approval_requirements) AS p(body)
+          WHERE p.body->>'status' = 'pending')
+) AS mine
+WHERE r.status = 'pending'
+  AND r.approval_requirements @> ANY (ARRAY(SELECT shape FROM probe))
+  AND r.pending_reason = 'approval'
+  AND r.context->'actor'->>'id' <> me.actor_id
+  AND NOT EXISTS (
+      SELECT FROM jsonb_array_elements(r.approval_requirements) AS d(body)
+      WHERE d.body->>'decided_by' = me.actor_id
+         OR d.body->'grants' @> jsonb_build_array(jsonb_build_object('actor_id', me.actor_id)))
+  AND mine.approval_ids IS NOT NULL
+  AND (%(state_id)s::text IS NULL OR r.state_id = %(state_id)s)
+ORDER BY r.created_at, r.request_id
+LIMIT %(limit)s
+"""
+
+
+@dataclass(frozen=True)
+class RequirementExplanation:
+    """One requirement of a request, and who may decide it now.
+
+    ``may_decide_now`` lists the actors who may decide a pending requirement of the open
+    step now: eligible (active, the approver role, an unrevoked key, named or a member of
+    its group), not the submitter, and not already a decider of the request (holding a
+    grant on one of its requirements, or having decided one). ``not_eligible`` names the
+    others it names or whose group it names, and why. A pending requirement of a later
+    step cannot be decided before the open step is done: ``waiting_for_step`` says which
+    step that is.
+    """
+
+    requirement: ApprovalRequirement
+    may_decide_now: tuple[str, ...] = ()
+    not_eligible: tuple[tuple[str, str], ...] = ()
+    waiting_for_step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **requirement_to_dict(self.requirement),
+            "may_decide_now": list(self.may_decide_now),
+            "not_eligible": [
+                {"actor_id": actor_id, "reason": reason} for actor_id, reason in self.not_eligible
+            ],
+            "waiting_for_step": self.waiting_for_step,
+        }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a request needs what it needs, and who may decide it now.
+
+    ``request.policy`` is the policy version and rule it was submitted under (None: the
+    requester's own requirements, in requester mode), ``rule`` that rule as the version's
+    document has it, and ``open_step`` the lowest step with a pending requirement while the
+    request is pending approval (None otherwise): only its requirements can be decided now.
+    """
+
+    request: MutationRequest
+    rule: Mapping[str, Any] | None
+    open_step: int | None
+    requirements: tuple[RequirementExplanation, ...]
+
+    @property
+    def submitter(self) -> str:
+        return self.request.context.actor.id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request.request_id,
+            "status": self.request.status.value,
+            "pending_reason": (
+                self.request.pending_reason.value if self.request.pending_reason else None
+            ),
+            "revision": self.request.revision,
+            "submitter": self.submitter,
+            "policy": policy_reference_to_dict(self.request.policy),
+            "rule": None if self.rule is None else dict(self.rule),
+            "open_step": self.open_step,
+            "requirements": [r.to_dict() for r in self.requirements],
+        }
+
+
+@dataclass(frozen=True)
+class Decidable:
+    """A request an approver may decide now, and the requirements of its open step that
+    the approver may decide (it decides at most one of them)."""
+
+    request: MutationRequest
+    approval_ids: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**request_to_dict(self.request), "may_decide": list(self.approval_ids)}
+
+
+def _explained(
+    requirement: ApprovalRequirement,
+    open_step: int | None,
+    members: Mapping[str, list[dict[str, Any]]],
+    submitter: str,
+) -> RequirementExplanation:
+    if requirement.status is not ApprovalStatus.PENDING or open_step is None:
+        return RequirementExplanation(requirement)
+    if requirement.step_order != open_step:
+        return RequirementExplanation(requirement, waiting_for_step=open_step)
+    may, refused = [], []
+    found = members.get(requirement.approval_id, [])
+    if requirement.approver_id is not None and not found:
+        refused.append((requirement.approver_id, "not registered"))
+    for member in found:
+        reasons = [
+            reason
+            for reason, holds in (
+                ("the submitter", member["actor_id"] == submitter),
+                ("inactive", not member["active"]),
+                ("no role approver", not member["approver"]),
+                ("no unrevoked key", not member["has_key"]),
+                ("already a decider of this request", member["decider"]),
+            )
+            if holds
+        ]
+        if reasons:
+            refused.append((member["actor_id"], ", ".join(reasons)))
+        else:
+            may.append(member["actor_id"])
+    return RequirementExplanation(requirement, tuple(may), tuple(refused))
 
 
 def _connect(database_url: str) -> psycopg.Connection[dict[str, Any]]:
@@ -160,6 +366,44 @@ class Queries:
         )
         with _connect(self.database_url) as conn:
             return [_request_from_row(r) for r in conn.execute(sql, params)]
+
+    def explain(self, request_id: str) -> Explanation | None:
+        """Why request ``request_id`` needs what it needs (the policy version and rule it
+        was submitted under, every requirement with its source, step, status and grants)
+        and who may decide each pending requirement now; None when there is no such
+        request. One statement."""
+        with _connect(self.database_url) as conn:
+            row = conn.execute(EXPLAIN, {"request_id": request_id}).fetchone()
+        if row is None:
+            return None
+        open_step, rule, members = row.pop("open_step"), row.pop("rule"), row.pop("members")
+        request = _request_from_row(row)
+        submitter = request.context.actor.id
+        return Explanation(
+            request=request,
+            rule=rule,
+            open_step=open_step,
+            requirements=tuple(
+                _explained(r, open_step, members or {}, submitter)
+                for r in request.approval_requirements
+            ),
+        )
+
+    def pending_for(
+        self, actor_id: str, *, state_id: str | None = None, limit: int = 100
+    ) -> list[Decidable]:
+        """The requests ``actor_id`` may decide now, oldest first: pending approval, with a
+        pending requirement of their open step that names it or one of its groups, not
+        submitted by it, and none of whose requirements it has decided or holds a grant
+        on; the actor itself active, an approver, with an unrevoked key. One statement."""
+        params = {"actor_id": actor_id, "state_id": state_id, "limit": limit}
+        with _connect(self.database_url) as conn:
+            rows = conn.execute(PENDING_FOR, params).fetchall()
+        found = []
+        for row in rows:
+            approval_ids = tuple(row.pop("approval_ids"))
+            found.append(Decidable(_request_from_row(row), approval_ids))
+        return found
 
     def decisions_by_actor(
         self,
