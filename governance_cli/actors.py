@@ -15,11 +15,12 @@ import psycopg
 from governance.codec import timestamp_to_wire
 from governance.model import ActorType
 from governance.trust import Role
-from governance_cli.errors import ServiceUnavailable
+from governance_cli.errors import ServiceUnavailable, Unsatisfiable
 from governance_cli.options import database_url_option
 from producer.outcomes import EXIT_USAGE
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 # The registry checks these again; here they shape the help and the usage errors.
 ACTOR_TYPES = [member.value for member in ActorType]
@@ -33,9 +34,12 @@ def _usage_error(message: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def _registry(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+def registry_connection(database_url: str) -> Iterator[psycopg.Connection[Any]]:
     """A connection to the registry's database (its URL checked by the option); its errors
-    become one-line messages, an unreachable database exit 7 (see governance_cli.errors)."""
+    become one-line messages: invalid input exit 2, a policy the registry cannot satisfy
+    exit 8, an unreachable database exit 7 (see governance_cli.errors), any other exit 1."""
+    from governance.policy_document import PolicyError
+    from worker.policy_store import PolicyStoreError, PolicyUnsatisfiable
     from worker.registry import RegistryError, RegistryInputError
 
     try:
@@ -43,7 +47,11 @@ def _registry(database_url: str) -> Iterator[psycopg.Connection[Any]]:
             yield conn
     except RegistryInputError as exc:
         _usage_error(str(exc))
-    except RegistryError as exc:
+    except PolicyError as exc:
+        _usage_error(f"the policy is not valid here: {exc}")
+    except PolicyUnsatisfiable as exc:
+        raise Unsatisfiable(str(exc)) from exc
+    except (RegistryError, PolicyStoreError) as exc:
         raise click.ClickException(str(exc)) from exc
     except psycopg.errors.UndefinedTable as exc:
         raise ServiceUnavailable(
@@ -53,6 +61,30 @@ def _registry(database_url: str) -> Iterator[psycopg.Connection[Any]]:
         raise click.ClickException(
             f"this database role may not change the registry: {exc.diag.message_primary}"
         ) from exc
+
+
+def _checked(
+    conn: psycopg.Connection[Any],
+    force: bool,
+    change: Callable[[], T],
+    *,
+    actor_id: str | None = None,
+    key_id: str | None = None,
+) -> T:
+    """``change`` made unless it would leave the active approval policy unsatisfiable (exit
+    8 naming the rule, the submitter and the shortfall), or made anyway with ``force``, with
+    a warning on stderr saying what it broke."""
+    from worker.policy_store import change_registry
+
+    done = change_registry(conn, change, force=force, actor_id=actor_id, key_id=key_id)
+    if done.forced_past:
+        reasons = "; ".join(str(shortfall) for shortfall in done.forced_past)
+        click.echo(
+            f"warning: forced: approval policy version {done.version} is now unsatisfiable: "
+            f"{reasons}",
+            err=True,
+        )
+    return done.result
 
 
 def _flags(values: tuple[str, ...]) -> str:
@@ -86,6 +118,12 @@ def _echo_actor(actor: Any) -> None:
 
 json_option: Callable[[F], F] = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON instead of text."
+)
+force_option: Callable[[F], F] = click.option(
+    "--force",
+    is_flag=True,
+    help="Make the change even if it leaves the active approval policy unsatisfiable "
+    "(otherwise refused, exit 8).",
 )
 key_id_option: Callable[[F], F] = click.option(
     "--key-id",
@@ -164,6 +202,7 @@ def actors() -> None:
 @click.option("--group", "groups", multiple=True, help="An approver group (repeatable).")
 @click.option("--public-key", default=None, help="Its first Ed25519 public key (base64url).")
 @key_id_option
+@force_option
 def add(
     database_url: str,
     actor_id: str,
@@ -173,13 +212,22 @@ def add(
     groups: tuple[str, ...],
     public_key: str | None,
     key_id: str | None,
+    force: bool,
 ) -> None:
-    """Register an actor, with its first public key."""
+    """Register an actor, with its first public key.
+
+    Refused (exit 8) when the new actor would leave the active approval policy
+    unsatisfiable (a requester who is its groups' only approver), unless --force."""
     from worker import registry
 
-    with _registry(database_url) as conn:
-        actor = registry.add_actor(
-            conn, actor_id, name, type_, roles, groups, public_key=public_key, key_id=key_id
+    with registry_connection(database_url) as conn:
+        actor = _checked(
+            conn,
+            force,
+            lambda: registry.add_actor(
+                conn, actor_id, name, type_, roles, groups, public_key=public_key, key_id=key_id
+            ),
+            actor_id=actor_id,
         )
     keys = ", ".join(key.key_id for key in actor.keys) or "none"
     click.echo(
@@ -196,7 +244,7 @@ def list_(database_url: str, as_json: bool) -> None:
     from governance_cli.client_format import table
     from worker import registry
 
-    with _registry(database_url) as conn:
+    with registry_connection(database_url) as conn:
         found = registry.list_actors(conn)
     if as_json:
         for actor in found:
@@ -227,7 +275,7 @@ def show(database_url: str, actor_id: str, as_json: bool) -> None:
     """Show one actor with all its keys, revoked ones included."""
     from worker import registry
 
-    with _registry(database_url) as conn:
+    with registry_connection(database_url) as conn:
         actor = registry.show_actor(conn, actor_id)
     if as_json:
         click.echo(json.dumps(actor.to_dict(), indent=2, ensure_ascii=False))
@@ -238,25 +286,118 @@ def show(database_url: str, actor_id: str, as_json: bool) -> None:
 @actors.command()
 @database_url_option
 @click.argument("actor_id")
-def deactivate(database_url: str, actor_id: str) -> None:
-    """Deactivate an actor: its commands are refused, whichever key signs them."""
+@force_option
+def deactivate(database_url: str, actor_id: str, force: bool) -> None:
+    """Deactivate an actor: its commands are refused, whichever key signs them.
+
+    Refused (exit 8) when it would leave the active approval policy unsatisfiable (too few
+    approvers left for a rule), unless --force."""
     from worker import registry
 
-    with _registry(database_url) as conn:
-        registry.set_active(conn, actor_id, False)
+    with registry_connection(database_url) as conn:
+        _checked(conn, force, lambda: registry.set_active(conn, actor_id, False), actor_id=actor_id)
     click.echo(f"deactivated actor {actor_id}")
 
 
 @actors.command()
 @database_url_option
 @click.argument("actor_id")
-def activate(database_url: str, actor_id: str) -> None:
-    """Activate an actor again."""
+@force_option
+def activate(database_url: str, actor_id: str, force: bool) -> None:
+    """Activate an actor again.
+
+    Refused (exit 8) when it would leave the active approval policy unsatisfiable (a
+    requester who is its groups' only approver), unless --force."""
     from worker import registry
 
-    with _registry(database_url) as conn:
-        registry.set_active(conn, actor_id, True)
+    with registry_connection(database_url) as conn:
+        _checked(conn, force, lambda: registry.set_active(conn, actor_id, True), actor_id=actor_id)
     click.echo(f"activated actor {actor_id}")
+
+
+@actors.group()
+def role() -> None:
+    """An actor's roles: add one, remove one (requester, approver, operator, administrator).
+
+    A change that would leave the active approval policy unsatisfiable is refused (exit 8)
+    unless --force."""
+
+
+@role.command("add")
+@database_url_option
+@click.argument("actor_id")
+@click.argument("role_name", metavar="ROLE", type=click.Choice(ROLES))
+@force_option
+def role_add(database_url: str, actor_id: str, role_name: str, force: bool) -> None:
+    """Give ACTOR one more ROLE."""
+    from worker import registry
+
+    with registry_connection(database_url) as conn:
+        actor = _checked(
+            conn, force, lambda: registry.add_role(conn, actor_id, role_name), actor_id=actor_id
+        )
+    click.echo(f"actor {actor_id} has role {role_name} (roles {_flags(actor.roles)})")
+
+
+@role.command("remove")
+@database_url_option
+@click.argument("actor_id")
+@click.argument("role_name", metavar="ROLE", type=click.Choice(ROLES))
+@force_option
+def role_remove(database_url: str, actor_id: str, role_name: str, force: bool) -> None:
+    """Take ROLE from ACTOR."""
+    from worker import registry
+
+    with registry_connection(database_url) as conn:
+        actor = _checked(
+            conn, force, lambda: registry.remove_role(conn, actor_id, role_name), actor_id=actor_id
+        )
+    click.echo(f"actor {actor_id} no longer has role {role_name} (roles {_flags(actor.roles)})")
+
+
+@actors.group()
+def group() -> None:
+    """An actor's groups (who may decide a group's approvals): add one, remove one.
+
+    A change that would leave the active approval policy unsatisfiable is refused (exit 8)
+    unless --force."""
+
+
+@group.command("add")
+@database_url_option
+@click.argument("actor_id")
+@click.argument("group_name", metavar="GROUP")
+@force_option
+def group_add(database_url: str, actor_id: str, group_name: str, force: bool) -> None:
+    """Make ACTOR a member of GROUP."""
+    from worker import registry
+
+    with registry_connection(database_url) as conn:
+        actor = _checked(
+            conn, force, lambda: registry.add_group(conn, actor_id, group_name), actor_id=actor_id
+        )
+    click.echo(f"actor {actor_id} is in group {group_name} (groups {_flags(actor.groups)})")
+
+
+@group.command("remove")
+@database_url_option
+@click.argument("actor_id")
+@click.argument("group_name", metavar="GROUP")
+@force_option
+def group_remove(database_url: str, actor_id: str, group_name: str, force: bool) -> None:
+    """Take ACTOR out of GROUP."""
+    from worker import registry
+
+    with registry_connection(database_url) as conn:
+        actor = _checked(
+            conn,
+            force,
+            lambda: registry.remove_group(conn, actor_id, group_name),
+            actor_id=actor_id,
+        )
+    click.echo(
+        f"actor {actor_id} is no longer in group {group_name} (groups {_flags(actor.groups)})"
+    )
 
 
 @actors.group()
@@ -273,7 +414,7 @@ def key_add(database_url: str, actor_id: str, public_key: str, key_id: str | Non
     """Register another public key for an actor; its other keys stay valid until revoked."""
     from worker import registry
 
-    with _registry(database_url) as conn:
+    with registry_connection(database_url) as conn:
         added = registry.add_key(conn, actor_id, public_key, key_id)
     click.echo(f"added key {added.key_id} to actor {added.actor_id}")
 
@@ -281,12 +422,16 @@ def key_add(database_url: str, actor_id: str, public_key: str, key_id: str | Non
 @key.command("revoke")
 @database_url_option
 @click.argument("key_id")
-def key_revoke(database_url: str, key_id: str) -> None:
-    """Revoke a key for good: commands signed with it are refused from the next one on."""
+@force_option
+def key_revoke(database_url: str, key_id: str, force: bool) -> None:
+    """Revoke a key for good: commands signed with it are refused from the next one on.
+
+    Refused (exit 8) when revoking an approver's last key would leave the active approval
+    policy unsatisfiable, unless --force."""
     from worker import registry
 
-    with _registry(database_url) as conn:
-        revoked = registry.revoke_key(conn, key_id)
+    with registry_connection(database_url) as conn:
+        revoked = _checked(conn, force, lambda: registry.revoke_key(conn, key_id), key_id=key_id)
     click.echo(
         f"revoked key {revoked.key_id} of actor {revoked.actor_id} "
         f"at {timestamp_to_wire(revoked.revoked_at)}"

@@ -4,7 +4,10 @@ Exit codes beyond the outcomes of the contract (see :mod:`producer.outcomes`):
 
 - 2: invalid usage, a setting that cannot be used, or a command that fails validation;
 - 7 (:data:`EXIT_UNAVAILABLE`): a service (PostgreSQL, RabbitMQ) cannot be reached or used
-  as configured: down, a refused login, a database never migrated.
+  as configured: down, a refused login, a database never migrated;
+- 8 (:data:`EXIT_UNSATISFIABLE`): an approval policy the registry cannot satisfy, or a
+  registry change that would leave the active one so (``governance status`` exits 8 too,
+  when the deployment needs attention).
 
 The database and broker URL options record, in the click context, which setting each URL
 came from (:func:`remember_setting`), so that :func:`service_failure` can name the variable
@@ -29,6 +32,9 @@ from producer.outcomes import EXIT_UNAVAILABLE, EXIT_USAGE
 
 Service = Literal["database", "broker"]
 
+#: An approval policy that cannot be satisfied (``policy apply|check``, registry changes).
+EXIT_UNSATISFIABLE = 8
+
 _OPTION = {"database": "--database-url", "broker": "--broker-url"}
 _VARIABLE = {"database": "GOVERNANCE_DATABASE_URL", "broker": "GOVERNANCE_BROKER_URL"}
 _SERVER = {"database": "PostgreSQL", "broker": "RabbitMQ"}
@@ -45,6 +51,13 @@ class ServiceUnavailable(click.ClickException):
     """A service that cannot be reached or used as configured: one line, exit 7."""
 
     exit_code = EXIT_UNAVAILABLE
+
+
+class Unsatisfiable(click.ClickException):
+    """An approval policy the registry cannot satisfy: one line naming the rule, the
+    submitter and the shortfall, exit 8."""
+
+    exit_code = EXIT_UNSATISFIABLE
 
 
 class OneLine(click.ClickException):

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from governance_cli import actors, audit, demo, dlq
+from governance_cli import actors, audit, demo, dlq, policy
 from governance_cli.commands import follow, send, service, transitions, views
 from governance_cli.group import GovernanceGroup
 from governance_cli.schema import schema
@@ -37,7 +37,8 @@ def cli() -> None:
       6  audit verification failed (`governance verify`)
       7  a service cannot be reached or used: PostgreSQL or RabbitMQ down, a login
          refused, a database never migrated
-      8  `governance status`: the deployment needs attention
+      8  an approval policy the registry cannot satisfy (`policy apply|check`, a registry
+         change refused); `governance status`: the deployment needs attention
 
     \b
     Shell completion (bash; zsh and fish likewise):
@@ -45,7 +46,7 @@ def cli() -> None:
     """
 
 
-for group in (service, transitions, views, follow, send, actors, audit):
+for group in (service, transitions, views, follow, send, actors, policy, audit):
     for command in group.COMMANDS:
         cli.add_command(command)
 cli.add_command(schema)

@@ -10,6 +10,7 @@ import click
 from governance.codec import request_to_dict, timestamp_to_wire
 from governance.model import PendingReason
 from governance_cli.client_format import actor_text, echo_json, parse_when, short_time, table
+from governance_cli.errors import Refused
 from governance_cli.options import database_url_option
 from producer.queries import Queries
 
@@ -98,6 +99,14 @@ def show(request_id: str, as_json: bool, database_url: str) -> None:
     "--reason", type=click.Choice([r.value for r in PendingReason]), help="Only this reason."
 )
 @click.option("--approver", help="Only requests with a requirement pending for this approver.")
+@click.option(
+    "--for",
+    "for_actor",
+    metavar="ACTOR",
+    help="Only what ACTOR may decide now: a pending requirement of the request's open step "
+    "names it or one of its groups, it is an active approver with an unrevoked key, it did "
+    "not submit the request and has decided none of it.",
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of requests.")
 @database_url_option
@@ -105,11 +114,23 @@ def pending(
     state_id: str | None,
     reason: str | None,
     approver: str | None,
+    for_actor: str | None,
     limit: int,
     as_json: bool,
     database_url: str,
 ) -> None:
-    """List pending requests, oldest first (the approval queue)."""
+    """List pending requests, oldest first (the approval queue).
+
+    With --for ACTOR, what that actor may decide now (its inbox), with the approvals of
+    each request it may decide (it decides at most one of them).
+    """
+    if for_actor is not None:
+        if reason is not None or approver is not None:
+            raise Refused(
+                "--for lists what one actor may decide now; it takes no --reason or --approver"
+            )
+        _pending_for(for_actor, state_id, limit, as_json, database_url)
+        return
     requests = Queries(database_url).pending(
         state_id=state_id, pending_reason=reason, approver_id=approver, limit=limit
     )
@@ -133,6 +154,32 @@ def pending(
                     short_time(timestamp_to_wire(r.updated_at)),
                 ]
                 for r in requests
+            ],
+        )
+    )
+
+
+def _pending_for(
+    actor_id: str, state_id: str | None, limit: int, as_json: bool, database_url: str
+) -> None:
+    found = Queries(database_url).pending_for(actor_id, state_id=state_id, limit=limit)
+    if as_json:
+        echo_json([item.to_dict() for item in found])
+        return
+    click.echo(
+        table(
+            ["request", "state", "mutation", "rev", "submitted by", "may decide", "since"],
+            [
+                [
+                    item.request.request_id,
+                    item.request.state_id,
+                    item.request.mutation_type,
+                    item.request.revision,
+                    item.request.context.actor.id,
+                    ",".join(item.approval_ids),
+                    short_time(timestamp_to_wire(item.request.updated_at)),
+                ]
+                for item in found
             ],
         )
     )
