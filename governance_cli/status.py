@@ -1,9 +1,10 @@
 """``governance status``: is the deployment healthy? Usable as a health check.
 
 Exit codes: 0 healthy; 8 something needs attention (each reason on stderr, or in the JSON
-document's ``problems``): no worker consuming the command queue, dead letters waiting, or
-an unpublished outcome event older than ``--max-outbox-age``; 7 the broker or the database
-cannot be reached. With ``--json`` stdout is always one JSON document, whatever the outcome.
+document's ``problems``): no worker consuming the command queue, dead letters waiting, an
+unpublished outcome event older than ``--max-outbox-age``, no approval policy applied, or an
+active policy the registry cannot satisfy; 7 the broker or the database cannot be reached.
+With ``--json`` stdout is always one JSON document, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from producer.outcomes import EXIT_UNAVAILABLE
 def status(
     broker_url: str, database_url: str, max_outbox_age: float, inspect_timeout: float, as_json: bool
 ) -> None:
-    """Workers, queue depths, the outbox backlog and the periodic tasks' last runs.
+    """Workers, queue depths, the outbox backlog, the periodic tasks' last runs and the
+    approval policy (applied? satisfiable by the registry as it stands?).
 
     Exits 0 when healthy, 8 when something needs attention, 7 when the broker or the
     database cannot be reached."""
@@ -97,8 +99,22 @@ def _text(health: Health) -> str:
             else "never"
         )
         lines.append(f"last {run.task} run: {when}")
+    lines.append(_policy_text(health))
     lines.append("healthy" if health.healthy else "NEEDS ATTENTION")
     return "\n".join(lines)
+
+
+def _policy_text(health: Health) -> str:
+    policy = health.policy
+    if policy is None or not policy.applied:
+        return "approval policy: none applied"
+    shown = f"approval policy: version {policy.version} ({policy.rules} rule(s)"
+    shown += ", forced)" if policy.forced else ")"
+    if policy.error is not None:
+        return f"{shown}, cannot be read"
+    if policy.shortfalls:
+        return f"{shown}, UNSATISFIABLE ({len(policy.shortfalls)} shortfall(s))"
+    return f"{shown}, satisfiable"
 
 
 if __name__ == "__main__":

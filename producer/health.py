@@ -4,8 +4,11 @@ status`` reports, usable as a health check.
 :func:`read_health` asks the workers (Celery's remote control: ``ping`` and
 ``active_queues``), the queues (a passive declare: depth and consumers, nothing created), the
 outbox (unpublished events and the oldest one's age) and the periodic tasks' last runs, and
-says what needs attention: no worker consuming the command queue, dead letters waiting, or an
-outbox whose oldest unpublished event is older than a threshold.
+says what needs attention: no worker consuming the command queue, dead letters waiting, an
+outbox whose oldest unpublished event is older than a threshold, or an approval policy that
+submits cannot be decided under (none applied, or one the registry cannot satisfy: the
+active version is checked against the registry as it stands, as ``governance policy
+check`` does).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import psycopg
 from amqp.exceptions import AMQPError, NotFound
 from celery import Celery
 
+from governance.policy_document import PolicyError, policy_from_document
+from governance.satisfiability import RosterActor, unsatisfiable
 from governance.topology import (
     COMMANDS_QUEUE,
     DEAD_LETTER_QUEUE,
@@ -41,6 +46,18 @@ OUTBOX = """
 SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
 FROM outbox_events WHERE published_at IS NULL
 """
+ACTIVE_POLICY = """
+SELECT version, sha256, document, forced FROM policy_versions ORDER BY version DESC LIMIT 1
+"""
+#: The registry as the satisfiability check sees it (the worker's registry reads the same).
+ROSTER = """
+SELECT a.actor_id, a.active, a.roles, a.groups,
+       EXISTS (SELECT FROM actor_keys AS k
+               WHERE k.actor_id = a.actor_id AND k.revoked_at IS NULL)
+FROM actors AS a
+"""
+#: How many shortfalls of an unsatisfiable policy a problem quotes (the JSON has them all).
+QUOTED_SHORTFALLS = 3
 LAST_RUNS = """
 SELECT task, finished_at, extract(epoch FROM now() - finished_at)::float8, handled
 FROM maintenance_runs
@@ -84,6 +101,37 @@ class TaskRun:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyState:
+    """The active approval policy (``version`` None: none applied) and whether the registry
+    as it stands satisfies it: each shortfall names a rule, a submitter and what is
+    missing. ``error`` says why a stored version could not be read."""
+
+    version: int | None = None
+    sha256: str | None = None
+    rules: int = 0
+    forced: bool = False
+    shortfalls: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.version is not None
+
+    @property
+    def satisfiable(self) -> bool | None:
+        """Whether every rule is satisfiable for every submitter (None: no policy)."""
+        if self.version is None:
+            return None
+        return self.error is None and not self.shortfalls
+
+    def to_dict(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["shortfalls"] = list(self.shortfalls)
+        document["satisfiable"] = self.satisfiable
+        return document
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     """Everything ``governance status`` reports."""
 
@@ -94,6 +142,8 @@ class Health:
     last_runs: tuple[TaskRun, ...]
     #: What needs attention, one sentence each; empty when healthy.
     problems: tuple[str, ...] = field(default=())
+    #: The approval policy; None when it was not read.
+    policy: PolicyState | None = None
 
     @property
     def healthy(self) -> bool:
@@ -107,6 +157,7 @@ class Health:
         document = asdict(self)
         document["healthy"] = self.healthy
         document["problems"] = list(self.problems)
+        document["policy"] = None if self.policy is None else self.policy.to_dict()
         return document
 
 
@@ -120,8 +171,8 @@ def read_health(
     """Read the deployment's state; raises :class:`ServiceUnreachable`."""
     queues = tuple(queue_states(broker_url, QUEUES))
     workers = tuple(workers_seen(broker_url, inspect_timeout))
-    unpublished, oldest, runs = outbox_state(database_url)
-    health = Health(workers, queues, unpublished, oldest, tuple(runs))
+    unpublished, oldest, runs, policy = database_state(database_url)
+    health = Health(workers, queues, unpublished, oldest, tuple(runs), policy=policy)
     return replace(health, problems=tuple(problems(health, max_outbox_age)))
 
 
@@ -140,7 +191,29 @@ def problems(health: Health, max_outbox_age: float) -> list[str]:
             f"{oldest:.0f}s old (threshold {max_outbox_age:g}s): is the relay running, can "
             "the workers publish?"
         )
+    found.extend(policy_problems(health.policy))
     return found
+
+
+def policy_problems(policy: PolicyState | None) -> list[str]:
+    """What needs attention in the approval policy's state."""
+    if policy is None:
+        return []
+    if not policy.applied:
+        return [
+            "no approval policy is applied: workers in the default (required) mode refuse "
+            "every submit (governance policy apply FILE)"
+        ]
+    if policy.error is not None:
+        return [f"approval policy version {policy.version} cannot be read: {policy.error}"]
+    if not policy.shortfalls:
+        return []
+    quoted = "; ".join(policy.shortfalls[:QUOTED_SHORTFALLS])
+    more = len(policy.shortfalls) - QUOTED_SHORTFALLS
+    return [
+        f"approval policy version {policy.version} cannot be satisfied by the registry: "
+        f"{quoted}" + (f" (and {more} more)" if more > 0 else "")
+    ]
 
 
 def queue_states(broker_url: str, names: Sequence[str]) -> list[QueueState]:
@@ -180,12 +253,23 @@ def workers_seen(broker_url: str, timeout: float) -> list[WorkerState]:
     ]
 
 
-def outbox_state(database_url: str) -> tuple[int, float | None, list[TaskRun]]:
-    """Unpublished events, the oldest one's age, and the periodic tasks' last runs."""
+def database_state(
+    database_url: str,
+) -> tuple[int, float | None, list[TaskRun], PolicyState]:
+    """Unpublished events, the oldest one's age, the periodic tasks' last runs, and the
+    approval policy checked against the registry."""
     try:
         with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
             row = conn.execute(OUTBOX).fetchone()
             recorded = {r[0]: r for r in conn.execute(LAST_RUNS).fetchall()}
+            # One snapshot for the policy and the registry it is checked against.
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                active = conn.execute(ACTIVE_POLICY).fetchone()
+                roster = [
+                    RosterActor(actor_id, active, frozenset(roles), frozenset(groups), has_key)
+                    for actor_id, active, roles, groups, has_key in conn.execute(ROSTER)
+                ]
     except psycopg.Error as exc:
         raise ServiceUnreachable("database", str(exc).strip().splitlines()[0]) from exc
     assert row is not None
@@ -197,7 +281,23 @@ def outbox_state(database_url: str) -> tuple[int, float | None, list[TaskRun]]:
         else:
             runs.append(TaskRun(task, None, None, None))
     oldest = None if row[1] is None else round(row[1], 3)
-    return int(row[0]), oldest, runs
+    return int(row[0]), oldest, runs, policy_state(active, roster)
+
+
+def policy_state(active: tuple[Any, ...] | None, roster: Sequence[RosterActor]) -> PolicyState:
+    """The active version's row (version, sha256, document, forced) checked against
+    ``roster``."""
+    if active is None:
+        return PolicyState()
+    version, sha256, document, forced = active
+    rules = len(document.get("rules") or ()) if isinstance(document, dict) else 0
+    state = PolicyState(version=version, sha256=sha256, rules=rules, forced=forced)
+    try:
+        policy = policy_from_document(document)
+    except PolicyError as exc:
+        return replace(state, error=str(exc))
+    shortfalls = tuple(str(shortfall) for shortfall in unsatisfiable(policy, roster))
+    return replace(state, shortfalls=shortfalls)
 
 
 def _iso(value: datetime) -> str:

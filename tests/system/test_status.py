@@ -18,7 +18,7 @@ import pytest
 
 from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE
 from producer._amqp import worker_queue
-from tests.conftest import purge_queues
+from tests.conftest import migrated_database, purge_queues
 from tests.support import identities
 from tests.support.commands import new_id, submit
 from tests.support.events import EventListener
@@ -192,3 +192,76 @@ def test_an_unreachable_database_exits_7(quiet_broker: str) -> None:
     code, document, stderr = status("postgresql://u:hidden-pw@127.0.0.1:1/none", quiet_broker)
     assert (code, document["unreachable"]) == (EXIT_UNAVAILABLE, "database")
     assert "hidden-pw" not in json.dumps(document) + stderr
+
+
+NEEDS_CAB = """\
+policy: 1
+rules:
+  - id: default
+    require: [{group: status-cab}]
+"""
+
+
+def test_no_approval_policy_applied_needs_attention(
+    postgres_server_url: str, quiet_broker: str
+) -> None:
+    # Given a database migrated and nothing more: every submit would be refused
+    with migrated_database(postgres_server_url, policy=None) as url:
+        code, document, _ = status(url, quiet_broker, "--inspect-timeout", "0.3")
+
+    assert code == EXIT_NEEDS_ATTENTION
+    assert document["policy"]["version"] is None and document["policy"]["satisfiable"] is None
+    assert (
+        "no approval policy is applied: workers in the default (required) mode refuse every "
+        "submit (governance policy apply FILE)"
+    ) in document["problems"]
+
+
+def test_a_satisfiable_active_policy_is_reported_and_needs_nothing(
+    private_database: str, quiet_broker: str
+) -> None:
+    _, document, _ = status(private_database, quiet_broker, "--inspect-timeout", "0.3")
+
+    policy = document["policy"]
+    assert (policy["rules"], policy["satisfiable"], policy["shortfalls"]) == (1, True, [])
+    assert not [p for p in document["problems"] if "approval policy" in p]
+
+
+def test_an_active_policy_the_registry_no_longer_satisfies_needs_attention(
+    private_database: str, quiet_broker: str
+) -> None:
+    # Given a policy needing one of status-cab, whose only member was deactivated by force
+    identities.register(
+        private_database, "status-cab-1", roles=("approver",), groups=("status-cab",)
+    )
+    version, _ = apply_policy(private_database, NEEDS_CAB)
+    with psycopg.connect(private_database, autocommit=True) as conn:
+        conn.execute("UPDATE actors SET active = false WHERE actor_id = 'status-cab-1'")
+
+    # When the status is asked, as JSON and as text
+    code, document, _ = status(private_database, quiet_broker, "--inspect-timeout", "0.3")
+    text = subprocess.run(
+        [sys.executable, "-m", "governance_cli.status", "--inspect-timeout", "0.3"],
+        cwd=PROJECT_ROOT,
+        env=service_env(private_database, quiet_broker),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    # Then the policy needs attention, naming the rule and the shortfall
+    assert code == text.returncode == EXIT_NEEDS_ATTENTION
+    policy = document["policy"]
+    assert (policy["version"], policy["satisfiable"]) == (version, False)
+    shortfall = (
+        "rule default: for an outsider, step 1 (group status-cab, 1 approval) needs 1 distinct "
+        "eligible approver; none can be matched; not eligible: status-cab-1 (inactive)"
+    )
+    assert shortfall in policy["shortfalls"]
+    (problem,) = [p for p in document["problems"] if "approval policy" in p]
+    assert problem.startswith(
+        f"approval policy version {version} cannot be satisfied by the registry: {shortfall}"
+    )
+    assert f"approval policy: version {version} (1 rule(s), forced), UNSATISFIABLE" in text.stdout
+    assert f"governance: needs attention: {problem}" in text.stderr
