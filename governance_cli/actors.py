@@ -38,7 +38,6 @@ def registry_connection(database_url: str) -> Iterator[psycopg.Connection[Any]]:
     """A connection to the registry's database (its URL checked by the option); its errors
     become one-line messages: invalid input exit 2, a policy the registry cannot satisfy
     exit 8, an unreachable database exit 7 (see governance_cli.errors), any other exit 1."""
-    from governance.policy_document import PolicyError
     from worker.policy_store import PolicyStoreError, PolicyUnsatisfiable
     from worker.registry import RegistryError, RegistryInputError
 
@@ -47,8 +46,6 @@ def registry_connection(database_url: str) -> Iterator[psycopg.Connection[Any]]:
             yield conn
     except RegistryInputError as exc:
         _usage_error(str(exc))
-    except PolicyError as exc:
-        _usage_error(f"the policy is not valid here: {exc}")
     except PolicyUnsatisfiable as exc:
         raise Unsatisfiable(str(exc)) from exc
     except (RegistryError, PolicyStoreError) as exc:

@@ -237,7 +237,13 @@ def change_registry(
         active = active_policy(conn)
         if active is None:
             return Guarded(change(), None)
-        policy = active.policy
+        try:
+            policy = active.policy
+        except PolicyError as exc:
+            raise PolicyStoreError(
+                f"approval policy version {active.version} cannot be read, so this change "
+                f"cannot be checked against it: {exc}"
+            ) from exc
         before = {(s.rule_id, s.submitter) for s in unsatisfiable(policy, registry.roster(conn))}
         result = change()
         broken = tuple(

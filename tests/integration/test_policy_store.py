@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from governance.policy import Policy
 from governance.policy_document import PolicyError, parse_policy
@@ -400,4 +401,21 @@ def test_two_registry_changes_at_once_are_judged_one_after_the_other(
     (refused,) = outcome
     assert isinstance(refused, PolicyUnsatisfiable)
     assert "rule default: for an outsider" in str(refused)
+    assert registry.show_actor(conn, "bob").active is True
+
+
+def test_a_registry_change_against_an_unreadable_active_policy_is_refused(
+    conn: psycopg.Connection[Any], cab: dict[str, str]
+) -> None:
+    # Given an active version whose stored document this release cannot read
+    conn.execute(
+        "INSERT INTO policy_versions (version, sha256, document) VALUES (1, %s, %s)",
+        ("0" * 64, Jsonb({"policy": 2, "rules": []})),
+    )
+
+    with pytest.raises(PolicyStoreError, match="approval policy version 1 cannot be read"):
+        policy_store.change_registry(
+            conn, lambda: registry.set_active(conn, "bob", False), force=True
+        )
+
     assert registry.show_actor(conn, "bob").active is True
