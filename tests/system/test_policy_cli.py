@@ -25,6 +25,7 @@ from tests.support.identities import register
 from tests.support.processes import PROJECT_ROOT, service_env
 from tests.support.signed import apply_command
 from worker import registry
+from worker.verification import Trust
 
 pytestmark = pytest.mark.system
 
@@ -592,4 +593,60 @@ def test_pending_for_takes_no_approver_or_reason(governance: Any) -> None:
     assert done.returncode == 2
     assert one_line_error(done) == (
         "Error: --for lists what one actor may decide now; it takes no --reason or --approver"
+    )
+
+
+def test_explain_of_requests_without_a_policy_or_already_decided(
+    database: str, governance: Any
+) -> None:
+    # Given three requests of requester mode: one naming alice, who approved it, one naming
+    # an approver nobody registered, and one that needs nothing
+    for actor in ("ci", "alice"):
+        register(database, actor)
+    requester_mode = Trust(policy_required=False)
+    decided, waiting, created = new_id("named"), new_id("ghost"), new_id("bare")
+    with psycopg.connect(database, autocommit=True) as conn:
+        for payload in (
+            submit(
+                decided, actor="ci", requirements=[{"approval_id": "a1", "approver_id": "alice"}]
+            ),
+            command("approve_requirement", decided, 1, actor="alice", args={"approval_id": "a1"}),
+            submit(
+                waiting, actor="ci", requirements=[{"approval_id": "a1", "approver_id": "ghost"}]
+            ),
+            submit(created, actor="ci"),
+        ):
+            stored = apply_command(conn, payload, requester_mode)
+            assert stored.event["event_type"] == "transition.applied", stored.event
+
+    shown = {
+        r: governance("policy", "explain", r).stdout.splitlines()
+        for r in (decided, waiting, created)
+    }
+
+    assert shown[decided][1].startswith("policy: none; the requester chose its own requirements")
+    assert (
+        shown[decided][2]
+        == "nothing can be decided now: the request is approved, not pending approval"
+    )
+    assert shown[decided][4].split() == [
+        "1", "a1", "requester", "actor", "alice", "approved", "1/1", "(alice)", "alice", "-",
+    ]  # fmt: skip
+    assert shown[waiting][4].split()[-1] == "nobody"
+    assert shown[waiting][5] == "a1: not eligible: ghost (not registered)"
+    assert shown[created][1].startswith("policy: none")
+    assert shown[created][2:] == ["requirements: none"]
+
+
+def test_check_with_a_case_expecting_an_unknown_rule_exits_2(governance: Any, files: Path) -> None:
+    (files / "cases.yaml").write_text("- {request: {}, expect: {rule: critical}}\n")
+
+    done = governance(
+        "policy", "check", str(files / "policy.yaml"), "--cases", str(files / "cases.yaml")
+    )
+
+    assert done.returncode == 2
+    assert one_line_error(done) == (
+        f"Error: {files / 'cases.yaml'}: cases[0].expect.rule: 'critical' is not a rule of the "
+        "policy (its rules: critical-accounts, default)"
     )
