@@ -23,11 +23,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bench import observability, workloads
 from bench.delay_proxy import DelayProxy
+from bench.policy_check import large_policy
 from bench.runs import Bench
 from bench.services import (
     DEFAULT_BROKER_URL,
     DEFAULT_SERVER_URL,
     WorkerDied,
+    apply_policy,
     fresh_database,
     grow_history,
     grow_outbox,
@@ -48,6 +50,7 @@ WORKLOADS = (
     "growth",
     "observability",
     "queues",
+    "policy",
     "network",
     "profile",
     "all",
@@ -73,6 +76,8 @@ SIZES = {
     "growth_outbox_rows": 5_000_000,  # and their events, each with a ledger row
     "network_requests": 2_000,  # x2 commands per mode behind the delay proxies
     "profile_requests": 2_500,  # x2 commands per mode with py-spy attached
+    "policy_submits": 10_000,  # timed submits per phase of the policy workload
+    "policy_rules": 200,  # rules of the policy it decides them under (not scaled)
 }
 
 #: The targets (ratios measured in one run).
@@ -84,6 +89,7 @@ TARGETS = {
     "hot_round_p50_over_direct_p50": ("<=", 30.0),
     "network_2ms_default_over_naive": (">=", 3.0),
     "auth_signed_throughput_cost": ("<=", 0.10),
+    "policy_required_throughput_cost": ("<=", 0.05),
     "quorum_over_classic": (">=", 0.5),
     "backlog_throughput_over_no_backlog": (">=", 0.8),
     "growth_throughput_over_empty": (">=", 0.9),
@@ -362,6 +368,23 @@ class Run:
                     partial(self.bench.workload, workloads.uniform(requests), count),
                 )
 
+    def policy(self) -> None:
+        """The price of the deployment's approval policy at submit: timed submits at the
+        largest worker count in requester mode and in the default (required) mode under a
+        policy of ``policy_rules`` rules, none of which matches the bench's requests, so
+        every submit is evaluated against all of them before the catch-all; alternated twice
+        in one run."""
+        count = max(self.args.worker_counts)
+        submits = self.size("policy_submits")
+        apply_policy(self.bench.database_url, large_policy(SIZES["policy_rules"]))
+        for attempt, mode in enumerate(("requester", "required", "requester", "required"), 1):
+            with self.worker_settings({"GOVERNANCE_POLICY": mode}):
+                self.phase(
+                    "policy",
+                    f"{mode} {count}w #{(attempt + 1) // 2}",
+                    partial(self.bench.workload, workloads.submits(submits), count),
+                )
+
     def queues(self) -> None:
         """What replicated command queues cost: the uniform workload at the largest worker
         count with ``GOVERNANCE_QUEUE_TYPE=classic`` and ``quorum``, alternated twice in one
@@ -461,6 +484,33 @@ def _at(results: dict[str, Any], key: str, label: str, *path: str) -> Any:
     return value
 
 
+def _mode_cost(results: dict[str, Any], key: str, base: str, costly: str) -> dict[str, Any] | None:
+    """Two modes of one workload, alternated in one run (phases labelled ``<mode> ...``):
+    each mode's mean throughput and CPU per command, and what ``costly`` costs against
+    ``base`` as a fraction of ``base``'s throughput."""
+    phases = results.get(key, {})
+    by_mode = {
+        mode: [v for k, v in phases.items() if k.startswith(mode + " ")] for mode in (costly, base)
+    }
+    if not (by_mode[costly] and by_mode[base]):
+        return None
+    throughput = {
+        mode: _mean([v["throughput_per_s"] for v in runs]) for mode, runs in by_mode.items()
+    }
+    slow, fast = throughput[costly], throughput[base]
+    return {
+        "throughput_per_s": throughput,
+        "cost": ratio(None if slow is None or fast is None else fast - slow, fast),
+        "cpu_ms_per_command": {
+            mode: {
+                kind: _mean([v.get("cpu_ms_per_command", {}).get(kind) for v in runs])
+                for kind in ("worker_processes", "postgres_backends", "rabbitmq_beam", "harness")
+            }
+            for mode, runs in by_mode.items()
+        },
+    }
+
+
 def ratios(results: dict[str, Any], counts: list[int]) -> dict[str, Any]:
     """The target ratios, from whatever phases ran."""
     out: dict[str, Any] = {}
@@ -523,29 +573,12 @@ def ratios(results: dict[str, Any], counts: list[int]) -> dict[str, Any]:
         out["growth_throughput_over_empty"] = ratio(
             grown_phase["throughput_per_s"], sum(empty) / len(empty)
         )
-    auth = results.get("auth", {})
-    by_mode = {
-        mode: [v for k, v in auth.items() if k.startswith(mode + " ")] for mode in ("signed", "off")
-    }
-    if by_mode["signed"] and by_mode["off"]:
-
-        def mean(values: list[Any]) -> float | None:
-            numbers = [v for v in values if v is not None]
-            return round(sum(numbers) / len(numbers), 3) if numbers else None
-
-        signed = mean([v["throughput_per_s"] for v in by_mode["signed"]])
-        off = mean([v["throughput_per_s"] for v in by_mode["off"]])
-        out["auth_throughput_per_s"] = {"signed": signed, "off": off}
-        out["auth_signed_throughput_cost"] = ratio(
-            None if signed is None or off is None else off - signed, off
-        )
-        out["auth_cpu_ms_per_command"] = {
-            mode: {
-                kind: mean([v.get("cpu_ms_per_command", {}).get(kind) for v in runs])
-                for kind in ("worker_processes", "postgres_backends", "rabbitmq_beam", "harness")
-            }
-            for mode, runs in by_mode.items()
-        }
+    for key, base, costly in (("auth", "off", "signed"), ("policy", "requester", "required")):
+        compared = _mode_cost(results, key, base, costly)
+        if compared is not None:
+            out[f"{key}_throughput_per_s"] = compared["throughput_per_s"]
+            out[f"{key}_{costly}_throughput_cost"] = compared["cost"]
+            out[f"{key}_cpu_ms_per_command"] = compared["cpu_ms_per_command"]
     queues = results.get("queues", {})
     by_kind = {
         kind: [v["throughput_per_s"] for k, v in queues.items() if k.startswith(kind + " ")]
@@ -662,6 +695,8 @@ def main(argv: list[str] | None = None) -> int:
                 run.growth()
             if args.workload == "queues":
                 run.queues()
+            if args.workload == "policy":
+                run.policy()
             if args.workload == "observability":
                 observability.run(run)
             if args.workload == "network":

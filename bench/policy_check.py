@@ -82,6 +82,18 @@ def _compiled(rule: dict[str, Any], index: int) -> PolicyRule:
     return PolicyRule(id=compiled.id, index=index, require=compiled.require, when=compiled.when)
 
 
+def large_policy(rules: int, seed: int = 1) -> str:
+    """A policy of ``rules`` rules for the throughput bench: the generated ones, which name
+    mutation types the bench's requests never have, then a catch-all that requires nothing,
+    so each bench submit is evaluated against every rule and starts as it asks."""
+    rng = random.Random(seed)
+    people = roster(100, 20, rng)
+    approvers = sorted(a.actor_id for a in people if a.may_approve)
+    document = policy_document(rules, 20, approvers, rng)
+    document["rules"][-1] = {"id": "default", "require": []}
+    return json.dumps(document)
+
+
 def measure(rules: int, actors: int, groups: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     people = roster(actors, groups, rng)

@@ -48,7 +48,7 @@ def fresh_database(server_url: str) -> Iterator[str]:
     url = with_path(server_url, f"/{name}")
     try:
         migrate(url)
-        apply_open_policy(url)
+        apply_policy(url)
         yield url
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
@@ -65,7 +65,7 @@ rules:
 """
 
 
-def apply_open_policy(database_url: str, text: str = OPEN_POLICY) -> None:
+def apply_policy(database_url: str, text: str = OPEN_POLICY) -> None:
     """Apply ``text`` as the database's approval policy (its next version)."""
     policy = parse_policy(text)
     with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
@@ -107,7 +107,7 @@ def private_vhost(broker_url: str) -> Iterator[tuple[str, bool]]:
 
 #: Tables a phase leaves behind it; the registry (actors, keys and their audit) stays, as it
 #: would in a deployment.
-KEPT_TABLES = ("alembic_version", "actors", "actor_keys", "registry_audit")
+KEPT_TABLES = ("alembic_version", "actors", "actor_keys", "registry_audit", "policy_versions")
 
 
 def reset_database(database_url: str) -> None:

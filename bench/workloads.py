@@ -103,6 +103,18 @@ def uniform(requests: int, commands_per_request: int = 2) -> Workload:
     )
 
 
+def submits(requests: int) -> Workload:
+    """Submit-heavy: every timed command a submit of a new request (``created``)."""
+    timed = [submit(_id("s")) for _ in range(requests)]
+    return Workload(
+        "submits",
+        setup=[],
+        timed=timed,
+        expected={c["command_id"]: APPLIED for c in timed},
+        settings={"requests": requests, "commands": len(timed)},
+    )
+
+
 def approvals(requests: int) -> Workload:
     """Three-requirement, two-step approval flows, then execution, interleaved by wave.
 

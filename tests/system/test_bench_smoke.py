@@ -253,3 +253,23 @@ def test_renders_the_targets_of_an_all_run_as_the_readme_table(
     # Then there is a header, a rule and one row per target, each with a measured figure
     assert len(lines) == 2 + len(ROWS)
     assert all(row.split("|")[2].strip() != "n/a" for row in lines[2:]), lines
+
+
+def test_policy_compares_submits_in_requester_mode_and_under_a_large_policy(
+    postgres_server_url: str, broker_url: str, tmp_path: Path
+) -> None:
+    # Given the policy workload at a tiny size
+    arguments = ["policy", "--workers", "1", "--scale", "0.002"]
+    report = run_bench(arguments, postgres_server_url, broker_url, tmp_path / "out.json").report
+
+    # Then each mode ran twice, every submit applied as its workload expects
+    phases = report["results"]["policy"]
+    assert sorted(phases) == sorted(
+        ["required 1w #1", "required 1w #2", "requester 1w #1", "requester 1w #2"]
+    )
+    for label, result in phases.items():
+        correctness = result["correctness"]
+        assert correctness["actual"] == correctness["expected"], label
+    # And the cost of the policy is a ratio with its target
+    assert report["errors"] == []
+    assert report["targets"]["policy_required_throughput_cost"]["value"] is not None
