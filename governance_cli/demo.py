@@ -25,7 +25,8 @@ def register(cli: click.Group) -> None:
 @click.option(
     "--database-url",
     default=None,
-    help="Run on this PostgreSQL instead of an embedded one (migrated, demo-* rows left in it).",
+    help="Run on this PostgreSQL instead of an embedded one (migrated, the demo's approval "
+    "policy applied, demo-* rows left in it).",
 )
 @click.option(
     "--broker-url",

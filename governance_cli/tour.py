@@ -19,21 +19,30 @@ from typing import Any
 
 import click
 import psycopg
-from psycopg.types.json import Jsonb
 
 from governance.policy_document import parse_policy
 from producer import GovernanceClient
 from producer.audit import verify_request
 from producer.keys import SigningKey, generate
+from producer.queries import Queries
 from producer.signing import sign_command
 from producer.subscriptions import Subscription
-from worker import registry
+from worker import policy_store, registry
+
+#: What the demo policy's first rule requires becomes the request's first requirement.
+CAB_STEP = "policy-1"
 
 INTENT = {
     "operation_name": "raise-rate-limit",
     "category": "configuration",
     "risk_level": "high",
     "blast_radius": {"scope": "module", "estimated_affected_count": 12},
+}
+#: A change every service sees: the demo policy's first rule.
+GLOBAL_INTENT = {
+    **INTENT,
+    "operation_name": "raise-global-rate-limit",
+    "blast_radius": {"scope": "global", "estimated_affected_count": 40},
 }
 
 
@@ -148,19 +157,10 @@ rules:
 
 
 def apply_demo_policy(database_url: str) -> None:
-    """Make :data:`DEMO_POLICY` the active approval policy, unless it already is."""
-    policy = parse_policy(DEMO_POLICY)
-    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
-        conn.execute("LOCK TABLE policy_versions IN EXCLUSIVE MODE")
-        active = conn.execute(
-            "SELECT sha256 FROM policy_versions ORDER BY version DESC LIMIT 1"
-        ).fetchone()
-        if active is None or active[0] != policy.sha256:
-            conn.execute(
-                "INSERT INTO policy_versions (version, sha256, document) "
-                "SELECT coalesce(max(version), 0) + 1, %s, %s FROM policy_versions",
-                (policy.sha256, Jsonb(policy.document)),
-            )
+    """Make :data:`DEMO_POLICY` the active approval policy (once its actors are registered;
+    applying it again adds no version)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        policy_store.apply_policy(conn, parse_policy(DEMO_POLICY), force=False)
 
 
 def run_tour(
@@ -190,20 +190,20 @@ def run_tour(
     try:
         with GovernanceClient(broker_url, timeout=timeout, signing_key=keys) as client:
 
-            def submit(name: str, **kwargs: Any) -> str:
+            def submit(name: str, expect: str = "transition.applied", **kwargs: Any) -> str:
                 request_id = prefix + name
                 kwargs.setdefault("actor", pipeline)
+                kwargs.setdefault("intent", INTENT)
                 outcome = client.send_and_wait(
                     client.submit(
                         request_id,
                         state_id="rate-limits",
                         state_type="config",
                         mutation_type="update",
-                        intent=INTENT,
                         **kwargs,
                     )
                 )
-                _expect(report, outcome, "transition.applied", f"submit {name}")
+                _expect(report, outcome, expect, f"submit {name}")
                 return request_id
 
             say("A race: approve and cancel issued against the same snapshot (revision 1)")
@@ -295,14 +295,16 @@ def run_tour(
                 )
                 _expect(report, resolved, "transition.applied", f"resolve {strategy}")
                 report.requests[request_id] = f"{strategy} -> {resolved.get('to_status')}"
-            say("Proved authors: a forged approval, a self-approval, and two of a group")
-            cab = submit(
-                "two-of-cab",
-                actor=alice,
-                approval_requirements=[
-                    {"approval_id": "cab", "approver_group": "demo-cab", "min_approvals": 2}
-                ],
+            say(
+                "The deployment's approval policy: a change of global reach needs two members "
+                "of the CAB, whatever its requester asks for"
             )
+            submit(
+                "global-skip", "policy_violation", intent=GLOBAL_INTENT, initial_status="approved"
+            )
+            cab = submit("two-of-cab", actor=alice, intent=GLOBAL_INTENT)
+            _explain(cab, database_url, printer, as_json)
+            say("Proved authors: a forged approval, a self-approval, and two of the CAB")
             # Right actor id, right key id, wrong key: what anyone with broker access could do.
             forger = SigningKey(
                 "demo-alice", keys["demo-alice"].key_id, generate("demo-alice").seed
@@ -311,7 +313,7 @@ def run_tour(
                 sign_command(
                     client.wire_form(
                         client.approve_requirement(
-                            cab, expected_revision=1, actor=alice, approval_id="cab"
+                            cab, expected_revision=1, actor=alice, approval_id=CAB_STEP
                         )
                     ),
                     forger,
@@ -320,19 +322,21 @@ def run_tour(
             )
             _expect(report, forged, "unauthenticated", "forged approval")
             own = client.send_and_wait(
-                client.approve_requirement(cab, expected_revision=1, actor=alice, approval_id="cab")
+                client.approve_requirement(
+                    cab, expected_revision=1, actor=alice, approval_id=CAB_STEP
+                )
             )
             _expect(report, own, "approval_not_allowed", "self-approval")
             revision = 1
             for actor in (bob, carol):
                 granted = client.send_and_wait(
                     client.approve_requirement(
-                        cab, expected_revision=revision, actor=actor, approval_id="cab"
+                        cab, expected_revision=revision, actor=actor, approval_id=CAB_STEP
                     )
                 )
                 _expect(report, granted, "transition.applied", f"cab grant by {actor['id']}")
                 revision += 1
-            report.requests[cab] = "approved by two members of cab, not by its submitter"
+            report.requests[cab] = "approved by two members of the CAB, as the policy requires"
             printer.wait_for(lambda: len(printer.last) >= _expected_events(report), timeout)
     finally:
         printer.close()
@@ -360,11 +364,34 @@ def _verify_histories(report: Report, database_url: str, say: Callable[[str], No
     )
 
 
+def _explain(request_id: str, database_url: str, printer: EventPrinter, as_json: bool) -> None:
+    """What ``governance policy explain`` says of the request: the rule it falls under, its
+    requirements, and who may decide them now."""
+    explanation = Queries(database_url).explain(request_id)
+    if explanation is None:
+        return
+    with printer.lock:
+        if as_json:
+            click.echo(json.dumps({"explain": explanation.to_dict()}))
+            return
+        reference = explanation.request.policy
+        if reference is not None:
+            click.echo(f"policy version {reference.version}, rule {reference.rule_id}")
+        for item in explanation.requirements:
+            requirement = item.requirement
+            who = requirement.approver_group or requirement.approver_id
+            click.echo(
+                f"  {requirement.approval_id} (step {requirement.step_order}, "
+                f"{requirement.source.value}): {who}, {requirement.min_approvals} approval(s); "
+                f"may decide now: {', '.join(item.may_decide_now) or 'nobody'}"
+            )
+
+
 def _expected_events(report: Report) -> int:
     # Submits, the race pair, four requirement decisions, the expiry, three resolutions with
-    # their grants, and the group request with its forgery, self-approval and two grants:
-    # every command the tour sent has an outcome to print.
-    return 2 + 1 + 1 + 4 + 1 + 1 + 3 * 3 + 5
+    # their grants, the submit the policy refuses, and the group request with its forgery,
+    # self-approval and two grants: every command the tour sent has an outcome to print.
+    return 2 + 1 + 1 + 4 + 1 + 1 + 3 * 3 + 1 + 5
 
 
 def _expect(report: Report, event: dict[str, Any], wanted: str, step: str) -> None:

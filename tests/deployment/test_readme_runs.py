@@ -23,7 +23,6 @@ import pytest
 
 from tests.conftest import purge_queues
 from tests.deployment.test_readme import BIN, commented_lines, marked_block, marked_blocks
-from tests.support.policies import apply_policy
 from tests.support.processes import WorkerProcess
 from tests.support.services import fresh_database
 from worker.migrate import migrate
@@ -96,11 +95,10 @@ class Walked:
 
 @pytest.fixture(scope="module")
 def readme_database(postgres_server_url: str) -> Iterator[str]:
-    """A migrated database of its own, with an empty registry: the walk-through registers
-    its actors itself."""
+    """A migrated database of its own, with an empty registry and no approval policy: the
+    walk-through registers its actors and applies its policy itself."""
     with fresh_database(postgres_server_url) as url:
         migrate(url)
-        apply_policy(url)
         yield url
 
 

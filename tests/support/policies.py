@@ -10,10 +10,10 @@ Tests about the policy apply their own.
 from __future__ import annotations
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from governance.policy import Policy
 from governance.policy_document import parse_policy
+from worker.policy_store import apply_policy as apply_policy_version
 
 OPEN_POLICY = """\
 policy: 1
@@ -25,16 +25,10 @@ rules:
 
 
 def apply_policy(database_url: str, text: str = OPEN_POLICY) -> tuple[int, Policy]:
-    """Make ``text`` the database's active approval policy (its next version), as
-    ``governance policy apply --force`` would; its version and compiled form."""
+    """Make ``text`` the database's active approval policy, as ``governance policy apply
+    --force`` does (a test registers the policy's approvers when it needs them, often
+    after); its version and compiled form."""
     policy = parse_policy(text)
-    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
-        conn.execute("LOCK TABLE policy_versions IN EXCLUSIVE MODE")
-        row = conn.execute(
-            "INSERT INTO policy_versions (version, sha256, document, forced) "
-            "SELECT coalesce(max(version), 0) + 1, %s, %s, true FROM policy_versions "
-            "RETURNING version",
-            (policy.sha256, Jsonb(policy.document)),
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), policy
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        applied = apply_policy_version(conn, policy, force=True)
+    return applied.version.version, policy

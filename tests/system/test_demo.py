@@ -90,12 +90,23 @@ def check_tour(lines: list[dict[str, Any]]) -> None:
     for request_id, final in summary["requests"].items():
         assert final["revision"] == applied[request_id], request_id
 
+    # The approval policy: the pipeline's attempt to start a global change approved is
+    # refused, and the policy's own requirement is explained and then met by two CAB members
+    skipped = [e for e in events if e["request_id"].endswith("-global-skip")]
+    assert [e["rejection"]["code"] for e in skipped] == ["policy_violation"]
+    explained = next(line["explain"] for line in lines if "explain" in line)
+    assert explained["policy"]["rule_id"] == "global-changes"
+    (requirement,) = explained["requirements"]
+    assert (requirement["approval_id"], requirement["source"]) == ("policy-1", "policy")
+    assert requirement["may_decide_now"] == ["demo-bob", "demo-carol"]
+
     statuses = {rid.rsplit("-", 1)[-1]: f["status"] for rid, f in summary["requests"].items()}
     assert statuses["expiring"] == "expired"
     assert statuses["step"] == "approved"  # the two-step approval
     assert statuses["reject"] == "rejected"
     assert statuses["require"] == "pending"
     assert statuses["revalidate"] == "approved"
+    assert statuses["cab"] == "approved"  # the policy's two-of-CAB requirement
 
 
 @pytest.mark.system
