@@ -151,7 +151,8 @@ _key_dir: Path | None = None
 
 def signing_env(args: Iterable[str], default_actor: str) -> dict[str, str]:
     """The environment a ``governance`` command line needs to sign as the actor it names
-    (``--actor X``, else ``default_actor``): ``GOVERNANCE_SIGNING_KEY`` of that actor."""
+    (``--actor X``, else ``default_actor``): ``GOVERNANCE_SIGNING_KEY`` of that actor, who is
+    registered in every tracked database."""
     global _key_dir
     words = list(args)
     actor = default_actor
@@ -160,6 +161,9 @@ def signing_env(args: Iterable[str], default_actor: str) -> dict[str, str]:
             actor = words[index + 1]
     if actor in UNREGISTERED:
         return {}
+    # Registered before the command line signs with its key, as ``sign`` does: whether an
+    # earlier test of this process happened to sign as the same actor must not matter.
+    _ensure_registered(actor)
     with _lock:
         if _key_dir is None:
             _key_dir = Path(tempfile.mkdtemp(prefix="governance-test-keys-"))

@@ -316,7 +316,8 @@ def test_without_wait_the_command_id_is_printed_and_the_command_is_applied(
     # Then the command id is printed at once, and its outcome follows
     assert result.returncode == 0
     command_id = result.stdout.strip()
-    assert events.wait_for([command_id])[command_id]["event_type"] == "transition.applied"
+    outcome = events.wait_for([command_id])[command_id]
+    assert outcome["event_type"] == "transition.applied", outcome.get("rejection")
 
 
 def test_a_dry_run_prints_a_command_that_send_then_applies(

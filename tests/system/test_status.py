@@ -76,8 +76,10 @@ def publish_blocked_broker_url(quiet_broker: str) -> Iterator[str]:
         yield url
 
 
-def running(database_url: str, broker_url: str, tmp_path: Path) -> WorkerProcess:
-    worker = WorkerProcess(database_url, broker_url, concurrency=1, log_path=tmp_path / "w.log")
+def running(database_url: str, broker_url: str, tmp_path: Path, **env: str) -> WorkerProcess:
+    worker = WorkerProcess(
+        database_url, broker_url, concurrency=1, log_path=tmp_path / "w.log", extra_env=env
+    )
     worker.wait_ready()
     return worker
 
@@ -122,9 +124,32 @@ def test_a_consuming_worker_and_an_empty_backlog_are_healthy(
     finally:
         worker.stop()
     assert (code, document["healthy"], document["problems"]) == (0, True, [])
-    assert any(COMMANDS_QUEUE in w["queues"] for w in document["workers"])
+    (seen,) = document["workers"]
+    assert COMMANDS_QUEUE in seen["queues"]
+    assert (seen["auth"], seen["policy"]) == ("signed", "required")
     (commands,) = [q for q in document["queues"] if q["name"] == COMMANDS_QUEUE]
     assert commands["consumers"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("GOVERNANCE_POLICY", "requester", "runs GOVERNANCE_POLICY=requester (development only)"),
+        ("GOVERNANCE_AUTH", "off", "runs GOVERNANCE_AUTH=off (development only)"),
+    ],
+)
+def test_a_worker_in_a_development_mode_is_reported_and_needs_attention(
+    private_database: str, quiet_broker: str, tmp_path: Path, setting: str, value: str, said: str
+) -> None:
+    worker = running(private_database, quiet_broker, tmp_path, **{setting: value})
+    try:
+        code, document, _ = status(private_database, quiet_broker, *INSPECT_WAIT)
+    finally:
+        worker.stop()
+    (seen,) = document["workers"]
+    assert seen["policy" if setting == "GOVERNANCE_POLICY" else "auth"] == value
+    assert code == EXIT_NEEDS_ATTENTION
+    assert [p for p in document["problems"] if seen["name"] in p and said in p]
 
 
 def test_dead_letters_waiting_need_attention(
@@ -263,5 +288,5 @@ def test_an_active_policy_the_registry_no_longer_satisfies_needs_attention(
     assert problem.startswith(
         f"approval policy version {version} cannot be satisfied by the registry: {shortfall}"
     )
-    assert f"approval policy: version {version} (1 rule(s), forced), UNSATISFIABLE" in text.stdout
+    assert f"approval policy: version {version} (1 rule(s)), UNSATISFIABLE" in text.stdout
     assert f"governance: needs attention: {problem}" in text.stderr
