@@ -78,7 +78,11 @@ def _print_json(document: dict[str, Any]) -> None:
 
 def _text(health: Health) -> str:
     lines = [f"workers: {len(health.workers)}"]
-    lines += [f"  {w.name}: {', '.join(w.queues) or '(no queues)'}" for w in health.workers]
+    lines += [
+        f"  {w.name}: {', '.join(w.queues) or '(no queues)'}"
+        + (f" (auth {w.auth}, policy {w.policy})" if w.auth and w.policy else "")
+        for w in health.workers
+    ]
     lines.append("queues:")
     for queue in health.queues:
         shown = (

@@ -84,10 +84,13 @@ class QueueState:
 
 @dataclass(frozen=True, slots=True)
 class WorkerState:
-    """A worker that answered, with the queues it consumes."""
+    """A worker that answered, with the queues it consumes and the modes it runs in
+    (``auth``: signed or off; ``policy``: required or requester; None where it did not say)."""
 
     name: str
     queues: tuple[str, ...]
+    auth: str | None = None
+    policy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +186,7 @@ def problems(health: Health, max_outbox_age: float) -> list[str]:
         found.append(f"no worker is consuming {COMMANDS_QUEUE}")
     dead = health.queue(DEAD_LETTER_QUEUE).messages
     if dead:
-        found.append(f"{dead} dead letter(s) on {DEAD_LETTER_QUEUE} (governance dead-letters list)")
+        found.append(f"{dead} dead letter(s) on {DEAD_LETTER_QUEUE} (governance dlq list)")
     oldest = health.oldest_unpublished_age_seconds
     if oldest is not None and oldest > max_outbox_age:
         found.append(
@@ -191,7 +194,26 @@ def problems(health: Health, max_outbox_age: float) -> list[str]:
             f"{oldest:.0f}s old (threshold {max_outbox_age:g}s): is the relay running, can "
             "the workers publish?"
         )
+    found.extend(mode_problems(health.workers))
     found.extend(policy_problems(health.policy))
+    return found
+
+
+def mode_problems(workers: tuple[WorkerState, ...]) -> list[str]:
+    """The workers that run in a development mode: each one's commands are not judged as
+    a deployment's must be."""
+    found = []
+    for worker in workers:
+        if worker.auth == "off":
+            found.append(
+                f"worker {worker.name} runs GOVERNANCE_AUTH=off (development only): it takes "
+                "every actor as asserted"
+            )
+        if worker.policy == "requester":
+            found.append(
+                f"worker {worker.name} runs GOVERNANCE_POLICY=requester (development only): "
+                "requests it accepts take the approvals their requesters ask for"
+            )
     return found
 
 
@@ -240,17 +262,22 @@ def workers_seen(broker_url: str, timeout: float) -> list[WorkerState]:
     """The workers that answer a ping within ``timeout``, with the queues they consume."""
     app = Celery("governance-status", broker=broker_url, set_as_current=False)
     try:
-        inspect = app.control.inspect(timeout=timeout)
-        answered = inspect.active_queues() or {}
+        replies = app.control.broadcast("governance_state", reply=True, timeout=timeout)
+        answered = {name: reply for each in replies or () for name, reply in each.items()}
     except (OSError, AMQPError, kombu.exceptions.KombuError, ConnectionError) as exc:
         raise ServiceUnreachable("broker", str(exc) or type(exc).__name__) from exc
     finally:
         with contextlib.suppress(Exception):
             app.close()
-    return [
-        WorkerState(name, tuple(sorted(q.get("name", "") for q in queues or ())))
-        for name, queues in sorted(answered.items())
-    ]
+    return [_worker_state(name, reply) for name, reply in sorted(answered.items())]
+
+
+def _worker_state(name: str, reply: Any) -> WorkerState:
+    if not isinstance(reply, dict) or "queues" not in reply:
+        # A worker of a release that does not answer governance_state: seen, modes unknown.
+        return WorkerState(name, ())
+    queues = tuple(sorted(q.get("name", "") for q in reply.get("queues") or ()))
+    return WorkerState(name, queues, reply.get("auth"), reply.get("policy"))
 
 
 def database_state(

@@ -502,6 +502,18 @@ def _active_queues(state: Any) -> list[dict[str, Any]]:
     return [dict(queue.as_dict(recurse=True)) for queue in queues]
 
 
+@inspect_command(name="governance_state")
+def _governance_state(state: Any) -> dict[str, Any]:
+    """What ``governance status`` asks each worker, in one round: the queues it consumes (as
+    ``active_queues``) and the modes it runs in, so a worker started in a development mode
+    inside a deployment is seen."""
+    return {
+        "queues": _active_queues(state),
+        "auth": settings.auth,
+        "policy": settings.approval_policy,
+    }
+
+
 @signals.worker_init.connect
 def _check_broker_topology(**_: Any) -> None:
     """Stop at once, with one line saying what to do, when the broker holds a worker queue
