@@ -79,7 +79,9 @@ def collect_outcomes(
     events: list[dict[str, Any]] = []
     answered: set[str] = set()
     deadline = time.monotonic() + timeout
-    while answered < command_ids:
+    # Every command of ours answered: the worker's beat also expires requests that are due,
+    # and the outcome of such a command (not ours) must not end the wait early.
+    while not command_ids <= answered:
         if time.monotonic() > deadline:
             missing = sorted(command_ids - answered)
             raise TimeoutError(f"{len(missing)} command(s) without an outcome: {missing[:5]}")
