@@ -325,22 +325,25 @@ def _policy_violation(
     """Why a submit under ``rule`` may not be applied as asked, if it may not: a request that
     needs approval must start pending for it, and the requester's requirements may not take
     the ids of the policy's."""
-    needs = f"rule {rule.id} requires approval ({rule.requires()})"
+    if not (required or requested):
+        return None
+
+    def needs() -> str:
+        return f"rule {rule.id} requires approval ({rule.requires()})"
+
     policy_ids = {r.approval_id: r.step_order for r in required}
     for index, r in enumerate(requested):
         if r.approval_id in policy_ids:
             return (
-                f"{needs}: args.approval_requirements[{index}].approval_id {r.approval_id} is "
-                f"the id of the policy's step {policy_ids[r.approval_id]}; give it another"
+                f"{needs()}: args.approval_requirements[{index}].approval_id {r.approval_id} "
+                f"is the id of the policy's step {policy_ids[r.approval_id]}; give it another"
             )
-    if not (required or requested):
-        return None
     # Absent, initial_status was derived: created when nothing else implied pending.
     if args.initial_status_given and args.initial_status is not Status.PENDING:
-        return f"{needs}: initial_status {args.initial_status.value} is not allowed"
+        return f"{needs()}: initial_status {args.initial_status.value} is not allowed"
     if args.pending_reason not in (None, PendingReason.APPROVAL):
         assert args.pending_reason is not None
-        return f"{needs}: pending_reason {args.pending_reason.value} is not allowed"
+        return f"{needs()}: pending_reason {args.pending_reason.value} is not allowed"
     return None
 
 
