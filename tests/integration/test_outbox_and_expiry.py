@@ -4,10 +4,8 @@ twice by concurrent relays, and no due request expires twice."""
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable
-from contextlib import closing
 from typing import Any
 
 import psycopg
@@ -27,6 +25,7 @@ from tests.integration.helpers import (
 )
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
+from tests.support.ports import reserve_port
 from tests.support.signed import apply_command
 from worker.expiry import expire_due
 from worker.outbox import EventPublisher, publish_outcomes, relay_unpublished
@@ -39,10 +38,7 @@ PAST = "2020-01-01T00:00:00Z"
 
 def unreachable_broker_url() -> str:
     """An AMQP URL on a local port where nothing listens (connections are refused)."""
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"amqp://guest:guest@127.0.0.1:{port}//"
+    return f"amqp://guest:guest@127.0.0.1:{reserve_port()}//"
 
 
 def published_at(conn: psycopg.Connection[Any], sequence: int) -> Any:

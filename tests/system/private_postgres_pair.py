@@ -39,8 +39,8 @@ from typing import Any
 import psutil
 import psycopg
 
+from tests.support.ports import reserve_port
 from tests.support.services import postgres_answers
-from tests.system.private_services import free_port
 
 #: The nodes' names: each reports its own as ``application_name`` when it streams, and
 #: names the other in ``synchronous_standby_names`` (inert while it is a standby), so that
@@ -133,8 +133,8 @@ class PostgresPair:
         self.synchronous = synchronous
         self.base = base
         # Named for the roles they start in: a failover swaps them.
-        self.primary = Node(NODE_NAMES[0], base / NODE_NAMES[0], free_port())
-        self.standby = Node(NODE_NAMES[1], base / NODE_NAMES[1], free_port())
+        self.primary = Node(NODE_NAMES[0], base / NODE_NAMES[0], reserve_port())
+        self.standby = Node(NODE_NAMES[1], base / NODE_NAMES[1], reserve_port())
         if self.account is not None:
             # The servers' account must reach its data directories through the test's.
             base.chmod(0o755)

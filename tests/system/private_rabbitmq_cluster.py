@@ -21,8 +21,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.ports import reserve_port
 from tests.support.services import broker_answers, unavailable
-from tests.system.private_services import free_port
 
 #: Where distribution packages keep the real scripts (``/usr/sbin`` holds wrappers that
 #: switch to the ``rabbitmq`` user and reset its home, which would share one cookie with the
@@ -56,7 +56,7 @@ class ClusterNode:
         self.scripts = scripts
         self.label = label
         self.node = f"governance-{label}-{uuid.uuid4().hex[:6]}@localhost"
-        self.port = free_port()
+        self.port = reserve_port()
         home = base / "home"
         for sub in ("mnesia", "log", "home"):
             (base / sub).mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,7 @@ class ClusterNode:
             "RABBITMQ_NODENAME": self.node,
             "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
             "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_DIST_PORT": str(reserve_port()),
             "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
             "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),

@@ -11,7 +11,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,13 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import reserve_port
 from tests.support.services import broker_answers, postgres_answers
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateRabbitMQ:
@@ -37,7 +31,7 @@ class PrivateRabbitMQ:
         if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
             pytest.skip("rabbitmq-server is not installed: cannot run a private RabbitMQ node")
         self.base = base
-        self.port = free_port()
+        self.port = reserve_port()
         self.node = f"governance-test-{uuid.uuid4().hex[:8]}@localhost"
         for sub in ("mnesia", "log"):
             (base / sub).mkdir(parents=True, exist_ok=True)
@@ -54,7 +48,7 @@ class PrivateRabbitMQ:
             **os.environ,
             "RABBITMQ_NODENAME": self.node,
             "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_DIST_PORT": str(reserve_port()),
             "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
             "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
             "RABBITMQ_LOG_BASE": str(base / "log"),
@@ -166,7 +160,7 @@ class PrivatePostgres:
         socket_dir = self.server.get_postmaster_info().socket_dir
         self._options = f'-h "" -k {socket_dir}'
         if tcp:
-            self.port = free_port()
+            self.port = reserve_port()
             self._options = f"-h 127.0.0.1 -p {self.port} -k {socket_dir}"
             self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
             self.stop()

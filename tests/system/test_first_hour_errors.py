@@ -16,9 +16,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.support.commands import new_id
+from tests.support.ports import reserve_port
 from tests.support.processes import PROJECT_ROOT, run_governance, service_env
 from tests.support.services import fresh_database
-from tests.system.private_services import free_port
 
 pytestmark = pytest.mark.system
 
@@ -39,11 +39,11 @@ def one_line_error(result: subprocess.CompletedProcess[str], exit_code: int) -> 
 
 def nothing_listens() -> str:
     """An AMQP URL, with a password, of a port nothing listens on."""
-    return f"amqp://guest:{PASSWORD}@127.0.0.1:{free_port()}//"
+    return f"amqp://guest:{PASSWORD}@127.0.0.1:{reserve_port()}//"
 
 
 def no_database() -> str:
-    return f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/governance"
+    return f"postgresql://postgres:{PASSWORD}@127.0.0.1:{reserve_port()}/governance"
 
 
 def with_password(url: str, password: str) -> str:
@@ -142,7 +142,7 @@ def test_show_accepts_a_multi_host_url_and_reaches_the_host_that_answers(
     database_url: str, broker_url: str
 ) -> None:
     parts = urlsplit(database_url)
-    hosts = f"127.0.0.1:{free_port()},{parts.hostname}:{parts.port or 5432}"
+    hosts = f"127.0.0.1:{reserve_port()},{parts.hostname}:{parts.port or 5432}"
     userinfo = parts.netloc.rpartition("@")[0]
     netloc = f"{userinfo}@{hosts}" if userinfo else hosts
     multi = urlunsplit((parts.scheme, netloc, parts.path, "target_session_attrs=any", ""))
@@ -161,7 +161,7 @@ def test_a_redis_broker_url_on_submit_is_refused_naming_the_variable(database_ur
 
 
 def test_failover_to_the_second_broker_of_a_list(database_url: str, broker_url: str) -> None:
-    down = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    down = f"amqp://guest:guest@127.0.0.1:{reserve_port()}//"
 
     result = run_governance(database_url, f"{down};{broker_url}", "dlq", "list")
 

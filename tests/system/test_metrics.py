@@ -3,7 +3,6 @@ commands came to: in per-task mode across two prefork children, and in batch mod
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from tests.conftest import purge_queues
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from tests.support.identities import sign
+from tests.support.ports import reserve_port
 from tests.support.processes import WorkerProcess
 from tests.system.test_traces import relay_now
 
@@ -30,12 +30,6 @@ MODES = {
 }
 
 APPLIED, CONFLICTS, INVALID = 12, 5, 3
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def send(broker_url: str, payloads: list[dict[str, Any]]) -> None:
@@ -95,7 +89,7 @@ def metered_worker(
     request: pytest.FixtureRequest, database_url: str, broker_url: str, tmp_path: Path
 ) -> Iterator[tuple[str, int]]:
     """A worker of the mode, serving metrics on a port of its own."""
-    port = free_port()
+    port = reserve_port()
     worker = WorkerProcess(
         database_url,
         broker_url,
@@ -168,7 +162,7 @@ def test_dead_letters_and_relay_runs_are_counted(
     database_url: str, broker_url: str, tmp_path: Path
 ) -> None:
     purge_queues(broker_url)  # a relay run left queued by an earlier test would count too
-    port = free_port()
+    port = reserve_port()
     worker = WorkerProcess(
         database_url,
         broker_url,
