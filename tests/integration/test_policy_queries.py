@@ -19,6 +19,7 @@ from tests.conftest import migrated_database
 from tests.support.commands import command, new_id, submit
 from tests.support.identities import key_for, register
 from tests.support.policies import apply_policy
+from tests.support.services import owner_bypassing_guards
 from tests.support.signed import apply_command
 from worker import registry
 from worker.verification import Trust
@@ -326,23 +327,24 @@ def test_pending_for_by_state_and_as_json(database: str, conn: psycopg.Connectio
 
 def crowd(conn: psycopg.Connection[Any], request_id: str) -> None:
     """Make the database a busy one: 5,000 pending requests like ``request_id`` for 500
-    other groups, and 5,000 approvers in them."""
-    conn.execute(
-        """
-        INSERT INTO mutation_requests (
-            request_id, state_id, state_type, mutation_type, intent, context, status,
-            pending_reason, approval_requirements, revision, created_at, updated_at, metadata)
-        SELECT 'crowd-' || n, state_id, state_type, mutation_type, intent, context, status,
-               pending_reason,
-               jsonb_build_array(jsonb_build_object(
-                   'approval_id', 'policy-1', 'approver_group', 'g' || n %% 500,
-                   'status', 'pending', 'step_order', 1, 'min_approvals', 1, 'grants', '[]')),
-               revision, created_at, updated_at, metadata
-        FROM mutation_requests, generate_series(1, 5000) AS n
-        WHERE request_id = %s
-        """,
-        (request_id,),
-    )
+    other groups, and 5,000 approvers in them (planted as the owner, without histories)."""
+    with owner_bypassing_guards(conn):
+        conn.execute(
+            """
+            INSERT INTO mutation_requests (
+                request_id, state_id, state_type, mutation_type, intent, context, status,
+                pending_reason, approval_requirements, revision, created_at, updated_at, metadata)
+            SELECT 'crowd-' || n, state_id, state_type, mutation_type, intent, context, status,
+                   pending_reason,
+                   jsonb_build_array(jsonb_build_object(
+                       'approval_id', 'policy-1', 'approver_group', 'g' || n %% 500,
+                       'status', 'pending', 'step_order', 1, 'min_approvals', 1, 'grants', '[]')),
+                   revision, created_at, updated_at, metadata
+            FROM mutation_requests, generate_series(1, 5000) AS n
+            WHERE request_id = %s
+            """,
+            (request_id,),
+        )
     conn.execute(
         "INSERT INTO actors (actor_id, type, roles, groups) "
         "SELECT 'crowd-' || n, 'user', '{approver}', ARRAY['g' || n % 500] "

@@ -62,13 +62,27 @@ def connect_as(database_url: str, role: dict[str, str]) -> psycopg.Connection[An
     )
 
 
-def insert_request(conn: psycopg.Connection[Any], request_id: str) -> None:
+def insert_request(
+    conn: psycopg.Connection[Any], request_id: str, chain_head: str | None = None
+) -> None:
+    columns = "" if chain_head is None else ", chain_head"
     conn.execute(
         "INSERT INTO mutation_requests (request_id, state_id, state_type, mutation_type, intent,"
-        " context, status, revision, created_at, updated_at)"
-        " VALUES (%s, 's-1', 'config', 'update', '{}', '{}', 'created', 1, now(), now())",
-        (request_id,),
+        f" context, status, revision, created_at, updated_at{columns})"
+        " VALUES (%s, 's-1', 'config', 'update', '{}', '{}', 'created', 1, now(), now()"
+        + ("" if chain_head is None else ", %s")
+        + ")",
+        (request_id,) if chain_head is None else (request_id, chain_head),
     )
+
+
+def insert_history(conn: psycopg.Connection[Any], request_id: str, chain_hash: str) -> None:
+    """A request at revision 1 with its decision and its kept command, in one transaction
+    (the database refuses a request row that its decisions do not account for)."""
+    with conn.transaction():
+        insert_request(conn, request_id, chain_hash)
+        insert_decision(conn, request_id, chain_hash)
+        insert_proof(conn, request_id)
 
 
 def insert_decision(conn: psycopg.Connection[Any], request_id: str, chain_hash: str) -> None:
@@ -118,14 +132,7 @@ def test_a_worker_appends_history_but_cannot_rewrite_it(
     with login_role(db, "governance_worker") as role, connect_as(database_url, role) as worker:
         # Given a request, its decision and its proof, written by a worker
         request_id = new_id()
-        insert_request(worker, request_id)
-        insert_decision(worker, request_id, "0" * 64)
-        insert_proof(worker, request_id)
-        # and the request's row and its chain head kept up to date by the worker
-        worker.execute(
-            "UPDATE mutation_requests SET chain_head = %s, revision = 2 WHERE request_id = %s",
-            ("0" * 64, request_id),
-        )
+        insert_history(worker, request_id, "0" * 64)
         assert worker.execute(
             "SELECT count(*) FROM request_decisions WHERE request_id = %s", (request_id,)
         ).fetchone() == (1,)
@@ -377,9 +384,7 @@ def test_proofs_and_decisions_are_append_only_for_the_owner_too(
     db: psycopg.Connection[Any],
 ) -> None:
     request_id = new_id()
-    insert_request(db, request_id)
-    insert_decision(db, request_id, "ab" * 32)
-    insert_proof(db, request_id)
+    insert_history(db, request_id, "ab" * 32)
 
     with pytest.raises(TRIGGER_REFUSAL, match="command_proofs is append-only"):
         db.execute("UPDATE command_proofs SET key_id = 'k' WHERE request_id = %s", (request_id,))
@@ -395,8 +400,7 @@ def test_proofs_and_decisions_are_append_only_for_the_owner_too(
 
 def test_one_proof_per_applied_revision(db: psycopg.Connection[Any]) -> None:
     request_id = new_id()
-    insert_request(db, request_id)
-    insert_proof(db, request_id)
+    insert_history(db, request_id, "ab" * 32)
 
     with pytest.raises(psycopg.errors.UniqueViolation):
         insert_proof(db, request_id)

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import kombu
@@ -239,3 +240,15 @@ def spare_vhost(broker_url: str) -> Iterator[str]:
         subprocess.run(
             ["rabbitmqctl", "delete_vhost", name], capture_output=True, timeout=60, check=False
         )
+
+
+@contextlib.contextmanager
+def owner_bypassing_guards(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Write as the database's owner does when it switches the history's guards off (a
+    superuser's ``session_replication_role = replica``): for fixtures that plant rows by
+    hand, and for attacks staged as the owner, against whom only an anchor proves anything."""
+    conn.execute("SET session_replication_role = replica")
+    try:
+        yield
+    finally:
+        conn.execute("RESET session_replication_role")
