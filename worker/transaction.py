@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from governance.authentication import SIGNED, KeyRecord, Trust, authenticate, principal_from_row
 from governance.codec import (
     actor_from_dict,
     actor_to_dict,
@@ -62,7 +63,6 @@ from governance.rules import Applied, Rejection, RejectionCode, decide, requests
 from governance.trust import Principal, authorize
 from worker import sql
 from worker.errors import InfrastructureError, TransientConflict, translate
-from worker.verification import SIGNED, KeyRecord, Trust, authenticate, principal_from_row
 from worker.writes import EventWrite, RunWrites
 
 #: Reruns of a transaction that lost a benign race (see ``TransientConflict``).
