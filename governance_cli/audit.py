@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -107,6 +108,15 @@ def _load_operator_key(path: str | None) -> SigningKey:
         _usage_error(str(exc))
 
 
+@dataclass(frozen=True)
+class _Anchoring:
+    """What ``verify --all --anchor`` checks the anchor with and writes the next one with."""
+
+    key: SigningKey
+    pinned: list[str]
+    init: bool
+
+
 def _pinned_keys(values: tuple[str, ...]) -> list[str]:
     """The public keys given with --anchor-key; a usage error when none are, or one is not
     a key."""
@@ -128,18 +138,14 @@ def _pinned_keys(values: tuple[str, ...]) -> list[str]:
 
 def _check_anchor_options(
     anchor_path: str | None, anchor_keys: tuple[str, ...], init: bool, signing_key: str | None
-) -> tuple[SigningKey, list[str]] | None:
+) -> _Anchoring | None:
     """The key to sign a fresh anchor with and the pinned keys, checked before the long
     verification; None without --anchor."""
     if anchor_path is None:
         return None
     pinned = _pinned_keys(anchor_keys)
     if not init and not os.path.exists(anchor_path):
-        # A missing anchor is not a first run: it may be the evidence someone removed.
-        _usage_error(
-            f"there is no anchor {anchor_path}: give --init to write the first one (only "
-            "then is a missing anchor expected)"
-        )
+        _missing_anchor(anchor_path)
     key = _load_operator_key(signing_key)
     if key.public_key_b64 not in pinned:
         # The anchor it would write could not pass the next check with these pins.
@@ -147,14 +153,22 @@ def _check_anchor_options(
             f"the signing key {key.key_id} is not one of the pinned --anchor-key keys: the "
             "anchor it writes would fail the next check"
         )
-    return key, pinned
+    return _Anchoring(key, pinned, init)
+
+
+def _missing_anchor(anchor_path: str) -> NoReturn:
+    # A missing anchor is not a first run: it may be the evidence someone removed.
+    _usage_error(
+        f"there is no anchor {anchor_path}: give --init to write the first one (only then "
+        "is a missing anchor expected)"
+    )
 
 
 def _verify_all(
     conn: psycopg.Connection[Any],
     require_signed: bool,
     anchor_path: str | None,
-    anchoring: tuple[SigningKey, list[str]] | None,
+    anchoring: _Anchoring | None,
     as_json: bool,
 ) -> NoReturn:
     from producer.audit import (
@@ -183,17 +197,19 @@ def _verify_all(
     streamed = len(findings.items)
     extra: dict[str, Any] = {}
     if anchor_path is not None and anchoring is not None:
-        key, pinned = anchoring
+        key = anchoring.key
         extra["anchor"] = {"file": anchor_path, "checked": False, "written": False}
-        # Only --init lets the file be missing (checked before the verification); even then
-        # a file that exists by now is checked, never written over unchecked.
+        # Asked again after the long verification: a file that appeared meanwhile is checked,
+        # never written over unchecked, and one that vanished needs --init all the same.
         if os.path.exists(anchor_path):
             try:
-                anchored = check_anchor(conn, anchor_path, pinned=pinned)
+                anchored = check_anchor(conn, anchor_path, pinned=anchoring.pinned)
             except AnchorError as exc:
                 _usage_error(f"{exc} (left as it is)")
             findings.items.extend(anchored.items)
             extra["anchor"].update(checked=True, requests=anchored.requests)
+        elif not anchoring.init:
+            _missing_anchor(anchor_path)
         if findings.ok:
             try:
                 written = write_anchor(conn, key, anchor_path, heads=heads)
@@ -288,8 +304,8 @@ def verify(
     \b
     With --all --anchor FILE --anchor-key KEY --signing-key KEYFILE: FILE, signed by one of
     the pinned --anchor-key keys, proves no decision up to it was rewritten; when all
-    holds, a fresh anchor is written over it (never over a failed check). The first run
-    says --init.
+    holds, a fresh anchor is written over it (never over a failed check). The first run,
+    with no anchor yet, takes --init.
 
     \b
     Exit codes: 0 all holds, 6 something was altered (an anchor signed by a key not pinned
@@ -311,7 +327,7 @@ def verify(
     with _database(database_url) as conn:
         if all_requests:
             if anchoring is not None:
-                _check_key(conn, anchoring[0])
+                _check_key(conn, anchoring.key)
             _verify_all(conn, require_signed, anchor_path, anchoring, as_json)
         assert request_id is not None
         findings = verify_request(conn, request_id, require_signed=require_signed)

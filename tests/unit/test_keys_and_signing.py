@@ -273,7 +273,7 @@ def test_a_file_holding_no_key_is_a_key_file_error_naming_it(tmp_path: Path, con
     path = tmp_path / "operator.pub"
     path.write_text(content, encoding="utf-8")
 
-    with pytest.raises(KeyFileError, match="operator.pub"):
+    with pytest.raises(KeyFileError, match=r"operator\.pub"):
         load_public_key(str(path))
 
 
