@@ -28,6 +28,7 @@ from governance_cli.options import database_url_option
 from producer.outcomes import EXIT_ALTERED, EXIT_USAGE
 
 if TYPE_CHECKING:
+    from governance.replay import Deployment
     from producer.audit import Findings
     from producer.keys import SigningKey
 
@@ -84,14 +85,53 @@ def _read_export(path: str) -> Any:
         _usage_error(f"{path} is not JSON: {exc}")
 
 
-def _verify_file(path: str, require_signed: bool, as_json: bool) -> NoReturn:
-    from producer.audit import ExportFormatError, verify_export
+def _verify_file(
+    path: str,
+    require_signed: bool,
+    as_json: bool,
+    deployment: Deployment,
+    keys_path: str | None,
+) -> NoReturn:
+    from producer.audit import ExportFormatError, load_trusted_keys, verify_export
 
+    trusted = None
+    if keys_path is not None:
+        try:
+            trusted = load_trusted_keys(_read_export(keys_path))
+        except ExportFormatError as exc:
+            _usage_error(f"{keys_path}: {exc}")
     try:
-        findings = verify_export(_read_export(path), require_signed=require_signed)
+        findings = verify_export(
+            _read_export(path),
+            require_signed=require_signed,
+            deployment=deployment,
+            trusted_keys=trusted,
+        )
     except ExportFormatError as exc:
         _usage_error(f"{path}: {exc}")
-    _finish(findings, as_json, {"file": path})
+    keys = (
+        f"checked against the trusted key set {keys_path}"
+        if keys_path is not None
+        else "taken from the export only, not checked against a trusted set (give --keys FILE)"
+    )
+    if not as_json:
+        click.echo(f"keys: {keys}", err=True)
+    _finish(findings, as_json, {"file": path, "keys": keys})
+
+
+def _deployment(auth: str, policy_mode: str, audience: str, max_command_age: float) -> Deployment:
+    from datetime import timedelta
+
+    from governance.authentication import Policy
+    from governance.replay import Deployment
+
+    if max_command_age <= 0:
+        _usage_error("--max-command-age must be a positive number of seconds")
+    return Deployment(
+        signed=auth == "signed",
+        policy_required=policy_mode == "required",
+        commands=Policy(audience, timedelta(seconds=max_command_age)),
+    )
 
 
 def _load_operator_key(path: str | None) -> SigningKey:
@@ -170,6 +210,7 @@ def _verify_all(
     anchor_path: str | None,
     anchoring: _Anchoring | None,
     as_json: bool,
+    deployment: Deployment,
 ) -> NoReturn:
     from producer.audit import (
         AnchorError,
@@ -178,16 +219,20 @@ def _verify_all(
         head_of,
         read_all_request_ids,
         read_request_history,
+        reexecution_from_database,
         write_anchor,
     )
 
     findings = Findings()
     heads = {}
+    # The registry's and the policies' histories are read once, before the requests: a
+    # change made meanwhile only concerns decisions this run may not see either.
+    reexecution = reexecution_from_database(conn, deployment)
     for request_id in read_all_request_ids(conn):
         history = read_request_history(conn, request_id)
         if history is None:  # pragma: no cover - requests are never deleted
             continue
-        found = history.verify(require_signed=require_signed)
+        found = history.verify(require_signed=require_signed, reexecution=reexecution)
         if not as_json:
             # Streamed: a large database shows its findings as they are found.
             _echo_findings(found)
@@ -278,6 +323,47 @@ def _verify_all(
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Verify a document written by `governance export` (no database needed).",
 )
+@click.option(
+    "--auth",
+    type=click.Choice(["signed", "off"]),
+    default="signed",
+    envvar="GOVERNANCE_AUTH",
+    show_default=True,
+    help="How the deployment's workers judged commands, as they were set "
+    "[env GOVERNANCE_AUTH]: signed, or off (development mode, unsigned decisions expected).",
+)
+@click.option(
+    "--policy",
+    "policy_mode",
+    type=click.Choice(["required", "requester"]),
+    default="required",
+    envvar="GOVERNANCE_POLICY",
+    show_default=True,
+    help="How submits took their approvals [env GOVERNANCE_POLICY].",
+)
+@click.option(
+    "--audience",
+    default="governance",
+    envvar="GOVERNANCE_AUDIENCE",
+    show_default=True,
+    help="The audience signed commands had to name [env GOVERNANCE_AUDIENCE].",
+)
+@click.option(
+    "--max-command-age",
+    type=float,
+    default=86_400.0,
+    envvar="GOVERNANCE_MAX_COMMAND_AGE",
+    show_default=True,
+    help="Seconds a signed command could be old when applied [env GOVERNANCE_MAX_COMMAND_AGE].",
+)
+@click.option(
+    "--keys",
+    "keys_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="With --file: the trusted public keys (a JSON list of key_id, actor_id, "
+    "public_key); every key the export relies on must be one of them. Without it the "
+    "export's keys are taken on its own word, and the result says so.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @database_url_option
 def verify(
@@ -289,6 +375,11 @@ def verify(
     init: bool,
     signing_key: str | None,
     export_file: str | None,
+    auth: str,
+    policy_mode: str,
+    audience: str,
+    max_command_age: float,
+    keys_path: str | None,
     as_json: bool,
     database_url: str,
 ) -> None:
@@ -314,23 +405,28 @@ def verify(
     """
     from producer.audit import verify_request
 
+    deployment = _deployment(auth, policy_mode, audience, max_command_age)
     chosen = sum((request_id is not None, all_requests, export_file is not None))
     if chosen != 1:
         raise click.UsageError("give exactly one of REQUEST_ID, --all or --file F")
     if anchor_path is not None and not all_requests:
         raise click.UsageError("--anchor goes with --all")
+    if keys_path is not None and export_file is None:
+        raise click.UsageError("--keys goes with --file")
     if anchor_path is None and (anchor_keys or init):
         raise click.UsageError("--anchor-key and --init go with --anchor")
     if export_file is not None:
-        _verify_file(export_file, require_signed, as_json)
+        _verify_file(export_file, require_signed, as_json, deployment, keys_path)
     anchoring = _check_anchor_options(anchor_path, anchor_keys, init, signing_key)
     with _database(database_url) as conn:
         if all_requests:
             if anchoring is not None:
                 _check_key(conn, anchoring.key)
-            _verify_all(conn, require_signed, anchor_path, anchoring, as_json)
+            _verify_all(conn, require_signed, anchor_path, anchoring, as_json, deployment)
         assert request_id is not None
-        findings = verify_request(conn, request_id, require_signed=require_signed)
+        findings = verify_request(
+            conn, request_id, require_signed=require_signed, deployment=deployment
+        )
     if findings is None:
         click.echo(f"Error: no request {request_id}", err=True)
         sys.exit(EXIT_NO_REQUEST)

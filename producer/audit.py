@@ -38,9 +38,24 @@ from psycopg.rows import dict_row, tuple_row
 from governance.codec import timestamp_to_wire
 from governance.proof import AUTH_MEMBER, b64url_decode, b64url_encode, chain_hash, signed_bytes
 from governance.proof import chained_decision as _chained_decision
+from governance.replay import Deployment, KeptCommand, PolicyHistory, RegistryHistory
 from producer.keys import SigningKey
+from producer.reexecution import (
+    HistorySource,
+    Reexecution,
+    kept_commands,
+    policy_versions,
+    registry_changes,
+    stored_by_revision,
+)
 
-EXPORT_FORMAT = "governance-export/1"
+#: A history as re-execution takes it: kept commands, and stored decisions by revision.
+_Sources = tuple[list[KeptCommand], dict[int, list[Mapping[str, Any]]]]
+
+EXPORT_FORMAT = "governance-export/2"
+#: Formats ``verify --file`` reads: the first carries no registry nor policies, so it is
+#: checked for form only.
+EXPORT_FORMATS = frozenset({"governance-export/1", EXPORT_FORMAT})
 ANCHOR_FORMAT = "governance-anchor/1"
 SIGNATURE_LENGTH = 64
 PUBLIC_KEY_LENGTH = 32
@@ -65,6 +80,7 @@ class Kind(StrEnum):
     MALFORMED = "malformed"  # a row or document that is not what it must be
     REWRITTEN = "rewritten"  # the chain no longer ends in the anchored head
     ANCHOR = "anchor"  # the anchor file itself does not hold
+    SUBSTANCE = "substance"  # re-executing the kept commands does not give what is stored
     UNSIGNED = "unsigned"  # a decision applied without a signature (note)
     UNCHAINED = "unchained"  # a decision written before the chain existed (note)
 
@@ -550,11 +566,8 @@ def _check_revision(
     key_id = proof.get("key_id")
     if key_id is None:
         actor = _actor_id(command.get("actor"))
-        why = (
-            "the system actor's expiry"
-            if actor == SYSTEM_ACTOR and str(kept_id).startswith(EXPIRY_PREFIX)
-            else "applied in development mode"
-        )
+        expiry = actor == SYSTEM_ACTOR and str(kept_id).startswith(EXPIRY_PREFIX)
+        why = "the system actor's expiry" if expiry else "applied in development mode"
         positions: list[int | None] = [row.position for row in rows] or [None]
         for position in positions:
             report.add(
@@ -563,7 +576,9 @@ def _check_revision(
                 revision,
                 position,
                 named,
-                failure=require_signed,
+                # The worker's own expiry is never signed; whether it was due is proved by
+                # re-execution, so it fails only there, when it was not.
+                failure=require_signed and not expiry,
             )
         return
     _check_signature(report, revision, named, command, key_id, keys)
@@ -797,10 +812,14 @@ class RequestHistory:
     proofs: list[dict[str, Any]]
     keys: dict[str, dict[str, Any]]
 
-    def verify(self, *, require_signed: bool = False) -> Findings:
-        """:func:`verify_history` of this history, with the row's head and revision."""
+    def verify(
+        self, *, require_signed: bool = False, reexecution: Reexecution | None = None
+    ) -> Findings:
+        """:func:`verify_history` of this history, with the row's head and revision; then,
+        given ``reexecution``, the history derived again from its kept commands and
+        compared with the stored decisions and the row (:func:`substance_findings`)."""
         revision = self.request.get("revision")
-        return verify_history(
+        findings = verify_history(
             self.request_id,
             self.decisions,
             self.proofs,
@@ -809,6 +828,51 @@ class RequestHistory:
             require_signed=require_signed,
             revision=revision if _is_int(revision) else None,
         )
+        if reexecution is not None:
+            findings.items.extend(substance_findings(self, reexecution))
+        return findings
+
+    def sources(self) -> _Sources | None:
+        """The kept commands and the stored decisions by revision, as re-execution takes
+        them; None when a kept command is unreadable (the form checks say so)."""
+        kept = kept_commands(self.proofs)
+        return None if kept is None else (kept, stored_by_revision(self.decisions))
+
+
+def substance_findings(history: RequestHistory, reexecution: Reexecution) -> list[Finding]:
+    """Where ``history`` re-executed parts from what is stored, as failures naming the
+    revision and what differs. A history that begins before commands were kept (written
+    before the chain existed) is not re-executed: there is no command to start from."""
+    sources = history.sources()
+    if sources is None:
+        return []
+    kept, stored = sources
+    if not kept or min(k.revision for k in kept) != 1:
+        return []
+    return [
+        Finding(history.request_id, revision, None, command_id, Kind.SUBSTANCE, message)
+        for revision, message, command_id in reexecution.differences(
+            history.request_id, kept, stored, history.request
+        )
+    ]
+
+
+def history_source(conn: psycopg.Connection[Any]) -> HistorySource:
+    """Reads another request's history for re-execution (a supersede's successor)."""
+
+    def read(request_id: str) -> _Sources | None:
+        history = read_request_history(conn, request_id)
+        return None if history is None else history.sources()
+
+    return read
+
+
+def reexecution_from_database(
+    conn: psycopg.Connection[Any], deployment: Deployment | None = None
+) -> Reexecution:
+    """Re-execution with the registry's and the policies' histories as ``conn`` reads them."""
+    with _snapshot(conn):
+        return Reexecution.from_database(conn, deployment or Deployment(), history_source(conn))
 
 
 def _key_ids(proofs: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -864,12 +928,22 @@ def read_all_request_ids(
 
 
 def verify_request(
-    conn: psycopg.Connection[Any], request_id: str, *, require_signed: bool = False
+    conn: psycopg.Connection[Any],
+    request_id: str,
+    *,
+    require_signed: bool = False,
+    deployment: Deployment | None = None,
 ) -> Findings | None:
-    """The findings of ``request_id``'s history in the database; None when it does not
+    """The findings of ``request_id``'s history in the database, re-executed under
+    ``deployment``'s modes (signed, policy required, by default); None when it does not
     exist."""
     history = read_request_history(conn, request_id)
-    return None if history is None else history.verify(require_signed=require_signed)
+    if history is None:
+        return None
+    return history.verify(
+        require_signed=require_signed,
+        reexecution=reexecution_from_database(conn, deployment),
+    )
 
 
 # --------------------------------------------------------------------------- export
@@ -884,13 +958,47 @@ class ExportFormatError(ValueError):
 
 
 def export_request(conn: psycopg.Connection[Any], request_id: str) -> dict[str, Any]:
-    """One JSON document with the request row, its decisions with their chain hashes, its
-    kept commands (signatures included) and the public keys involved: enough for
-    :func:`verify_export` to check the history with no database. Raises
-    :class:`UnknownRequest`."""
-    history = read_request_history(conn, request_id)
-    if history is None:
-        raise UnknownRequest(f"no request {request_id}")
+    """One JSON document enough for :func:`verify_export` to re-execute the history with no
+    database: the request row, its decisions with their chain hashes, its kept commands
+    (signatures included), the public keys involved, the registry's history of every actor
+    involved, every approval policy version, and the histories of the requests its
+    supersede commands name. Raises :class:`UnknownRequest`."""
+    with _snapshot(conn):
+        history = read_request_history(conn, request_id)
+        if history is None:
+            raise UnknownRequest(f"no request {request_id}")
+        related: list[dict[str, Any]] = []
+        for successor in sorted(_successors(history)):
+            other = read_request_history(conn, successor)
+            if other is not None:
+                related.append(
+                    {"request": other.request, "decisions": other.decisions, "proofs": other.proofs}
+                )
+        actors = sorted(
+            {str(_actor_id(d.get("actor"))) for d in history.decisions}
+            | {
+                str(g.get("actor_id"))
+                for r in history.request.get("approval_requirements") or []
+                for g in (r.get("grants") or [])
+            }
+            | {str(_actor_id(d.get("actor"))) for h in related for d in h["decisions"]}
+        )
+        with conn.cursor(row_factory=dict_row) as cur:
+            registry = [
+                _wire_row(row)
+                for row in cur.execute(
+                    "SELECT at, action, actor_id, key_id, details FROM registry_audit"
+                    " WHERE actor_id = ANY(%s) ORDER BY at, id",
+                    (actors,),
+                )
+            ]
+            policies = [
+                _wire_row(row)
+                for row in cur.execute(
+                    "SELECT version, sha256, applied_at, document FROM policy_versions"
+                    " ORDER BY version"
+                )
+            ]
     return {
         "format": EXPORT_FORMAT,
         "exported_at": timestamp_to_wire(datetime.now(UTC)),
@@ -898,21 +1006,71 @@ def export_request(conn: psycopg.Connection[Any], request_id: str) -> dict[str, 
         "decisions": history.decisions,
         "proofs": history.proofs,
         "keys": list(history.keys.values()),
+        "registry": registry,
+        "policies": policies,
+        "related": related,
     }
 
 
-def verify_export(document: object, *, require_signed: bool = False) -> Findings:
-    """The findings of an exported history, checked with the keys it carries (so it proves
-    the history agrees with those keys; compare them with the registry to trust them).
+def _successors(history: RequestHistory) -> set[str]:
+    """The requests ``history``'s supersede commands name (re-execution needs them as they
+    stood when each supersede was decided)."""
+    found = set()
+    for proof in history.proofs:
+        command = _parse_command(proof.get("signed_command"))
+        if isinstance(command, str) or command.get("type") != "supersede":
+            continue
+        args = command.get("args")
+        successor = args.get("superseding_request_id") if isinstance(args, Mapping) else None
+        if isinstance(successor, str) and successor != history.request_id:
+            found.add(successor)
+    return found
+
+
+def load_trusted_keys(document: object) -> dict[str, dict[str, Any]]:
+    """A trusted key set: a JSON list of ``{"key_id", "actor_id", "public_key"}`` (what
+    ``governance actors list --json`` gives per key, or an operator writes by hand), by
+    key_id. Raises :class:`ExportFormatError` when it is not one."""
+    entries = document.get("keys") if isinstance(document, Mapping) else document
+    if not isinstance(entries, list):
+        raise ExportFormatError('a trusted key set is a JSON list of keys (or {"keys": [...]})')
+    trusted: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        if not (
+            isinstance(entry, Mapping)
+            and isinstance(entry.get("key_id"), str)
+            and isinstance(entry.get("public_key"), str)
+        ):
+            raise ExportFormatError("every trusted key needs a key_id and a public_key")
+        trusted[entry["key_id"]] = dict(entry)
+    return trusted
+
+
+def verify_export(
+    document: object,
+    *,
+    require_signed: bool = False,
+    deployment: Deployment | None = None,
+    trusted_keys: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Findings:
+    """The findings of an exported history: its form checked with the keys it carries and,
+    for an export of this format, its commands re-executed with the registry's history and
+    the policy versions it carries. With ``trusted_keys`` every key the export relies on
+    must be one of them (same actor, same public key); without, the keys are only the
+    export's own word (say so to whoever reads the result).
 
     Raises :class:`ExportFormatError` when ``document`` is not an export at all.
     """
-    if not isinstance(document, Mapping) or document.get("format") != EXPORT_FORMAT:
+    if not isinstance(document, Mapping) or document.get("format") not in EXPORT_FORMATS:
         raise ExportFormatError(f"not a governance export (format {EXPORT_FORMAT!r} expected)")
     request = document.get("request")
     if not isinstance(request, Mapping) or not isinstance(request.get("request_id"), str):
         raise ExportFormatError("the export's request has no request_id")
-    members = {name: document.get(name) for name in ("decisions", "proofs", "keys")}
+    reexecutes = document.get("format") == EXPORT_FORMAT
+    names = ("decisions", "proofs", "keys") + (
+        ("registry", "policies", "related") if reexecutes else ()
+    )
+    members = {name: document.get(name) for name in names}
     for name, value in members.items():
         if not isinstance(value, list):
             raise ExportFormatError(f"the export's {name} must be a list")
@@ -928,19 +1086,85 @@ def verify_export(document: object, *, require_signed: bool = False) -> Findings
             report.add(Kind.KEY, f"the export carries key {key_id} twice, differently")
         else:
             keys[key_id] = entry
+    if trusted_keys is not None:
+        _check_trusted(report, keys, members.get("registry") or [], trusted_keys)
     revision = request.get("revision")
-    findings.merge(
-        verify_history(
-            request_id,
-            members["decisions"] or [],
-            members["proofs"] or [],
-            keys,
-            chain_head=request.get("chain_head"),
-            require_signed=require_signed,
-            revision=revision if _is_int(revision) else None,
-        )
+    history = RequestHistory(
+        request_id,
+        dict(request),
+        list(members["decisions"] or []),
+        list(members["proofs"] or []),
+        {k: dict(v) for k, v in keys.items()},
     )
+    formed = verify_history(
+        request_id,
+        history.decisions,
+        history.proofs,
+        keys,
+        chain_head=request.get("chain_head"),
+        require_signed=require_signed,
+        revision=revision if _is_int(revision) else None,
+    )
+    findings.merge(formed)
+    if reexecutes:
+        try:
+            reexecution = _reexecution_of_export(members, deployment or Deployment())
+        except (KeyError, TypeError, ValueError) as exc:
+            report.add(Kind.MALFORMED, f"the export's registry or policies are unusable: {exc}")
+        else:
+            findings.items.extend(substance_findings(history, reexecution))
     return findings
+
+
+def _check_trusted(
+    report: _Report,
+    keys: Mapping[str, Mapping[str, Any]],
+    registry: Sequence[object],
+    trusted: Mapping[str, Mapping[str, Any]],
+) -> None:
+    """Every key the export names (its keys, its registry's added keys) must be trusted."""
+    named: dict[str, tuple[object, object]] = {
+        key_id: (entry.get("actor_id"), entry.get("public_key")) for key_id, entry in keys.items()
+    }
+    for row in registry:
+        if isinstance(row, Mapping) and row.get("action") == "key_added":
+            details = row.get("details")
+            public_key = details.get("public_key") if isinstance(details, Mapping) else None
+            named.setdefault(str(row.get("key_id")), (row.get("actor_id"), public_key))
+    for key_id, (actor_id, public_key) in sorted(named.items()):
+        entry = trusted.get(key_id)
+        if entry is None:
+            report.add(Kind.KEY, f"key {key_id} of {actor_id!r} is not in the trusted key set")
+        elif entry.get("public_key") != public_key or (
+            entry.get("actor_id") is not None and entry.get("actor_id") != actor_id
+        ):
+            report.add(
+                Kind.KEY,
+                f"key {key_id} of {actor_id!r} is not the trusted key of that id",
+            )
+
+
+def _reexecution_of_export(members: Mapping[str, Any], deployment: Deployment) -> Reexecution:
+    related: dict[str, _Sources] = {}
+    for entry in members["related"]:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("request"), Mapping):
+            continue
+        other = RequestHistory(
+            str(entry["request"].get("request_id")),
+            dict(entry["request"]),
+            list(entry.get("decisions") or []),
+            list(entry.get("proofs") or []),
+            {},
+        )
+        sources = other.sources()
+        if sources is not None:
+            related[other.request_id] = sources
+    return Reexecution(
+        RegistryHistory(registry_changes(r for r in members["registry"] if isinstance(r, Mapping))),
+        PolicyHistory(policy_versions(p for p in members["policies"] if isinstance(p, Mapping))),
+        deployment,
+        related.get,
+    )
 
 
 # --------------------------------------------------------------------------- anchors

@@ -8,6 +8,7 @@ test ever meets a history it did not write.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from governance.proof import b64url_encode, chain_hash, chained_decision
+from governance.replay import Deployment
 from producer.audit import (
     AnchorError,
     Kind,
@@ -33,8 +35,9 @@ from producer.audit import (
 from producer.keys import SigningKey
 from tests.conftest import migrated_database
 from tests.support import identities
-from tests.support.commands import command, new_id, submit
+from tests.support.commands import command, due_soon, new_id, submit
 from tests.support.signed import DEVELOPMENT, apply_command
+from tests.support.tampering import cut_short
 from worker.expiry import expire_command
 
 pytestmark = pytest.mark.integration
@@ -142,23 +145,42 @@ def test_a_history_the_worker_wrote_verifies(db: psycopg.Connection[Any]) -> Non
 def test_unsigned_decisions_are_listed_and_fail_only_when_signatures_are_required(
     db: psycopg.Connection[Any],
 ) -> None:
-    # Given a request submitted in development mode, then expired by the worker itself
+    # Given a request submitted in development mode, then expired by the worker once due
     request_id = new_id()
-    assert apply_command(db, submit(request_id, initial_status="pending"), DEVELOPMENT).applied
+    payload = submit(request_id, initial_status="pending", expires_at=due_soon())
+    assert apply_command(db, payload, DEVELOPMENT).applied
+    time.sleep(0.6)
     assert apply_command(db, expire_command(request_id, 1)).applied
+    development = Deployment(signed=False)
 
-    # When it is verified
-    findings = verify_request(db, request_id)
-    strict = verify_request(db, request_id, require_signed=True)
+    # When it is verified as the development-mode deployment it is
+    findings = verify_request(db, request_id, deployment=development)
+    strict = verify_request(db, request_id, require_signed=True, deployment=development)
 
-    # Then it holds, each decision listed as unsigned, and fails with signatures required
+    # Then it holds, each decision listed as unsigned; with signatures required, the
+    # development-mode one fails (the worker's own due expiry never does)
     assert findings is not None and findings.ok, findings.lines()
     assert findings.unsigned and {f.kind for f in findings.items} == {Kind.UNSIGNED}
     messages = {(f.revision, f.message) for f in findings.unsigned}
     assert (1, "no signature (applied in development mode)") in messages
     assert (2, "no signature (the system actor's expiry)") in messages
     assert strict is not None and not strict.ok
-    assert all(line.startswith("unsigned: ") for line in strict.lines())
+    assert {(f.revision, f.kind) for f in strict.failures} == {(1, Kind.UNSIGNED)}
+
+
+def test_an_unsigned_decision_in_a_signed_deployment_fails_without_any_flag(
+    db: psycopg.Connection[Any],
+) -> None:
+    # Given a decision applied unsigned (as a development-mode worker, or whoever holds the
+    # worker's database role, would write it) in a deployment that signs
+    request_id = new_id()
+    assert apply_command(db, submit(request_id, initial_status="pending"), DEVELOPMENT).applied
+
+    findings = verify_request(db, request_id)
+
+    assert findings is not None and not findings.ok
+    assert [(f.kind, f.revision) for f in findings.failures] == [(Kind.SUBSTANCE, 1)]
+    assert "unsigned decision in a signed deployment" in findings.failures[0].message
 
 
 def test_numbers_jsonb_respells_still_verify(db: psycopg.Connection[Any]) -> None:
@@ -222,7 +244,11 @@ def test_an_updated_reason_is_named(private: psycopg.Connection[Any]) -> None:
 
     # Then the decision is named: its chain hash and its signed command disagree with it
     assert findings is not None and not findings.ok
-    assert set(failures_of(findings, request_id)) == {(Kind.PROOF, 2, 1), (Kind.CHAIN, 2, 1)}
+    assert set(failures_of(findings, request_id)) == {
+        (Kind.PROOF, 2, 1),
+        (Kind.CHAIN, 2, 1),
+        (Kind.SUBSTANCE, 2, None),
+    }
 
 
 def test_a_deleted_decision_is_found(private: psycopg.Connection[Any]) -> None:
@@ -260,7 +286,8 @@ def test_an_export_verifies_with_no_database_and_not_once_edited(
     # And not once a decision in it is edited
     document["decisions"][-1]["type"] = "rejected"
     assert failures_of(verify_export(document), request_id) == [
-        (Kind.CHAIN, 2, document["decisions"][-1]["position"])
+        (Kind.CHAIN, 2, document["decisions"][-1]["position"]),
+        (Kind.SUBSTANCE, 2, None),
     ]
 
 
@@ -289,14 +316,35 @@ def test_an_anchor_proves_a_full_chain_rewrite(
     )
     rechain(private, request_id)
 
-    # Then the chain alone cannot tell, but the anchor does, naming the request
+    # Then the chain alone cannot tell, but re-execution can (the decision does not follow
+    # from the signed command), and the anchor does too, naming the request
     findings = verify_request(private, request_id)
-    assert findings is not None and findings.ok
+    assert findings is not None
+    assert [(f.kind, f.revision) for f in findings.failures] == [(Kind.SUBSTANCE, 2)]
     anchored = check_anchor(private, anchor, pinned=OPERATOR)
     assert [(f.kind, f.revision) for f in anchored.failures] == [(Kind.REWRITTEN, 2)]
     assert anchored.failures[0].request_id == request_id
     assert "no longer gives the head" in anchored.failures[0].message
     assert untouched not in {f.request_id for f in anchored.items}
+
+
+def test_only_an_anchor_shows_a_history_cut_short_by_the_owner(
+    private: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    # Given an approved request anchored with an operator's key
+    request_id = approved_request(private)
+    anchor = tmp_path / "anchor.json"
+    write_anchor(private, identities.key_for("operator"), anchor)
+
+    # When the owner removes its approval (decisions, kept command) and sets the row back
+    cut_short(private, request_id, 1)
+
+    # Then the chain and re-execution hold (a consistent shorter history), the anchor not
+    findings = verify_request(private, request_id)
+    assert findings is not None and findings.ok, findings.lines()
+    anchored = check_anchor(private, anchor, pinned=OPERATOR)
+    assert [f.request_id for f in anchored.failures] == [request_id]
+    assert "removed" in anchored.failures[0].message
 
 
 def test_an_anchor_finds_removed_decisions(

@@ -65,3 +65,12 @@ def command(
     if reason is not None:
         body["reason"] = reason
     return body
+
+
+def due_soon(seconds: float = 0.5) -> str:
+    """An ``expires_at`` ``seconds`` from now (wire form): a request that will be due for
+    expiry once the test has waited that long."""
+    from datetime import UTC, datetime, timedelta
+
+    instant = datetime.now(UTC) + timedelta(seconds=seconds)
+    return instant.isoformat(timespec="microseconds").replace("+00:00", "Z")

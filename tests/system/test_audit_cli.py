@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,13 @@ from producer.audit import (
 )
 from producer.keys import SigningKey, write_key_file
 from tests.conftest import migrated_database
-from tests.integration.test_audit import approved_request, rechain, tamper
+from tests.integration.test_audit import approved_request, tamper
 from tests.support import identities
-from tests.support.commands import new_id, submit
+from tests.support.commands import due_soon, new_id, submit
 from tests.support.processes import PROJECT_ROOT, service_env
 from tests.support.services import fresh_database
 from tests.support.signed import apply_command
+from tests.support.tampering import cut_short
 from worker.expiry import expire_command
 
 pytestmark = pytest.mark.system
@@ -119,34 +121,62 @@ def test_an_updated_reason_exits_6_naming_the_decision(
     # Then it exits 6, one line per finding, each naming the request and the decision
     assert result.returncode == 6, result.stdout + result.stderr
     lines = altered_lines(result)
-    assert len(lines) == 2
-    assert all(f"request {request_id}, decision 2/1 " in line for line in lines)
+    assert len(lines) == 3
     assert any("chain_hash" in line for line in lines)
     assert any("'nobody looked' is not the signed command's" in line for line in lines)
+    # (the chain and the kept command's form name the decision; re-execution, the revision)
+    assert sum(f"request {request_id}, decision 2/1 " in line for line in lines) == 2
+    assert any(
+        f"request {request_id}, revision 2 " in line
+        and "reason is 'nobody looked', re-execution gives 'checked the diff'" in line
+        for line in lines
+    )
     everything = governance("verify", "--all", "--json")
     assert everything.returncode == 6
-    assert json.loads(everything.stdout)["failures"] == 2
+    assert json.loads(everything.stdout)["failures"] == 3
 
 
-def test_unsigned_decisions_are_listed_and_fail_only_with_require_signed(
+def test_a_due_expiry_by_the_worker_is_listed_unsigned_and_holds_with_require_signed(
     governance: Any, conn: psycopg.Connection[Any]
 ) -> None:
-    # Given a request expired by the worker itself, whose expiry is never signed
+    # Given a request expired by the worker itself once it was due (never signed)
     request_id = new_id()
-    assert apply_command(conn, submit(request_id, initial_status="pending")).applied
+    payload = submit(request_id, initial_status="pending", expires_at=due_soon())
+    assert apply_command(conn, payload).applied
+    time.sleep(0.6)
     assert apply_command(conn, expire_command(request_id, 1)).applied
 
     listed = governance("verify", request_id)
     required = governance("verify", request_id, "--require-signed")
 
+    # Then it is listed as unsigned, and holds even with signatures required
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert listed.stdout == (
         f"unsigned: request {request_id}, decision 2/1 (command "
         f"{expire_command(request_id, 1)['command_id']}): no signature (the system actor's "
         "expiry)\n"
     )
-    assert required.returncode == 6
+    assert required.returncode == 0, required.stdout + required.stderr
     assert required.stdout == listed.stdout
+
+
+def test_an_expiry_by_the_worker_of_a_request_not_yet_due_exits_6(
+    governance: Any, conn: psycopg.Connection[Any]
+) -> None:
+    # Given an unsigned "system expiry" of a request that had no expiry at all (what the
+    # worker's database role can write; the worker itself never would)
+    request_id = new_id()
+    assert apply_command(conn, submit(request_id, initial_status="pending")).applied
+    assert apply_command(conn, expire_command(request_id, 1)).applied
+
+    result = governance("verify", request_id)
+
+    assert result.returncode == 6
+    assert (
+        f"altered: request {request_id}, revision 2 (command "
+        f"{expire_command(request_id, 1)['command_id']}): an unsigned expiry of a request that "
+        "was not pending past its expiry at the decision time"
+    ) in result.stdout
 
 
 def test_a_request_that_does_not_exist_exits_4(governance: Any) -> None:
@@ -184,17 +214,12 @@ def forge_anchor(conn: psycopg.Connection[Any], key: SigningKey, path: Path) -> 
 
 
 def rewrite_approval(conn: psycopg.Connection[Any], request_id: str) -> None:
-    """Rewrite the request's approval and recompute every chain hash and its head after it:
-    the chain alone then holds."""
-    tamper(
-        conn,
-        "UPDATE request_decisions SET type = 'created' WHERE request_id = %s AND revision = 2",
-        (request_id,),
-    )
-    rechain(conn, request_id)
+    """Cut the request's history short of its approval (decisions, kept command and the row
+    set back to revision 1): the chain and re-execution alone then hold."""
+    cut_short(conn, request_id, 1)
 
 
-def test_an_anchor_proves_a_rewrite_the_chain_cannot_show(
+def test_an_anchor_proves_a_history_cut_short_that_nothing_else_can_show(
     governance: Any, conn: psycopg.Connection[Any], private_url: str, tmp_path: Path
 ) -> None:
     # Given an anchor written with the operator's key, then checked and renewed
@@ -214,19 +239,20 @@ def test_an_anchor_proves_a_rewrite_the_chain_cannot_show(
     assert "1 request(s) checked" in renewed.stderr
     assert request_id in json.loads(anchor.read_text(encoding="utf-8"))["heads"]
 
-    # When a decision is rewritten and every chain hash and the head recomputed after it
+    # When the owner cuts the history short of its approval, the row set back with it
     rewrite_approval(conn, request_id)
     before = anchor.read_bytes()
 
-    # Then the chain alone holds, but the anchor exits 6 naming the request, and stays
+    # Then the chain and re-execution alone hold, but the anchor exits 6 naming the
+    # request, and stays
     assert governance("verify", "--all").returncode == 0
     result = governance(
         "verify", "--all", "--anchor", str(anchor), *pinned, "--signing-key", str(key)
     )
     assert result.returncode == 6, result.stdout + result.stderr
     (line,) = altered_lines(result)
-    assert line.startswith(f"altered: request {request_id}, decision 2/")
-    assert "a decision up to this one was rewritten" in line
+    assert line.startswith(f"altered: request {request_id}: the anchor of ")
+    assert "has 3 decision(s), only 2 remain (removed)" in line
     assert "not renewed" in result.stderr
     assert anchor.read_bytes() == before
 

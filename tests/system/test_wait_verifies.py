@@ -109,11 +109,6 @@ def test_an_approval_whose_decision_was_rewritten_exits_6_naming_it(
     assert f"altered: request {request_id}, decision 2/1 " in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify_request checks chain and signatures, not what they imply: it finds a "
-    "status set by hand once it re-executes the history (DESIGN §13, being built apart)",
-)
 def test_a_status_set_by_hand_exits_6(
     conn: psycopg.Connection[Any], wait_until_approved: Any
 ) -> None:

@@ -6,7 +6,9 @@ must account for, and actors with the ``worker`` role (the key that signs events
   that row with the clock *after* the lock; every guarded transaction holds the same lock
   shared from before it reads its clock to its commit. So a decision time lies strictly
   between two registry changes, and the registry a decision was made under is the audit
-  replayed up to that time: what ``governance verify`` re-executes with.
+  replayed up to that time: what ``governance verify`` re-executes with. A policy version
+  is stamped the same way, so the version a submit was decided under is the last one
+  applied before it.
 - **A request row changes only with its decisions.** A deferred constraint trigger checks,
   at commit, that an inserted or updated row is at a new revision whose decisions were
   written, with a kept command, and whose last decision's chain hash is the row's chain
@@ -77,6 +79,19 @@ BEGIN
 END;
 $$;
 
+-- A policy version takes effect in the same order against decisions as a registry change.
+CREATE FUNCTION governance_stamp_policy_version() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock({REGISTRY_LOCK});
+    NEW.applied_at := clock_timestamp();
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER policy_versions_stamp
+    BEFORE INSERT ON policy_versions
+    FOR EACH ROW EXECUTE FUNCTION governance_stamp_policy_version();
+
 CREATE FUNCTION governance_request_accounted_for() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -126,6 +141,8 @@ CREATE CONSTRAINT TRIGGER mutation_requests_accounted_for
 """
 
 DOWNGRADE = f"""
+DROP TRIGGER policy_versions_stamp ON policy_versions;
+DROP FUNCTION governance_stamp_policy_version();
 DROP TRIGGER mutation_requests_accounted_for ON mutation_requests;
 DROP FUNCTION governance_request_accounted_for();
 ALTER TABLE actors DROP CONSTRAINT actors_roles_check;
