@@ -217,8 +217,7 @@ def _verify_all(
         Findings,
         check_anchor,
         head_of,
-        read_all_request_ids,
-        read_request_history,
+        read_all_histories,
         reexecution_from_database,
         write_anchor,
     )
@@ -228,10 +227,8 @@ def _verify_all(
     # The registry's and the policies' histories are read once, before the requests: a
     # change made meanwhile only concerns decisions this run may not see either.
     reexecution = reexecution_from_database(conn, deployment)
-    for request_id in read_all_request_ids(conn):
-        history = read_request_history(conn, request_id)
-        if history is None:  # pragma: no cover - requests are never deleted
-            continue
+    for history in read_all_histories(conn):
+        request_id = history.request_id
         found = history.verify(require_signed=require_signed, reexecution=reexecution)
         if not as_json:
             # Streamed: a large database shows its findings as they are found.
