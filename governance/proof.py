@@ -1,5 +1,5 @@
-"""What proves a command and a request's history: the bytes a command's signature covers,
-and the hash chain over a request's decisions.
+"""What proves a command, an outcome event and a request's history: the bytes a command's
+and an event's signature cover, and the hash chain over a request's decisions.
 
 Both rest on RFC 8785 (JCS) canonical JSON, so that key order and whitespace never change
 what is signed or hashed. Pure: no keys and no signature checks here (the worker and the
@@ -20,6 +20,8 @@ from governance.codec import timestamp_to_wire
 
 #: The member of a command that carries its signature, and so cannot be signed itself.
 AUTH_MEMBER = "auth"
+#: The member of an outcome event that carries the publishing worker's signature.
+PROOF_MEMBER = "proof"
 
 #: The fields of a decision as it is chained, in the order they are documented.
 CHAINED_FIELDS: tuple[str, ...] = (
@@ -87,6 +89,16 @@ def signed_bytes(command: Mapping[str, Any]) -> bytes:
     """
     unsigned = {key: value for key, value in command.items() if key != AUTH_MEMBER}
     return _jcs(unsigned, "the command")
+
+
+def event_signed_bytes(event: Mapping[str, Any]) -> bytes:
+    """The bytes an outcome event's ``proof`` signature covers: the RFC 8785 canonical JSON
+    (UTF-8) of the event as published (``sequence`` included), without its ``proof`` member.
+
+    Raises ValueError when the event cannot be canonicalised.
+    """
+    unsigned = {key: value for key, value in event.items() if key != PROOF_MEMBER}
+    return _jcs(unsigned, "the event")
 
 
 def chained_decision(
