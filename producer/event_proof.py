@@ -61,21 +61,25 @@ REASONS = (UNSIGNED, MALFORMED, UNKNOWN_KEY, REVOKED_KEY, BAD_SIGNATURE)
 _SIGNATURE_LENGTH = 64
 
 
-def _refusals_metric() -> Any:
-    """The process-wide Prometheus counter of refused events, by reason (None without
-    prometheus_client)."""
-    try:
-        from prometheus_client import Counter as PrometheusCounter
-    except ImportError:  # pragma: no cover - a dependency of the package
-        return None
-    return PrometheusCounter(
-        "governance_subscriber_events_refused",
-        "Outcome events a subscriber ignored because their proof did not verify.",
-        ["reason"],
-    )
+_refused_metric: Any = None
+_metric_lock = threading.Lock()
 
 
-_REFUSED_METRIC = _refusals_metric()
+def _count_refusal(reason: str) -> None:
+    """Add one to the process-wide Prometheus counter of refused events, made on the first
+    refusal: importing prometheus_client fixes its value store for the process (a worker
+    sets up its multiprocess store before that), so this module never imports it before."""
+    global _refused_metric
+    with _metric_lock:
+        if _refused_metric is None:
+            from prometheus_client import Counter as PrometheusCounter
+
+            _refused_metric = PrometheusCounter(
+                "governance_subscriber_events_refused",
+                "Outcome events a subscriber ignored because their proof did not verify.",
+                ["reason"],
+            )
+    _refused_metric.labels(reason).inc()
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,8 +273,7 @@ class EventVerifier:
                 return verdict
             assert verdict.reason is not None
             self.refused[verdict.reason] += 1
-        if _REFUSED_METRIC is not None:
-            _REFUSED_METRIC.labels(verdict.reason).inc()
+        _count_refusal(verdict.reason)
         log.warning(
             "ignored outcome event %s (%s %s): %s",
             event.get("event_id"),
