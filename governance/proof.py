@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import rfc8785
 
 from governance.codec import timestamp_to_wire
@@ -69,8 +70,47 @@ def b64url_decode(text: str) -> bytes:
     return data
 
 
+#: Compact JSON with every object's keys sorted: RFC 8785 itself for the values
+#: :func:`_plain` admits, at a fortieth of the pure-Python canonicaliser's cost (a worker
+#: canonicalises every event it signs and every command it verifies).
+_SORTED_JSON = msgspec.json.Encoder(order="sorted")
+_MAX_SAFE_INTEGER = 2**53 - 1
+_LAST_BMP = "\uffff"
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` holds only what RFC 8785 and sorted compact JSON write alike:
+    strings, integers within ±(2**53-1), booleans, null, arrays, and objects whose keys are
+    strings of the Basic Multilingual Plane (where UTF-16 order, which RFC 8785 sorts by, is
+    code point order). Not floats: ECMAScript writes their exponents otherwise."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if not -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
+                return False
+        elif kind is dict:
+            for key in item:
+                if type(key) is not str or (key and max(key) > _LAST_BMP):
+                    return False
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        else:
+            return False
+    return True
+
+
 def _jcs(value: Any, what: str) -> bytes:
     """RFC 8785 bytes of ``value``, or ValueError saying why ``what`` has none."""
+    if _plain(value):
+        try:
+            return _SORTED_JSON.encode(value)
+        except (UnicodeEncodeError, RecursionError):
+            pass  # a lone surrogate, or nested too deep: the canonicaliser says which
     try:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:

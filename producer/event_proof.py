@@ -27,6 +27,7 @@ mode without a key publishes; an event that carries a proof is verified all the 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -250,7 +251,7 @@ class EventVerifier:
             return Verdict(False, False, REVOKED_KEY, f"key {key_id!r} was revoked")
         try:
             signed = event_signed_bytes(event)
-            Ed25519PublicKey.from_public_bytes(key.public_key).verify(signature, signed)
+            _public_key(key.public_key).verify(signature, signed)
         except (InvalidSignature, ValueError):
             return Verdict(
                 False, False, BAD_SIGNATURE, f"the signature of key {key_id!r} does not hold"
@@ -300,6 +301,11 @@ class EventVerifier:
             self._keys = loaded
             self._loaded_at = time.monotonic()
         return loaded.get(key_id)
+
+
+@functools.lru_cache(maxsize=256)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def _revoked_for(revoked_at: datetime, event: Mapping[str, Any], live: bool) -> bool:
