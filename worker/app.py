@@ -575,6 +575,18 @@ def _read_worker_key(**_: Any) -> None:
         )
     else:
         log.info("signing events as %s with key %s", key.actor_id, key.key_id)
+        problem = event_signing.registration_problem(settings.database_url, key)
+        if problem is not None:
+            # Not fatal (the operator may be registering it right now), but every event
+            # would be ignored by subscribers until then: say so where it is seen.
+            log.warning(
+                "%s: %s, so subscribers ignore the events this worker signs; register it "
+                "with `governance actors worker-key %s --actor %s`",
+                event_signing.KEY_VARIABLE,
+                problem,
+                settings.worker_key,
+                key.actor_id,
+            )
 
 
 @signals.worker_init.connect

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import os
 
+import psycopg
+
+from governance.proof import b64url_encode
 from producer.keys import KeyFileError, SigningKey, load_key_file
 
 #: The setting naming the worker's key file.
@@ -58,3 +61,32 @@ def load(path: str | None, *, signed: bool) -> SigningKey | None:
         return load_key_file(os.fspath(path))
     except KeyFileError as exc:
         raise WorkerKeyMissing(f"{KEY_VARIABLE}: {exc}") from None
+
+
+_REGISTERED = """
+SELECT k.actor_id, k.public_key, k.revoked_at IS NOT NULL, a.active, 'worker' = ANY(a.roles)
+FROM actor_keys AS k JOIN actors AS a ON a.actor_id = k.actor_id
+WHERE k.key_id = %(key_id)s
+"""
+
+
+def registration_problem(database_url: str, key: SigningKey) -> str | None:
+    """Why subscribers would ignore the events ``key`` signs, as the registry stands now
+    (None: they would trust them, or the registry cannot be read yet)."""
+    try:
+        with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute(_REGISTERED, {"key_id": key.key_id}).fetchone()
+    except psycopg.Error:
+        return None  # the database is not there yet: the worker waits for it as it does
+    if row is None:
+        return f"key {key.key_id} is not registered"
+    actor_id, public_key, revoked, active, worker = row
+    if public_key != b64url_encode(key.public_key_bytes):
+        return f"key {key.key_id} is registered with another public key"
+    if revoked:
+        return f"key {key.key_id} was revoked"
+    if not active:
+        return f"actor {actor_id} is deactivated"
+    if not worker:
+        return f"actor {actor_id} does not hold the worker role"
+    return None

@@ -20,7 +20,7 @@ import pytest
 from governance.topology import EVENTS_EXCHANGE
 from producer import GovernanceClient
 from producer.event_proof import EventVerifier
-from producer.keys import SigningKey, generate
+from producer.keys import SigningKey, generate, write_key_file
 from producer.signing import sign_event
 from tests.support.commands import new_id
 from tests.support.events import EventListener
@@ -259,3 +259,30 @@ def test_a_worker_in_signed_mode_without_a_key_refuses_to_start_saying_why(
     lines = [line for line in log_path.read_text().splitlines() if "GOVERNANCE_WORKER_KEY" in line]
     assert len(lines) == 1
     assert "signed mode" in lines[0]
+
+
+def test_a_worker_whose_key_is_not_registered_warns_that_its_events_will_be_ignored(
+    database_url: str, broker_url: str, tmp_path: Path
+) -> None:
+    # Given a worker key nobody registered
+    key_path = tmp_path / "stray.key"
+    write_key_file(generate(new_id("stray-worker")), key_path)
+
+    # When a worker starts with it
+    log_path = tmp_path / "worker.log"
+    worker = WorkerProcess(
+        database_url,
+        broker_url,
+        log_path=log_path,
+        extra_env={"GOVERNANCE_WORKER_KEY": str(key_path)},
+        # Its own node name: the module's running worker holds the default one's mailbox.
+        extra_args=("-n", f"{new_id('stray')}@%h"),
+    )
+    try:
+        worker.wait_ready()
+    finally:
+        worker.stop()
+
+    # Then its log says, before it is ready, that subscribers will ignore its events
+    log = log_path.read_text()
+    assert "is not registered, so subscribers ignore the events this worker signs" in log
