@@ -169,6 +169,8 @@ class EventVerifier:
         self.refresh_seconds = refresh_seconds
         self.source = source
         self._keys: dict[str, TrustedKey] | None = None
+        #: Whether the keys were read (or tried) yet, and when last.
+        self._tried = False
         self._loaded_at = 0.0
         self._lock = threading.Lock()
         #: How many events were accepted with a proof that verified.
@@ -293,13 +295,24 @@ class EventVerifier:
     def _key(self, key_id: str) -> TrustedKey | None:
         with self._lock:
             keys = self._keys
+            tried = self._tried
             due = time.monotonic() - self._loaded_at >= self.refresh_seconds
-        if keys is not None and (key_id in keys or not due):
-            return keys.get(key_id)
-        loaded = {key.key_id: key for key in self._load()}
+        if keys is not None and key_id in keys:
+            return keys[key_id]
+        if tried and not due:
+            return None
+        try:
+            loaded = {key.key_id: key for key in self._load()}
+        except Exception as exc:
+            # Nothing can be verified without them: the event is refused as naming a key not
+            # known to be trusted, and the next event tries again after the interval.
+            log.warning("cannot read %s: %s", self.source, exc)
+            with self._lock:
+                self._tried, self._loaded_at = True, time.monotonic()
+            return None
         with self._lock:
             self._keys = loaded
-            self._loaded_at = time.monotonic()
+            self._tried, self._loaded_at = True, time.monotonic()
         return loaded.get(key_id)
 
 

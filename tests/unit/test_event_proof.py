@@ -222,3 +222,26 @@ def test_a_revocation_time_in_a_keys_file_is_read() -> None:
     )
 
     assert key.revoked_at == datetime(2026, 12, 1, 1, tzinfo=UTC)
+
+
+def test_an_event_is_refused_while_the_trusted_keys_cannot_be_read() -> None:
+    def unreachable() -> list[TrustedKey]:
+        raise OSError("connection refused")
+
+    judge = EventVerifier(unreachable, refresh_seconds=0)
+
+    assert judge.check(sign_event(event(), WORKER)).reason == UNKNOWN_KEY
+
+
+def test_unreadable_trusted_keys_are_tried_again_at_most_once_per_interval() -> None:
+    attempts: list[int] = []
+
+    def unreachable() -> list[TrustedKey]:
+        attempts.append(1)
+        raise OSError("connection refused")
+
+    judge = EventVerifier(unreachable, refresh_seconds=3600)
+    for _ in range(20):
+        judge.check(sign_event(event(), WORKER))
+
+    assert len(attempts) == 1
