@@ -310,3 +310,23 @@ def test_worker_key_refuses_an_existing_actor_without_the_worker_role(
 
     assert result.returncode == 1
     assert "without the worker role" in result.stderr
+
+
+def test_a_worker_is_registered_by_hand_with_the_worker_role(
+    governance: Any, tmp_path: Path
+) -> None:
+    # Given a key made for a worker
+    actor_id = new_id("worker")
+    public_key, _ = keygen(governance, tmp_path, actor_id)
+
+    # When it is registered as the README says
+    added = governance(
+        "actors", "add", actor_id, "--type", "service", "--role", "worker",
+        "--public-key", public_key,
+    )  # fmt: skip
+
+    # Then the actor is a service holding the worker role, with that key
+    assert added.returncode == 0, added.stderr
+    shown = json.loads(governance("actors", "show", actor_id, "--json").stdout)
+    assert (shown["type"], shown["roles"]) == ("service", ["worker"])
+    assert [k["public_key"] for k in shown["keys"]] == [public_key]
