@@ -84,7 +84,7 @@ DECISION_TYPES: dict[DecisionCategory, frozenset[str]] = {
         {"submitted", "pending", "approved", "rejected", "canceled", "expired"}
         | {"superseded", "executed"}
     ),
-    DecisionCategory.APPROVAL: frozenset({"requested", "granted", "rejected"}),
+    DecisionCategory.APPROVAL: frozenset({"requested", "granted", "rejected", "grant_voided"}),
     DecisionCategory.VERSION_RESOLUTION: frozenset(
         {"validated", "revalidation_required", "renewed_approval_required", "rejected_as_stale"}
     ),

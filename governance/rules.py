@@ -13,7 +13,7 @@ guarded transaction locks the requests :func:`requests_to_lock` names and makes 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -92,6 +92,9 @@ class Applied:
 
 
 Outcome = Applied | Rejection
+
+#: No recorded grant is void.
+_NONE_VOID: Mapping[tuple[str, str], str] = {}
 Rule = Callable[[MutationRequest, Command, datetime], Outcome]
 
 
@@ -103,6 +106,7 @@ def decide(
     *,
     groups: frozenset[str] = frozenset(),
     policy: PolicyMode = REQUESTER_MODE,
+    void_grants: Mapping[tuple[str, str], str] = _NONE_VOID,
 ) -> Outcome:
     """Apply ``command`` to the request as locked (``current``), or say why not.
 
@@ -112,6 +116,10 @@ def decide(
     may grant a group requirement (``approve_requirement`` / ``reject_requirement``), and
     which rule of the policy a ``submit`` matches. ``policy`` is how a ``submit`` takes its
     approval requirements (see :func:`submit`); other command types ignore it.
+    ``void_grants`` says, by ``(approval_id, actor_id)``, which grants already recorded on
+    the request no longer count and why (the actor left the group or was deactivated, the
+    key that signed the grant was revoked): consulted when a grant would complete a group
+    requirement (see :func:`approve_requirement`).
     """
     if command.type is CommandType.SUBMIT:
         if current is not None:
@@ -139,7 +147,7 @@ def decide(
     if command.type is CommandType.SUPERSEDE:
         return supersede(current, command, now, superseding)
     if command.type is CommandType.APPROVE_REQUIREMENT:
-        return approve_requirement(current, command, now, groups=groups)
+        return approve_requirement(current, command, now, groups=groups, void_grants=void_grants)
     if command.type is CommandType.REJECT_REQUIREMENT:
         return reject_requirement(current, command, now, groups=groups)
     return RULES[command.type](current, command, now)
@@ -511,6 +519,7 @@ def _decide_requirement(
     now: datetime,
     verdict: ApprovalStatus,
     groups: frozenset[str],
+    void_grants: Mapping[tuple[str, str], str] = _NONE_VOID,
 ) -> Outcome:
     """Grant or refuse one approval requirement, under the approval workflow's rules.
 
@@ -585,8 +594,27 @@ def _decide_requirement(
         )
 
     metadata: dict[str, Any] = {"approval_id": target.approval_id, "step_order": target.step_order}
+    voided: tuple[Decision, ...] = ()
     if verdict is ApprovalStatus.APPROVED and target.approver_group is not None:
         grants = (*target.grants, Grant(actor_id=actor_id, decided_at=now, reason=command.reason))
+        if len(grants) >= target.min_approvals:
+            # Completion counts only grants that still stand: each from an active member of
+            # the group whose signing key is not revoked. A void one is recorded, and dropped.
+            void = [g for g in target.grants if (target.approval_id, g.actor_id) in void_grants]
+            voided = tuple(
+                _decision(
+                    DecisionCategory.APPROVAL,
+                    "grant_voided",
+                    command,
+                    now,
+                    approval_id=target.approval_id,
+                    step_order=target.step_order,
+                    voided_actor_id=g.actor_id,
+                    why=void_grants[(target.approval_id, g.actor_id)],
+                )
+                for g in void
+            )
+            grants = tuple(g for g in grants if g not in void)
         metadata.update(grants_so_far=len(grants), min_approvals=target.min_approvals)
         if len(grants) < target.min_approvals:
             decided = replace(target, grants=grants)
@@ -607,8 +635,9 @@ def _decide_requirement(
         decided if r.approval_id == target.approval_id else r for r in request.approval_requirements
     )
     approval_type = "granted" if verdict is ApprovalStatus.APPROVED else "rejected"
-    approval_decision = _decision(
-        DecisionCategory.APPROVAL, approval_type, command, now, **metadata
+    approval_decisions = (
+        *voided,
+        _decision(DecisionCategory.APPROVAL, approval_type, command, now, **metadata),
     )
     if verdict is ApprovalStatus.REJECTED:
         return _move(
@@ -616,7 +645,7 @@ def _decide_requirement(
             command,
             now,
             Status.REJECTED,
-            extra=(approval_decision,),
+            extra=approval_decisions,
             approval_requirements=requirements,
         )
     if all(r.status is ApprovalStatus.APPROVED for r in requirements):
@@ -625,10 +654,10 @@ def _decide_requirement(
             command,
             now,
             Status.APPROVED,
-            extra=(approval_decision,),
+            extra=approval_decisions,
             approval_requirements=requirements,
         )
-    return _next(request, (approval_decision,), now, approval_requirements=requirements)
+    return _next(request, approval_decisions, now, approval_requirements=requirements)
 
 
 def _granted_by(request: MutationRequest, actor_id: str) -> str | None:
@@ -652,10 +681,16 @@ def approve_requirement(
     now: datetime,
     *,
     groups: frozenset[str] = frozenset(),
+    void_grants: Mapping[tuple[str, str], str] = _NONE_VOID,
 ) -> Outcome:
     """Grant one approval requirement (one grant of a group's); the last grant approves the
-    request. ``groups`` are the deciding actor's registered groups."""
-    return _decide_requirement(request, command, now, ApprovalStatus.APPROVED, groups)
+    request. ``groups`` are the deciding actor's registered groups.
+
+    A grant that would complete a group requirement first re-checks the grants before it:
+    those ``void_grants`` names (by approval and actor, with why) are recorded as
+    ``approval.grant_voided`` decisions and no longer counted, so the requirement completes
+    only when enough grants still stand."""
+    return _decide_requirement(request, command, now, ApprovalStatus.APPROVED, groups, void_grants)
 
 
 def reject_requirement(

@@ -113,3 +113,28 @@ def authorize(
         current_revision=None if current is None else current.revision,
         current_status=None if current is None else current.status,
     )
+
+
+def void_grant_reason(
+    group: str,
+    actor_id: str,
+    principal: Principal | None,
+    key_id: str | None = None,
+    key_revoked: bool = False,
+) -> str | None:
+    """Why a grant recorded on a requirement of ``group`` no longer counts, or None while it
+    stands: its actor must still be registered, active and a member of the group, and the key
+    that signed the grant (``key_id``, in signed mode) must not have been revoked since.
+
+    ``principal`` is the registry's actor as it stands when the requirement would complete
+    (None when it is not registered).
+    """
+    if principal is None:
+        return f"{actor_id} is no longer registered"
+    if not principal.active:
+        return f"{actor_id} is no longer active"
+    if group not in principal.groups:
+        return f"{actor_id} is no longer a member of group {group}"
+    if key_revoked:
+        return f"key {key_id}, which signed the grant of {actor_id}, has been revoked"
+    return None

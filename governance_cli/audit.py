@@ -1,10 +1,12 @@
 """``governance verify`` and ``governance export``: is a request's history as it was
 written? The chain over its decisions, the signed command kept for every revision and its
-signature against the registered key; an anchor file against a rewrite by whoever holds the
-database; and an exported history checked with no database at all.
+signature against the registered key; an anchor file, signed by an operator key pinned on
+the command line, against a rewrite by whoever holds the database; and an exported history
+checked with no database at all.
 
 Exit codes of ``verify``: 0 all holds, 6 something was altered (one line per finding), 2
-invalid usage, 4 no such request, 7 the database cannot be reached or used.
+invalid usage (a missing anchor file without ``--init`` too), 4 no such request, 7 the
+database cannot be reached or used.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -105,11 +108,67 @@ def _load_operator_key(path: str | None) -> SigningKey:
         _usage_error(str(exc))
 
 
+@dataclass(frozen=True)
+class _Anchoring:
+    """What ``verify --all --anchor`` checks the anchor with and writes the next one with."""
+
+    key: SigningKey
+    pinned: list[str]
+    init: bool
+
+
+def _pinned_keys(values: tuple[str, ...]) -> list[str]:
+    """The public keys given with --anchor-key; a usage error when none are, or one is not
+    a key."""
+    from producer.keys import KeyFileError, load_public_key
+
+    if not values:
+        _usage_error(
+            "--anchor checks the anchor against the operator public keys you trust: give "
+            "them with --anchor-key KEY_OR_FILE (repeatable), from outside the database"
+        )
+    pinned = []
+    for value in values:
+        try:
+            pinned.append(load_public_key(value))
+        except (KeyFileError, ValueError) as exc:
+            _usage_error(f"--anchor-key: {exc}")
+    return pinned
+
+
+def _check_anchor_options(
+    anchor_path: str | None, anchor_keys: tuple[str, ...], init: bool, signing_key: str | None
+) -> _Anchoring | None:
+    """The key to sign a fresh anchor with and the pinned keys, checked before the long
+    verification; None without --anchor."""
+    if anchor_path is None:
+        return None
+    pinned = _pinned_keys(anchor_keys)
+    if not init and not os.path.exists(anchor_path):
+        _missing_anchor(anchor_path)
+    key = _load_operator_key(signing_key)
+    if key.public_key_b64 not in pinned:
+        # The anchor it would write could not pass the next check with these pins.
+        _usage_error(
+            f"the signing key {key.key_id} is not one of the pinned --anchor-key keys: the "
+            "anchor it writes would fail the next check"
+        )
+    return _Anchoring(key, pinned, init)
+
+
+def _missing_anchor(anchor_path: str) -> NoReturn:
+    # A missing anchor is not a first run: it may be the evidence someone removed.
+    _usage_error(
+        f"there is no anchor {anchor_path}: give --init to write the first one (only then "
+        "is a missing anchor expected)"
+    )
+
+
 def _verify_all(
     conn: psycopg.Connection[Any],
     require_signed: bool,
     anchor_path: str | None,
-    key: SigningKey | None,
+    anchoring: _Anchoring | None,
     as_json: bool,
 ) -> NoReturn:
     from producer.audit import (
@@ -137,15 +196,20 @@ def _verify_all(
         heads[request_id] = head_of(history)
     streamed = len(findings.items)
     extra: dict[str, Any] = {}
-    if anchor_path is not None and key is not None:
+    if anchor_path is not None and anchoring is not None:
+        key = anchoring.key
         extra["anchor"] = {"file": anchor_path, "checked": False, "written": False}
+        # Asked again after the long verification: a file that appeared meanwhile is checked,
+        # never written over unchecked, and one that vanished needs --init all the same.
         if os.path.exists(anchor_path):
             try:
-                anchored = check_anchor(conn, anchor_path)
+                anchored = check_anchor(conn, anchor_path, pinned=anchoring.pinned)
             except AnchorError as exc:
                 _usage_error(f"{exc} (left as it is)")
             findings.items.extend(anchored.items)
             extra["anchor"].update(checked=True, requests=anchored.requests)
+        elif not anchoring.init:
+            _missing_anchor(anchor_path)
         if findings.ok:
             try:
                 written = write_anchor(conn, key, anchor_path, heads=heads)
@@ -182,9 +246,24 @@ def _verify_all(
     "--anchor",
     "anchor_path",
     type=click.Path(dir_okay=False),
-    help="With --all: check this anchor file if it exists (no decision up to it may have "
-    "been rewritten), then write a fresh one to it, signed with --signing-key. Keep it off "
-    "the database host.",
+    help="With --all: check this anchor file (no decision up to it may have been rewritten; "
+    "it must be signed by an --anchor-key), then write a fresh one to it, signed with "
+    "--signing-key. A missing file is an error unless --init. Keep it off the database host.",
+)
+@click.option(
+    "--anchor-key",
+    "anchor_keys",
+    multiple=True,
+    metavar="KEY_OR_FILE",
+    help="An operator public key the anchor may be signed by, taken from outside the "
+    "database (repeatable; at least one with --anchor): the base64url key `governance "
+    "keygen` prints, a file holding it, or that operator's key file.",
+)
+@click.option(
+    "--init",
+    is_flag=True,
+    help="With --anchor: the anchor file may be missing; write the first one. An existing "
+    "file is checked all the same.",
 )
 @click.option(
     "--signing-key",
@@ -206,6 +285,8 @@ def verify(
     all_requests: bool,
     require_signed: bool,
     anchor_path: str | None,
+    anchor_keys: tuple[str, ...],
+    init: bool,
     signing_key: str | None,
     export_file: str | None,
     as_json: bool,
@@ -219,7 +300,16 @@ def verify(
     Prints one line per finding, naming the request, the decision (revision/position)
     and what is wrong; unsigned decisions are listed ("unsigned: ...") and are no
     failure unless --require-signed.
-    Exit codes: 0 all holds, 6 something was altered, 2 invalid usage, 4 no such request,
+
+    \b
+    With --all --anchor FILE --anchor-key KEY --signing-key KEYFILE: FILE, signed by one of
+    the pinned --anchor-key keys, proves no decision up to it was rewritten; when all
+    holds, a fresh anchor is written over it (never over a failed check). The first run,
+    with no anchor yet, takes --init.
+
+    \b
+    Exit codes: 0 all holds, 6 something was altered (an anchor signed by a key not pinned
+    too), 2 invalid usage (a missing anchor file without --init too), 4 no such request,
     7 the database cannot be reached or used.
     """
     from producer.audit import verify_request
@@ -229,14 +319,16 @@ def verify(
         raise click.UsageError("give exactly one of REQUEST_ID, --all or --file F")
     if anchor_path is not None and not all_requests:
         raise click.UsageError("--anchor goes with --all")
+    if anchor_path is None and (anchor_keys or init):
+        raise click.UsageError("--anchor-key and --init go with --anchor")
     if export_file is not None:
         _verify_file(export_file, require_signed, as_json)
-    key = _load_operator_key(signing_key) if anchor_path is not None else None
+    anchoring = _check_anchor_options(anchor_path, anchor_keys, init, signing_key)
     with _database(database_url) as conn:
         if all_requests:
-            if key is not None:
-                _check_key(conn, key)
-            _verify_all(conn, require_signed, anchor_path, key, as_json)
+            if anchoring is not None:
+                _check_key(conn, anchoring.key)
+            _verify_all(conn, require_signed, anchor_path, anchoring, as_json)
         assert request_id is not None
         findings = verify_request(conn, request_id, require_signed=require_signed)
     if findings is None:

@@ -9,7 +9,8 @@ Against someone who holds the database itself, a chain proves nothing on its own
 can rewrite a decision can recompute every hash after it. An *anchor*
 (:func:`write_anchor`) records each request's chain head and decision count, signed with an
 operator's key, in a file kept off the database host; :func:`check_anchor` later proves that
-no decision up to it was rewritten.
+no decision up to it was rewritten, given the operator keys it trusts from outside the
+database (pinned).
 
 Everything here only reads the database: transactions are read-only and short.
 """
@@ -20,7 +21,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
@@ -1113,6 +1114,25 @@ def load_anchor(path: str | os.PathLike[str]) -> dict[str, Any]:
     return document
 
 
+def _pinned_keys(pinned: Collection[str]) -> frozenset[bytes]:
+    """The raw bytes of the pinned public keys; AnchorError when there are none (a check
+    trusting whatever key the anchor carries would prove nothing) or one is no key."""
+    if isinstance(pinned, str):
+        raise TypeError("pinned is a collection of public keys, not one string")
+    trusted = set()
+    for key in pinned:
+        try:
+            raw = b64url_decode(key)
+        except ValueError:
+            raw = b""
+        if len(raw) != PUBLIC_KEY_LENGTH:
+            raise AnchorError(f"the pinned key {key!r} is not a base64url Ed25519 public key")
+        trusted.add(raw)
+    if not trusted:
+        raise AnchorError("an anchor is checked against pinned operator keys: none were given")
+    return frozenset(trusted)
+
+
 def _anchor_signature_problem(document: Mapping[str, Any]) -> str | None:
     try:
         raw_key = b64url_decode(document["public_key"])
@@ -1124,16 +1144,22 @@ def _anchor_signature_problem(document: Mapping[str, Any]) -> str | None:
     return None
 
 
-def check_anchor(conn: psycopg.Connection[Any], path: str | os.PathLike[str]) -> Findings:
+def check_anchor(
+    conn: psycopg.Connection[Any], path: str | os.PathLike[str], *, pinned: Collection[str]
+) -> Findings:
     """Prove that no decision up to the anchor in ``path`` was rewritten.
 
-    The anchor's signature must verify with the public key it carries and, when its key id
-    is registered, that key must be the registered one. Then, for every anchored request,
-    the chain recomputed over its current decisions up to the anchored count must give the
-    anchored head: a rewritten decision changes it even when every hash after it was
-    recomputed in the database, since the anchor is kept off the database host.
-    Raises :class:`AnchorError` when the file is not an anchor.
+    ``pinned`` are the operator public keys (base64url) trusted from outside the database:
+    the anchor's signature must verify with the public key it carries, and that key must be
+    one of them (whoever holds the database can register a key of their own, and sign an
+    anchor over a history they rewrote with it). When the anchor's key id is registered,
+    it must also be that key. Then, for every anchored request, the chain recomputed over
+    its current decisions up to the anchored count must give the anchored head: a rewritten
+    decision changes it even when every hash after it was recomputed in the database, since
+    the anchor is kept off the database host.
+    Raises :class:`AnchorError` when the file is not an anchor, or nothing is pinned.
     """
+    trusted = _pinned_keys(pinned)
     document = load_anchor(path)
     findings = Findings()
     anchor = f"the anchor of {document['created_at']} ({os.fspath(path)})"
@@ -1144,6 +1170,12 @@ def check_anchor(conn: psycopg.Connection[Any], path: str | os.PathLike[str]) ->
     signature = _anchor_signature_problem(document)
     if signature is not None:
         problem(signature)
+        return findings
+    if b64url_decode(document["public_key"]) not in trusted:
+        problem(
+            f"it is signed by key {document['key_id']} of {document['actor_id']} (public key "
+            f"{document['public_key']}), which is not a pinned key: it proves nothing"
+        )
         return findings
     with _snapshot(conn):
         registered = _tuples(

@@ -175,3 +175,54 @@ def load_key_file(path: str | os.PathLike[str]) -> SigningKey:
         return SigningKey(actor_id=actor_id, key_id=key_id, seed=seed)
     except ValueError as exc:
         raise KeyFileError(path, str(exc)) from None
+
+
+#: The length of a raw Ed25519 public key, and of its base64url spelling without padding.
+PUBLIC_KEY_LENGTH = 32
+_PUBLIC_KEY_CHARACTERS = 43
+
+
+def _raw_public_key(text: str) -> bytes | None:
+    """The 32 bytes ``text`` spells as base64url without padding, or None."""
+    if len(text) != _PUBLIC_KEY_CHARACTERS:
+        return None
+    try:
+        raw = b64url_decode(text)
+    except ValueError:
+        return None
+    return raw if len(raw) == PUBLIC_KEY_LENGTH else None
+
+
+def load_public_key(value: str) -> str:
+    """The Ed25519 public key ``value`` names, as base64url without padding.
+
+    ``value`` is the key itself (43 characters of base64url, as ``governance keygen``
+    prints it), or a file: a key file (its public half is derived from the private key), or
+    a file holding the base64url public key alone (say, keygen's output saved). Raises
+    :class:`KeyFileError` naming the file, or ValueError for a value that is neither.
+    """
+    raw = _raw_public_key(value)
+    if raw is not None:
+        return b64url_encode(raw)
+    path = Path(value)
+    if not path.exists():
+        raise ValueError(
+            f"{value!r} is neither a base64url Ed25519 public key nor an existing file"
+        )
+    try:
+        with path.open("rb") as handle:
+            content = handle.read(_MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise KeyFileError(path, f"cannot read it: {exc.strerror or exc}") from exc
+    try:
+        text = content.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise KeyFileError(path, "neither a key file nor a public key") from None
+    raw = _raw_public_key(text)
+    if raw is not None:
+        return b64url_encode(raw)
+    if text.startswith("{"):
+        return load_key_file(path).public_key_b64
+    raise KeyFileError(
+        path, "neither a key file nor a base64url Ed25519 public key (43 characters)"
+    )

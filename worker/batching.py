@@ -21,9 +21,9 @@ from typing import Any
 
 import psycopg
 
+from governance.authentication import SIGNED, Trust
 from worker.errors import InfrastructureError
 from worker.transaction import NotACommand, StoredOutcome, apply_commands
-from worker.verification import SIGNED, Trust
 
 log = logging.getLogger(__name__)
 

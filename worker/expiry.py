@@ -13,11 +13,11 @@ from typing import Any
 
 import psycopg
 
+from governance.authentication import Trust
 from governance.codec import actor_to_dict
 from governance.model import SYSTEM_ACTOR
 from worker import sql
 from worker.transaction import StoredOutcome, apply_commands
-from worker.verification import Trust
 
 _EXPIRY_NAMESPACE = uuid.UUID("5a1e7c1e-0000-4e00-8000-000000e0c0de")
 

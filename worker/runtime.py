@@ -15,11 +15,11 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from governance.authentication import Policy, Trust
 from worker import batching, database, deadletter, expiry, outbox, retention, sql
 from worker.config import Settings
 from worker.errors import InfrastructureError, translate
 from worker.transaction import StoredOutcome, apply_command
-from worker.verification import Policy, Trust
 
 log = logging.getLogger(__name__)
 

@@ -62,6 +62,29 @@ LEFT JOIN actors AS a ON a.actor_id = q.actor_id
 LEFT JOIN actor_keys AS k ON k.key_id = q.key_id
 """
 
+#: Where each grant recorded on the locked pending requests stands in the registry now: its
+#: actor (registered, active, groups) and the key that signed the grant (its revocation).
+#: Read in the first round trip of a run that grants a requirement, after the locks, so a
+#: grant that would complete a group requirement counts only the grants that still stand.
+GRANT_STANDING = """
+SELECT m.request_id, r->>'approval_id', r->>'approver_group', g->>'actor_id',
+       a.actor_id IS NOT NULL, a.active, a.groups, signer.key_id, k.revoked_at
+FROM mutation_requests AS m
+CROSS JOIN LATERAL jsonb_array_elements(m.approval_requirements) AS r
+CROSS JOIN LATERAL jsonb_array_elements(r->'grants') AS g
+LEFT JOIN actors AS a ON a.actor_id = g->>'actor_id'
+LEFT JOIN LATERAL (
+    SELECT p.key_id FROM request_decisions AS d
+    JOIN command_proofs AS p ON p.request_id = d.request_id AND p.revision = d.revision
+    WHERE d.request_id = m.request_id AND d.actor_id = g->>'actor_id'
+      AND d.category = 'approval' AND d.type = 'granted'
+    ORDER BY d.revision DESC LIMIT 1
+) AS signer ON true
+LEFT JOIN actor_keys AS k ON k.key_id = signer.key_id
+WHERE m.request_id = ANY(%(request_ids)s::text[]) AND m.status = 'pending'
+  AND r->>'approver_group' IS NOT NULL AND r->>'status' = 'pending'
+"""
+
 #: The deployment's active approval policy (its newest version): read in the first round trip
 #: of a run that has a submit to decide. The document itself is read only for a version this
 #: process has not compiled yet (:data:`POLICY_DOCUMENT`).

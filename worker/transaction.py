@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from governance.authentication import SIGNED, KeyRecord, Trust, authenticate, principal_from_row
 from governance.codec import (
     actor_from_dict,
     actor_to_dict,
@@ -59,10 +60,9 @@ from governance.policy import (
 )
 from governance.policy_document import policy_from_document
 from governance.rules import Applied, Rejection, RejectionCode, decide, requests_to_lock
-from governance.trust import Principal, authorize
+from governance.trust import Principal, authorize, void_grant_reason
 from worker import sql
 from worker.errors import InfrastructureError, TransientConflict, translate
-from worker.verification import SIGNED, KeyRecord, Trust, authenticate, principal_from_row
 from worker.writes import EventWrite, RunWrites
 
 #: Reruns of a transaction that lost a benign race (see ``TransientConflict``).
@@ -223,6 +223,9 @@ def _run(
             )
             if reads_policy:
                 active = conn.execute(sql.ACTIVE_POLICY)
+            grants_complete = any(c.type is CommandType.APPROVE_REQUIREMENT for c in valid)
+            if grants_complete:
+                standing = conn.execute(sql.GRANT_STANDING, {"request_ids": request_ids})
             if identities:
                 registered = conn.execute(
                     sql.PRINCIPALS_AND_KEYS,
@@ -253,8 +256,9 @@ def _run(
             policy: PolicyMode = REQUESTER_MODE
             if reads_policy:
                 policy = _policy_mode(conn, pipeline, active.fetchone())
+            void = _void_grants(standing.fetchall(), trust) if grants_complete else {}
 
-            plan = _Plan(now, requests, behind, known, trust, keys, principals, heads, policy)
+            plan = _Plan(now, requests, behind, known, trust, keys, principals, heads, policy, void)
             plan.writes.sequences = sorted(row[0] for row in drawn.fetchall())
             for item in prepared:
                 plan.decide(item)
@@ -270,6 +274,26 @@ def _run(
         _undo(conn, boundary)
         raise
     return plan.results(sequences)
+
+
+def _void_grants(
+    rows: Sequence[tuple[Any, ...]], trust: Trust
+) -> dict[str, dict[tuple[str, str], str]]:
+    """The recorded grants of the locked requests that no longer stand, by request (from
+    :data:`worker.sql.GRANT_STANDING`); a key's revocation counts in signed mode only."""
+    void: dict[str, dict[tuple[str, str], str]] = {}
+    for row in rows:
+        request_id, approval_id, group, actor_id, registered, active, groups, key_id = row[:8]
+        revoked_at = row[8]
+        principal = (
+            principal_from_row((actor_id, None, "user", (), groups, active)) if registered else None
+        )
+        why = void_grant_reason(
+            group, actor_id, principal, key_id, trust.signed and revoked_at is not None
+        )
+        if why is not None:
+            void.setdefault(request_id, {})[(approval_id, actor_id)] = why
+    return void
 
 
 #: Policies compiled in this process, by the sha256 of their document: a version is compiled
@@ -327,8 +351,11 @@ class _Plan:
         principals: dict[str, Principal],
         heads: dict[str, str | None],
         policy: PolicyMode = REQUESTER_MODE,
+        void: dict[str, dict[tuple[str, str], str]] | None = None,
     ) -> None:
         self.now = now
+        #: By request: the recorded grants that no longer stand, and why.
+        self.void = void or {}
         #: How this run's submits take their approval requirements.
         self.policy = policy
         self.requests = requests
@@ -416,6 +443,7 @@ class _Plan:
             superseding=self._superseding(command),
             groups=principal.groups if principal is not None else frozenset(),
             policy=self.policy,
+            void_grants=self.void.get(command.request_id, {}),
         )
         if isinstance(outcome, Applied):
             self.requests[command.request_id] = outcome.request

@@ -210,13 +210,15 @@ def wait(
 ) -> None:
     """Wait until REQUEST_ID reaches a status: a pipeline gate.
 
-    Returns at once if the request is already there, else follows its events.
+    Returns at once if the request is already there and its history verifies (as
+    `governance verify REQUEST_ID` does), else follows its events.
 
     \b
     Exit codes:
       0 the request is in one of the statuses
       4 it ended in another final status, so it never will be
       5 timed out
+      6 it was already there, but its history does not verify (what is wrong on stderr)
     \b
     Example:
       governance wait req-42 --until approved,rejected --timeout 1h

@@ -39,6 +39,9 @@ from worker.expiry import expire_command
 
 pytestmark = pytest.mark.integration
 
+#: The operator public key the anchor checks pin (as --anchor-key does).
+OPERATOR = [identities.key_for("operator").public_key_b64]
+
 
 @pytest.fixture
 def private_url(postgres_server_url: str) -> Iterator[str]:
@@ -276,7 +279,7 @@ def test_an_anchor_proves_a_full_chain_rewrite(
     request_id, untouched = approved_request(private), approved_request(private)
     anchor = tmp_path / "anchor.json"
     write_anchor(private, identities.key_for("operator"), anchor)
-    assert check_anchor(private, anchor).ok
+    assert check_anchor(private, anchor, pinned=OPERATOR).ok
 
     # When one decision is rewritten and the whole chain and head recomputed after it
     tamper(
@@ -289,7 +292,7 @@ def test_an_anchor_proves_a_full_chain_rewrite(
     # Then the chain alone cannot tell, but the anchor does, naming the request
     findings = verify_request(private, request_id)
     assert findings is not None and findings.ok
-    anchored = check_anchor(private, anchor)
+    anchored = check_anchor(private, anchor, pinned=OPERATOR)
     assert [(f.kind, f.revision) for f in anchored.failures] == [(Kind.REWRITTEN, 2)]
     assert anchored.failures[0].request_id == request_id
     assert "no longer gives the head" in anchored.failures[0].message
@@ -309,7 +312,7 @@ def test_an_anchor_finds_removed_decisions(
         (request_id,),
     )
 
-    failures = check_anchor(private, anchor).failures
+    failures = check_anchor(private, anchor, pinned=OPERATOR).failures
     assert [f.kind for f in failures] == [Kind.REWRITTEN]
     assert "remain (removed)" in failures[0].message
 
@@ -322,7 +325,7 @@ def test_an_edited_anchor_does_not_verify(private: psycopg.Connection[Any], tmp_
     document["heads"][request_id]["chain_head"] = "0" * 64
     anchor.write_text(json.dumps(document), encoding="utf-8")
 
-    failures = check_anchor(private, anchor).failures
+    failures = check_anchor(private, anchor, pinned=OPERATOR).failures
 
     assert [f.kind for f in failures] == [Kind.ANCHOR]
     assert "signature does not verify" in failures[0].message
@@ -342,10 +345,51 @@ def test_an_anchor_key_must_be_the_registered_one(
     document["signature"] = b64url_encode(impostor.sign(rfc8785.dumps(body)))
     anchor.write_text(json.dumps(document), encoding="utf-8")
 
-    failures = check_anchor(private, anchor).failures
+    # Then it fails on its key not being pinned; and were the impostor's key pinned too,
+    # on the key id being registered with another public key
+    unpinned = check_anchor(private, anchor, pinned=OPERATOR).failures
+    mismatched = check_anchor(private, anchor, pinned=[*OPERATOR, impostor.public_key_b64]).failures
 
-    assert [f.kind for f in failures] == [Kind.ANCHOR]
-    assert "another public key" in failures[0].message
+    assert [f.kind for f in unpinned] == [Kind.ANCHOR]
+    assert "not a pinned key" in unpinned[0].message
+    assert [f.kind for f in mismatched] == [Kind.ANCHOR]
+    assert "another public key" in mismatched[0].message
+
+
+def test_an_anchor_signed_by_a_key_not_pinned_proves_nothing(
+    private: psycopg.Connection[Any], private_url: str, tmp_path: Path
+) -> None:
+    # Given an anchor signed by an operator key registered in the database, over its
+    # history as it stands (whoever holds the database can register such a key)
+    intruder = identities.register(private_url, new_id("intruder"), roles=("operator",))
+    request_id = approved_request(private)
+    anchor = tmp_path / "anchor.json"
+    write_anchor(private, intruder, anchor)
+
+    # When it is checked against the operator key pinned from outside the database
+    findings = check_anchor(private, anchor, pinned=OPERATOR)
+
+    # Then it fails on its key alone, before any request is compared
+    assert [f.kind for f in findings.failures] == [Kind.ANCHOR]
+    assert f"signed by key {intruder.key_id}" in findings.failures[0].message
+    assert "not a pinned key" in findings.failures[0].message
+    assert findings.requests == 0
+    # and the same anchor holds once its key is pinned
+    assert check_anchor(private, anchor, pinned=[intruder.public_key_b64]).ok
+    assert request_id in json.loads(anchor.read_text(encoding="utf-8"))["heads"]
+
+
+def test_an_anchor_is_checked_only_against_pinned_keys(
+    private: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    approved_request(private)
+    anchor = tmp_path / "anchor.json"
+    write_anchor(private, identities.key_for("operator"), anchor)
+
+    with pytest.raises(AnchorError, match="none were given"):
+        check_anchor(private, anchor, pinned=[])
+    with pytest.raises(AnchorError, match="is not a base64url Ed25519 public key"):
+        check_anchor(private, anchor, pinned=["operator"])
 
 
 def test_only_an_operator_key_signs_an_anchor(
@@ -368,7 +412,7 @@ def test_a_file_that_is_no_anchor_is_refused(
     path.write_text('{"format": "something else"}', encoding="utf-8")
 
     with pytest.raises(AnchorError, match="is not an anchor"):
-        check_anchor(private, path)
+        check_anchor(private, path, pinned=OPERATOR)
 
 
 def test_a_revoked_inactive_or_mismatched_key_signs_no_anchor(
@@ -407,6 +451,6 @@ def test_an_anchor_finds_a_request_deleted_whole(
     tamper(private, "DELETE FROM request_decisions WHERE request_id = %s", (request_id,))
     private.execute("DELETE FROM mutation_requests WHERE request_id = %s", (request_id,))
 
-    failures = check_anchor(private, anchor).failures
+    failures = check_anchor(private, anchor, pinned=OPERATOR).failures
     assert [(f.kind, f.request_id) for f in failures] == [(Kind.REWRITTEN, request_id)]
     assert "no longer exists" in failures[0].message

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from governance.authentication import Trust
 from producer.queries import EXPLAIN, PENDING_FOR, Queries
 from tests.conftest import migrated_database
 from tests.support.commands import command, new_id, submit
@@ -22,7 +23,6 @@ from tests.support.policies import apply_policy
 from tests.support.services import owner_bypassing_guards
 from tests.support.signed import apply_command
 from worker import registry
-from worker.verification import Trust
 
 pytestmark = pytest.mark.integration
 

@@ -192,6 +192,65 @@ def test_a_group_requirement_needs_min_approvals_distinct_members(
     assert [g["actor_id"] for g in requirement["grants"]] == members[:2]
 
 
+def two_member_requirement(
+    sender: Sender, events: EventListener, database_url: str
+) -> tuple[str, list[str], str]:
+    """A request waiting for two members of a fresh group, the first member's grant applied:
+    the request, the members, the group."""
+    requester = actor(database_url, "requester")
+    group = new_id("grp")
+    members = [actor(database_url, "approver", groups=(group,)) for _ in range(3)]
+    request_id, _ = submitted(
+        sender, events, requester, requirements=[{"approver_group": group, "min_approvals": 2}]
+    )
+    first = send(sender, events, grant(members[0], request_id, 1, "approval-1"))
+    assert code(first) == "applied"
+    return request_id, members, group
+
+
+def test_a_grant_by_a_member_who_left_the_group_is_voided_when_the_requirement_completes(
+    running_worker: WorkerProcess,
+    sender: Sender,
+    events: EventListener,
+    database_url: str,
+    db: psycopg.Connection[Any],
+) -> None:
+    # Given the first of two grants came from a member who has since left the group
+    request_id, members, group = two_member_requirement(sender, events, database_url)
+    registry.remove_group(db, members[0], group)
+    # When a second member grants
+    second = send(sender, events, grant(members[1], request_id, 2, "approval-1"))
+    # Then the first grant is recorded as void and not counted: the request still waits
+    assert code(second) == "applied" and second["to_status"] == "pending"
+    assert [(d["category"], d["type"]) for d in second["decisions"]] == [
+        ("approval", "grant_voided"),
+        ("approval", "granted"),
+    ]
+    assert second["decisions"][0]["metadata"]["voided_actor_id"] == members[0]
+    (requirement,) = second["request"]["approval_requirements"]
+    assert [g["actor_id"] for g in requirement["grants"]] == [members[1]]
+    # And a third member's grant completes it
+    third = send(sender, events, grant(members[2], request_id, 3, "approval-1"))
+    assert code(third) == "applied" and third["to_status"] == "approved"
+
+
+def test_a_grant_signed_with_a_key_revoked_since_is_voided_when_the_requirement_completes(
+    running_worker: WorkerProcess,
+    sender: Sender,
+    events: EventListener,
+    database_url: str,
+    db: psycopg.Connection[Any],
+) -> None:
+    # Given the first of two grants was signed with a key revoked since
+    request_id, members, _ = two_member_requirement(sender, events, database_url)
+    registry.revoke_key(db, key_for(members[0]).key_id)
+    # When a second member grants
+    second = send(sender, events, grant(members[1], request_id, 2, "approval-1"))
+    # Then the first grant no longer counts
+    assert code(second) == "applied" and second["to_status"] == "pending"
+    assert "revoked" in second["decisions"][0]["metadata"]["why"]
+
+
 # --------------------------------------------------------------------------- keys
 
 

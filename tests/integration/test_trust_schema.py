@@ -19,9 +19,10 @@ from psycopg import sql
 
 from producer.keys import generate
 from tests.integration.helpers import PATIENCE
-from tests.support.commands import new_id
+from tests.support.commands import new_id, submit
 from tests.support.processes import PROJECT_ROOT, service_env
 from tests.support.services import fresh_database
+from tests.support.signed import apply_command
 from worker.migrate import migrate
 
 pytestmark = pytest.mark.integration
@@ -200,6 +201,45 @@ def test_a_worker_cannot_write_the_registry(db: psycopg.Connection[Any], databas
     assert db.execute("SELECT roles FROM actors WHERE actor_id = %s", (actor_id,)).fetchone() == (
         [],
     )
+
+
+@pytest.mark.parametrize(
+    ("assignment", "refusal"),
+    [
+        pytest.param(
+            "status = 'approved', pending_reason = NULL",
+            "changed without a new revision",
+            id="status-alone",
+        ),
+        pytest.param(
+            "status = 'approved', pending_reason = NULL, revision = revision + 1",
+            "with no command kept for it",
+            id="status-and-revision",
+        ),
+    ],
+)
+def test_a_worker_cannot_set_a_status_its_decisions_do_not_account_for(
+    db: psycopg.Connection[Any], database_url: str, assignment: str, refusal: str
+) -> None:
+    # Given a pending request written through the guarded path
+    request_id = new_id()
+    assert apply_command(db, submit(request_id, initial_status="pending")).applied
+
+    # When a worker sets it approved by hand, with no decision behind it
+    # Then the database refuses it (the deferred guard, at the statement's commit)
+    with (
+        login_role(db, "governance_worker") as role,
+        connect_as(database_url, role) as worker,
+        pytest.raises(TRIGGER_REFUSAL, match=refusal),
+    ):
+        worker.execute(
+            f"UPDATE mutation_requests SET {assignment} WHERE request_id = %s", (request_id,)
+        )
+
+    # And the request is as its decisions left it
+    assert db.execute(
+        "SELECT status, revision FROM mutation_requests WHERE request_id = %s", (request_id,)
+    ).fetchone() == ("pending", 1)
 
 
 def test_a_reader_reads_everything_and_writes_nothing(

@@ -10,10 +10,10 @@ from typing import Any
 
 import psycopg
 
+from governance.authentication import SIGNED, Trust
 from tests.support.identities import sign
 from worker import transaction
 from worker.transaction import Result, StoredOutcome
-from worker.verification import SIGNED, Trust
 
 #: The worker's development mode (``GOVERNANCE_AUTH=off``).
 DEVELOPMENT = Trust(signed=False)

@@ -1,5 +1,6 @@
 """``governance verify`` and ``governance export`` as real processes, with their exit codes:
-0 all holds, 6 something was altered, 2 invalid usage, 4 no such request.
+0 all holds, 6 something was altered, 2 invalid usage (a missing anchor file without
+``--init`` too), 4 no such request.
 
 Histories are written through the guarded path (signed, as each actor's test key) in a
 private database per test, then altered there as someone holding the database could.
@@ -17,8 +18,17 @@ from typing import Any
 
 import psycopg
 import pytest
+import rfc8785
 
-from producer.keys import write_key_file
+from governance.proof import b64url_encode
+from producer.audit import (
+    ANCHOR_FORMAT,
+    head_of,
+    read_all_request_ids,
+    read_request_history,
+    write_anchor,
+)
+from producer.keys import SigningKey, write_key_file
 from tests.conftest import migrated_database
 from tests.integration.test_audit import approved_request, rechain, tamper
 from tests.support import identities
@@ -148,6 +158,41 @@ def test_a_request_that_does_not_exist_exits_4(governance: Any) -> None:
 
 # --------------------------------------------------------------------------- anchors
 
+#: The operator's public key, pinned with --anchor-key as an operator would (from outside
+#: the database).
+OPERATOR_PUBLIC_KEY = identities.key_for("operator").public_key_b64
+
+
+def forge_anchor(conn: psycopg.Connection[Any], key: SigningKey, path: Path) -> None:
+    """Write an anchor over the database's history as it stands now, signed with ``key``,
+    as someone holding the database can (the heads are no secret): no registry check."""
+    heads = {}
+    for request_id in read_all_request_ids(conn):
+        history = read_request_history(conn, request_id)
+        assert history is not None
+        heads[request_id] = head_of(history).to_dict()
+    body = {
+        "format": ANCHOR_FORMAT,
+        "created_at": "2026-01-01T00:00:00.000000Z",
+        "key_id": key.key_id,
+        "actor_id": key.actor_id,
+        "public_key": key.public_key_b64,
+        "heads": heads,
+    }
+    body["signature"] = b64url_encode(key.sign(rfc8785.dumps(body)))
+    path.write_text(json.dumps(body, indent=2), encoding="utf-8")
+
+
+def rewrite_approval(conn: psycopg.Connection[Any], request_id: str) -> None:
+    """Rewrite the request's approval and recompute every chain hash and its head after it:
+    the chain alone then holds."""
+    tamper(
+        conn,
+        "UPDATE request_decisions SET type = 'created' WHERE request_id = %s AND revision = 2",
+        (request_id,),
+    )
+    rechain(conn, request_id)
+
 
 def test_an_anchor_proves_a_rewrite_the_chain_cannot_show(
     governance: Any, conn: psycopg.Connection[Any], private_url: str, tmp_path: Path
@@ -156,28 +201,28 @@ def test_an_anchor_proves_a_rewrite_the_chain_cannot_show(
     request_id = approved_request(conn)
     key = identities.key_file(tmp_path, "operator")
     anchor = tmp_path / "anchor.json"
-    first = governance("verify", "--all", "--anchor", str(anchor), "--signing-key", str(key))
+    pinned = ("--anchor-key", OPERATOR_PUBLIC_KEY)
+    first = governance(
+        "verify", "--all", "--anchor", str(anchor), *pinned, "--init", "--signing-key", str(key)
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"anchor {anchor}: written (1 request(s))" in first.stderr
     renewed = governance(
-        "verify", "--all", "--anchor", str(anchor), GOVERNANCE_SIGNING_KEY=str(key)
+        "verify", "--all", "--anchor", str(anchor), *pinned, GOVERNANCE_SIGNING_KEY=str(key)
     )
     assert renewed.returncode == 0, renewed.stdout + renewed.stderr
     assert "1 request(s) checked" in renewed.stderr
     assert request_id in json.loads(anchor.read_text(encoding="utf-8"))["heads"]
 
     # When a decision is rewritten and every chain hash and the head recomputed after it
-    tamper(
-        conn,
-        "UPDATE request_decisions SET type = 'created' WHERE request_id = %s AND revision = 2",
-        (request_id,),
-    )
-    rechain(conn, request_id)
+    rewrite_approval(conn, request_id)
     before = anchor.read_bytes()
 
     # Then the chain alone holds, but the anchor exits 6 naming the request, and stays
     assert governance("verify", "--all").returncode == 0
-    result = governance("verify", "--all", "--anchor", str(anchor), "--signing-key", str(key))
+    result = governance(
+        "verify", "--all", "--anchor", str(anchor), *pinned, "--signing-key", str(key)
+    )
     assert result.returncode == 6, result.stdout + result.stderr
     (line,) = altered_lines(result)
     assert line.startswith(f"altered: request {request_id}, decision 2/")
@@ -186,28 +231,196 @@ def test_an_anchor_proves_a_rewrite_the_chain_cannot_show(
     assert anchor.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "registered",
+    [
+        pytest.param(True, id="key-registered-by-whoever-holds-the-database"),
+        pytest.param(False, id="key-not-registered"),
+    ],
+)
+def test_an_anchor_signed_by_a_key_not_pinned_launders_nothing(
+    governance: Any,
+    conn: psycopg.Connection[Any],
+    private_url: str,
+    tmp_path: Path,
+    registered: bool,
+) -> None:
+    # Given a rewritten history and, in the anchor file, an anchor over it signed by a key
+    # of whoever rewrote it (registered as an operator in the database they hold, or not)
+    request_id = approved_request(conn)
+    operator_key = identities.key_file(tmp_path, "operator")
+    rewrite_approval(conn, request_id)
+    intruder_id = new_id("intruder")
+    if registered:
+        intruder = identities.register(private_url, intruder_id, roles=("operator",))
+    else:
+        intruder = identities.key_for(intruder_id)
+    anchor = tmp_path / "anchor.json"
+    forge_anchor(conn, intruder, anchor)
+    forged = anchor.read_bytes()
+
+    # When the operator checks it, pinning the operator's key
+    result = governance(
+        "verify",
+        "--all",
+        "--anchor",
+        str(anchor),
+        "--anchor-key",
+        OPERATOR_PUBLIC_KEY,
+        "--signing-key",
+        str(operator_key),
+    )
+
+    # Then it exits 6 naming the anchor's key, and no genuine anchor is written over it
+    assert result.returncode == 6, result.stdout + result.stderr
+    (line,) = altered_lines(result)
+    assert f"signed by key {intruder.key_id}" in line and "not a pinned key" in line
+    assert "not renewed" in result.stderr
+    assert anchor.read_bytes() == forged
+
+
+def test_a_missing_anchor_is_an_error_without_init(
+    governance: Any, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    # Given a history and an anchor file that is not there (removed, or never written)
+    approved_request(conn)
+    key = identities.key_file(tmp_path, "operator")
+    anchor = tmp_path / "anchor.json"
+
+    # When verify is asked to check it, without --init
+    result = governance(
+        "verify",
+        "--all",
+        "--anchor",
+        str(anchor),
+        "--anchor-key",
+        OPERATOR_PUBLIC_KEY,
+        "--signing-key",
+        str(key),
+    )
+
+    # Then it is a usage error (2, as for any missing input file) and no anchor is created
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"there is no anchor {anchor}: give --init" in result.stderr
+    assert not anchor.exists()
+
+
+def test_init_writes_the_first_anchor(
+    governance: Any, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    request_id = approved_request(conn)
+    key = identities.key_file(tmp_path, "operator")
+    anchor = tmp_path / "anchor.json"
+
+    result = governance(
+        "verify",
+        "--all",
+        "--anchor",
+        str(anchor),
+        "--anchor-key",
+        OPERATOR_PUBLIC_KEY,
+        "--init",
+        "--signing-key",
+        str(key),
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"anchor {anchor}: written (1 request(s))" in result.stderr
+    document = json.loads(anchor.read_text(encoding="utf-8"))
+    assert document["public_key"] == OPERATOR_PUBLIC_KEY
+    assert list(document["heads"]) == [request_id]
+
+
+def pinned_as(form: str, tmp_path: Path) -> str:
+    """The operator's key as --anchor-key takes it: the key, a file holding it (keygen's
+    output saved), or the operator's key file."""
+    if form == "key":
+        return OPERATOR_PUBLIC_KEY
+    if form == "public-key-file":
+        path = tmp_path / "operator.pub"
+        path.write_text(OPERATOR_PUBLIC_KEY + "\n", encoding="utf-8")
+        return str(path)
+    return str(identities.key_file(tmp_path, "operator"))
+
+
+@pytest.mark.parametrize("form", ["key", "public-key-file", "key-file"])
+def test_a_genuine_anchor_signed_by_a_pinned_key_passes_and_is_renewed(
+    governance: Any, conn: psycopg.Connection[Any], tmp_path: Path, form: str
+) -> None:
+    # Given an anchor the operator wrote, and a request approved since
+    approved_request(conn)
+    key = identities.key_file(tmp_path, "operator")
+    anchor = tmp_path / "anchor.json"
+    write_anchor(conn, identities.key_for("operator"), anchor)
+    first = json.loads(anchor.read_text(encoding="utf-8"))
+    later = approved_request(conn)
+
+    # When it is checked with the operator's key pinned, and a second key pinned beside it
+    result = governance(
+        "verify",
+        "--all",
+        "--anchor",
+        str(anchor),
+        "--anchor-key",
+        identities.key_for("another-operator").public_key_b64,
+        "--anchor-key",
+        pinned_as(form, tmp_path),
+        "--signing-key",
+        str(key),
+    )
+
+    # Then it holds, and is renewed to hold the request approved since
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"anchor {anchor}: 1 request(s) checked" in result.stderr
+    assert f"anchor {anchor}: written (2 request(s))" in result.stderr
+    renewed = json.loads(anchor.read_text(encoding="utf-8"))
+    assert renewed["created_at"] > first["created_at"]
+    assert later in renewed["heads"] and later not in first["heads"]
+
+
 def test_anchor_usage_errors_exit_2(
     governance: Any, conn: psycopg.Connection[Any], private_url: str, tmp_path: Path
 ) -> None:
     request_id = approved_request(conn)
     anchor = str(tmp_path / "anchor.json")
+    operator_key = str(identities.key_file(tmp_path, "operator"))
     requester = identities.register(private_url, new_id("requester"), roles=("requester",))
     requester_key = tmp_path / "requester.key"
     write_key_file(requester, requester_key)
+    first = ("--anchor", anchor, "--init")
+    pinned = ("--anchor-key", OPERATOR_PUBLIC_KEY)
 
-    without_key = governance("verify", "--all", "--anchor", anchor)
-    without_all = governance("verify", request_id, "--anchor", anchor)
+    without_pin = governance("verify", "--all", *first, "--signing-key", operator_key)
+    bad_pin = governance(
+        "verify", "--all", *first, "--anchor-key", "operator", "--signing-key", operator_key
+    )
+    without_key = governance("verify", "--all", *first, *pinned)
+    key_not_pinned = governance(
+        "verify", "--all", *first, *pinned, "--signing-key", str(requester_key)
+    )
     not_operator = governance(
-        "verify", "--all", "--anchor", anchor, "--signing-key", str(requester_key)
+        "verify",
+        "--all",
+        *first,
+        "--anchor-key",
+        requester.public_key_b64,
+        "--signing-key",
+        str(requester_key),
     )
     bad_key_file = governance(
-        "verify", "--all", "--anchor", anchor, "--signing-key", str(tmp_path / "missing.key")
+        "verify", "--all", *first, *pinned, "--signing-key", str(tmp_path / "missing.key")
     )
+    without_all = governance("verify", request_id, "--anchor", anchor, *pinned)
+    without_anchor = governance("verify", "--all", "--init", *pinned)
 
+    assert without_pin.returncode == 2 and "--anchor-key KEY_OR_FILE" in without_pin.stderr
+    assert bad_pin.returncode == 2 and "--anchor-key: 'operator' is neither" in bad_pin.stderr
     assert without_key.returncode == 2 and "--signing-key" in without_key.stderr
-    assert without_all.returncode == 2 and "--anchor goes with --all" in without_all.stderr
+    assert key_not_pinned.returncode == 2 and "not one of the pinned" in key_not_pinned.stderr
     assert not_operator.returncode == 2 and "no operator role" in not_operator.stderr
     assert bad_key_file.returncode == 2 and "missing.key" in bad_key_file.stderr
+    assert without_all.returncode == 2 and "--anchor goes with --all" in without_all.stderr
+    assert without_anchor.returncode == 2 and "go with --anchor" in without_anchor.stderr
     assert not os.path.exists(anchor)
 
 
@@ -282,7 +495,14 @@ def test_an_anchor_path_holding_no_anchor_is_left_alone(
     not_an_anchor.write_text('{"format": "notes"}', encoding="utf-8")
 
     result = governance(
-        "verify", "--all", "--anchor", str(not_an_anchor), "--signing-key", str(key)
+        "verify",
+        "--all",
+        "--anchor",
+        str(not_an_anchor),
+        "--anchor-key",
+        OPERATOR_PUBLIC_KEY,
+        "--signing-key",
+        str(key),
     )
 
     assert result.returncode == 2
@@ -301,6 +521,9 @@ def test_an_anchor_that_cannot_be_written_is_an_error(
         "--all",
         "--anchor",
         str(tmp_path / "no-dir" / "a.json"),
+        "--anchor-key",
+        OPERATOR_PUBLIC_KEY,
+        "--init",
         "--signing-key",
         str(key),
     )

@@ -14,6 +14,7 @@ import pytest
 from governance.events import with_sequence
 from producer.history import DeadLetterRecord, HistoryReport, check_history
 from tests.support.commands import command, new_id, submit
+from tests.support.services import owner_bypassing_guards
 from tests.support.signed import apply_command
 
 pytestmark = pytest.mark.integration
@@ -112,7 +113,10 @@ def test_a_revision_that_does_not_match_the_applied_events_is_reported(
 ) -> None:
     commands, events = history
     request_id = commands[0]["request_id"]
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with (
+        psycopg.connect(database_url, autocommit=True) as conn,
+        owner_bypassing_guards(conn),
+    ):
         conn.execute(
             "UPDATE mutation_requests SET revision = revision + 1 WHERE request_id = %s",
             (request_id,),

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from governance.authentication import Trust
 from producer.keys import generate
 from tests.conftest import migrated_database
 from tests.support.commands import command, new_id, submit
@@ -25,7 +26,6 @@ from tests.support.identities import register
 from tests.support.processes import PROJECT_ROOT, service_env
 from tests.support.signed import apply_command
 from worker import registry
-from worker.verification import Trust
 
 pytestmark = pytest.mark.system
 

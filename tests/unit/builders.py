@@ -7,6 +7,7 @@ any other test.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -329,6 +330,7 @@ def issue(
     reason: str | None = None,
     superseding: MutationRequest | None = None,
     groups: frozenset[str] | None = None,
+    void_grants: Mapping[tuple[str, str], str] | None = None,
     **args: Any,
 ) -> Outcome:
     """Decide ``type_`` against ``request`` with the right expected revision.
@@ -346,7 +348,12 @@ def issue(
         **args,
     )
     return decide(
-        request, cmd, NOW, superseding, groups=groups_of(actor_id) if groups is None else groups
+        request,
+        cmd,
+        NOW,
+        superseding,
+        groups=groups_of(actor_id) if groups is None else groups,
+        void_grants=void_grants or {},
     )
 
 

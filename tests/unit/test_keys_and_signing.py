@@ -20,6 +20,7 @@ from producer.keys import (
     default_key_id,
     generate,
     load_key_file,
+    load_public_key,
     write_key_file,
 )
 from producer.signing import sign_command
@@ -221,6 +222,59 @@ def test_a_key_file_with_extra_fields_still_loads(tmp_path: Path) -> None:
     )
 
     assert load_key_file(path) == SigningKey("alice", "k1", bytes(range(32)))
+
+
+# --- pinned public keys (verify --anchor-key) -------------------------------------------------
+
+
+def test_a_public_key_is_taken_as_it_is_given() -> None:
+    key = generate("operator")
+
+    assert load_public_key(key.public_key_b64) == key.public_key_b64
+
+
+def test_a_key_file_gives_its_public_half(tmp_path: Path) -> None:
+    key = generate("operator")
+    write_key_file(key, tmp_path / "operator.key")
+
+    assert load_public_key(str(tmp_path / "operator.key")) == key.public_key_b64
+
+
+def test_a_file_holding_the_public_key_gives_it(tmp_path: Path) -> None:
+    # As `governance keygen ... > operator.pub` leaves it: the key and a newline
+    key = generate("operator")
+    (tmp_path / "operator.pub").write_text(key.public_key_b64 + "\n", encoding="utf-8")
+
+    assert load_public_key(str(tmp_path / "operator.pub")) == key.public_key_b64
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("not-a-key", id="neither-key-nor-file"),
+        pytest.param(b64url_encode(bytes(31)), id="31-bytes"),
+        pytest.param(b64url_encode(bytes(32)) + "=", id="padded"),
+    ],
+)
+def test_what_is_neither_a_public_key_nor_a_file_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="neither a base64url Ed25519 public key nor"):
+        load_public_key(value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param("hello", id="text"),
+        pytest.param('{"actor_id": "operator"}', id="json-that-is-no-key-file"),
+        pytest.param(b64url_encode(bytes(33)), id="33-bytes"),
+    ],
+)
+def test_a_file_holding_no_key_is_a_key_file_error_naming_it(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "operator.pub"
+    path.write_text(content, encoding="utf-8")
+
+    with pytest.raises(KeyFileError, match=r"operator\.pub"):
+        load_public_key(str(path))
 
 
 # --- signing --------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Who sent a command: its signature checked against the registered key, inside the guarded
-transaction (the key and its actor are read in the transaction's first round trip).
+"""Who sent a command: its signature checked against the registered key. Pure: the worker
+runs it in the guarded transaction with the key and actor it read in the first round trip,
+and ``governance verify`` runs it again with the registry as it stood at the decision.
 
 A signed command carries ``auth = {"key_id", "signature"}``: an Ed25519 signature over the
 RFC 8785 canonical JSON of the command as received without ``auth``
