@@ -21,9 +21,12 @@ COPY governance_cli ./governance_cli
 COPY worker ./worker
 COPY producer ./producer
 # The project itself adds no dependency the lock did not pin; pip check proves the lock whole.
+# /keys: where the worker key lives (a volume in docker compose, which takes this directory's
+# owner when it is first mounted, so the unprivileged user can write the key there).
 RUN pip install --no-deps . \
     && pip check \
-    && useradd --create-home --uid 10001 governance
+    && useradd --create-home --uid 10001 governance \
+    && install -d -o governance -g governance -m 0700 /keys
 
 USER governance
 # Celery's beat keeps its schedule file here.

@@ -46,6 +46,7 @@ WORKLOADS = (
     "mixed",
     "baselines",
     "auth",
+    "events",
     "backlog",
     "growth",
     "observability",
@@ -368,6 +369,26 @@ class Run:
                     partial(self.bench.workload, workloads.uniform(requests), count),
                 )
 
+    def events(self) -> None:
+        """The price of signing every outcome event: the uniform workload at the largest
+        worker count (default mode, adaptive batches) with the workers' key and without,
+        alternated twice in one run. Both run ``GOVERNANCE_AUTH=off``, since a worker in
+        signed mode refuses to start without a key; signing an event costs the same in
+        either mode (what verifying the commands costs is ``bench auth``)."""
+        count = max(self.args.worker_counts)
+        requests = self.size("uniform_requests")
+        key_file = str(self.bench.identities.worker_key_file(self.bench.log_dir))
+        for attempt, mode in enumerate(("unsigned", "signed", "unsigned", "signed"), start=1):
+            env = {"GOVERNANCE_AUTH": "off", "GOVERNANCE_WORKER_KEY": ""}
+            if mode == "signed":
+                env["GOVERNANCE_WORKER_KEY"] = key_file
+            with self.worker_settings(env):
+                self.phase(
+                    "events",
+                    f"{mode} {count}w #{(attempt + 1) // 2}",
+                    partial(self.bench.workload, workloads.uniform(requests), count),
+                )
+
     def policy(self) -> None:
         """The price of the deployment's approval policy at submit: timed submits at the
         largest worker count in requester mode and in the default (required) mode under a
@@ -573,7 +594,11 @@ def ratios(results: dict[str, Any], counts: list[int]) -> dict[str, Any]:
         out["growth_throughput_over_empty"] = ratio(
             grown_phase["throughput_per_s"], sum(empty) / len(empty)
         )
-    for key, base, costly in (("auth", "off", "signed"), ("policy", "requester", "required")):
+    for key, base, costly in (
+        ("auth", "off", "signed"),
+        ("events", "unsigned", "signed"),
+        ("policy", "requester", "required"),
+    ):
         compared = _mode_cost(results, key, base, costly)
         if compared is not None:
             out[f"{key}_throughput_per_s"] = compared["throughput_per_s"]
@@ -689,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
                 run.baselines()
             if args.workload == "auth":
                 run.auth()
+            if args.workload == "events":
+                run.events()
             if args.workload == "backlog":
                 run.backlog()
             if args.workload == "growth":

@@ -5,17 +5,20 @@ starts, so the figures measure the service, not the bench's signing."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from governance.topology import DEFAULT_AUDIENCE
-from producer.keys import SigningKey, generate
+from producer.keys import SigningKey, generate, write_key_file
 from producer.signing import sign_command
 from worker import registry
 
 #: Every bench actor may send every command: the bench measures the path, not the roles.
 ROLES = ("requester", "approver", "operator")
+#: The actor the bench's governance workers sign their events as.
+WORKER_ACTOR = "bench-worker"
 
 
 class Identities:
@@ -31,6 +34,26 @@ class Identities:
 
     def sign_all(self, payloads: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         return [self.sign(payload) for payload in payloads]
+
+    def worker_key_file(self, directory: Path) -> Path:
+        """The workers' key file (``GOVERNANCE_WORKER_KEY``), made and registered with the
+        ``worker`` role once: every governance worker of the run signs its events with it."""
+        path = directory / "bench-worker.key"
+        if not path.exists():
+            key = generate(WORKER_ACTOR)
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                registry.add_actor(
+                    conn,
+                    WORKER_ACTOR,
+                    "Bench worker",
+                    "service",
+                    ["worker"],
+                    [],
+                    public_key=key.public_key_b64,
+                    key_id=key.key_id,
+                )
+            write_key_file(key, path)
+        return path
 
     def _key(self, actor_id: str) -> SigningKey:
         key = self.keys.get(actor_id)

@@ -47,7 +47,7 @@ class ObservedBench(Bench):
         self._workers = start_workers(
             self.app,
             count,
-            self.worker_env(**self.governance_env),
+            self.governance_worker_env(),
             broker_url=self.broker_url,
             queue=COMMANDS_QUEUE,
             layout=self.layout,

@@ -85,6 +85,12 @@ class Bench:
             **extra,
         }
 
+    def governance_worker_env(self) -> dict[str, str]:
+        """The environment of a governance worker: the run's worker key, then
+        ``governance_env`` (``GOVERNANCE_WORKER_KEY=""`` there: unsigned events)."""
+        key_file = str(self.identities.worker_key_file(self.log_dir))
+        return self.worker_env(**{"GOVERNANCE_WORKER_KEY": key_file, **self.governance_env})
+
     def governance_workers(self, count: int) -> WorkerSet:
         """The governance workers (``celery -A worker worker``), reused while the count holds."""
         if self._workers is not None and self._workers.count == count:
@@ -94,10 +100,11 @@ class Bench:
             except WorkerDied:
                 pass
         self.stop_workers()
+        # Every worker signs its events (a signed-mode worker refuses to start without a key).
         self._workers = start_workers(
             "worker",
             count,
-            self.worker_env(**self.governance_env),
+            self.governance_worker_env(),
             broker_url=self.broker_url,
             queue=COMMANDS_QUEUE,
             layout=self.layout,
@@ -382,6 +389,7 @@ class Bench:
                     self.identities.sign_all(load.timed),
                     barrier,
                     results,
+                    str(self.identities.worker_key_file(self.log_dir)),
                 ),
                 daemon=True,
             )
@@ -425,10 +433,16 @@ def _direct_main(
     timed: list[dict[str, Any]],
     barrier: Any,
     results: Any,
+    worker_key_file: str,
 ) -> None:
-    """One direct-DB process: its own requests submitted untimed, then the timed commands."""
+    """One direct-DB process: its own requests submitted untimed, then the timed commands,
+    each event signed as a worker signs it."""
     from bench.client import cpu_self
+    from producer.keys import load_key_file
+    from worker import event_signing
     from worker.transaction import apply_command
+
+    event_signing.install(load_key_file(worker_key_file))
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         for payload in setup:

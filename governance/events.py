@@ -1,8 +1,9 @@
 """Outcome events (**contract**): bodies and routing keys of ``transition.applied`` and
 ``transition.rejected``.
 
-The ``sequence`` of an event is handed out by the event log when the event is stored, so the
-bodies built here leave it out and :func:`with_sequence` adds it to what is published.
+The ``sequence`` of an event is drawn from the event log before the event is stored, so the
+bodies built here leave it out: the worker adds it, and its ``proof`` (the worker's signature
+over the event as published, see :class:`EventProof`), before it stores the event.
 
 :class:`AppliedEvent` and :class:`RejectedEvent` are the typed models of the published
 events, from which ``governance.schema`` derives their JSON Schemas; the builders below
@@ -141,6 +142,20 @@ class EventRejection(_Body, frozen=True):
     current_status: Status | None
 
 
+class EventProof(_Body, frozen=True):
+    """The publishing worker's signature (**contract**). ``signature`` is the Ed25519
+    signature (base64url, no padding) of the worker key ``key_id`` over the UTF-8 bytes of
+    the RFC 8785 (JCS) canonical JSON of the whole event, ``sequence`` included, without its
+    ``proof`` member. To verify: drop ``proof``, canonicalise with RFC 8785, and check the
+    signature with the registered public key of ``key_id``, which must belong to an active
+    actor holding the ``worker`` role and not be revoked. Act on no event that does not
+    verify. ``proof`` is null only from a worker in development mode (``authenticated:
+    false``) that has no key."""
+
+    key_id: Annotated[str, Meta(min_length=1, max_length=128)]
+    signature: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{86}$")]
+
+
 class AppliedEvent(_Body, frozen=True):
     """``transition.applied``: a command moved its request on (routing key
     ``transition.applied.<command_type>``)."""
@@ -159,6 +174,7 @@ class AppliedEvent(_Body, frozen=True):
     decisions: list[EventDecision]
     request: EventRequest
     sequence: Sequence
+    proof: EventProof | None
 
 
 class RejectedEvent(_Body, frozen=True):
@@ -177,6 +193,7 @@ class RejectedEvent(_Body, frozen=True):
     rejection: EventRejection
     request: EventRequest | None
     sequence: Sequence
+    proof: EventProof | None
 
 
 #: The model of each event, by its type.

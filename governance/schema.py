@@ -199,7 +199,14 @@ def asyncapi_document() -> dict[str, Any]:
             "events": {
                 "address": EVENTS_EXCHANGE,
                 "description": "The topic exchange of outcome events: routing key "
-                f"{APPLIED}.<command_type> or {REJECTED}.<rejection code>.",
+                f"{APPLIED}.<command_type> or {REJECTED}.<rejection code>. Anyone who may "
+                "publish here could forge an outcome, so every event carries the publishing "
+                "worker's signature as proof: {key_id, signature}, Ed25519 (base64url, no "
+                "padding) over the UTF-8 RFC 8785 (JCS) canonical JSON of the event without "
+                "its proof member. A subscriber verifies it against the registered public "
+                "keys of active actors holding the worker role (a revoked key does not "
+                "verify) and acts on no event that does not verify. proof is null only from "
+                "a development-mode worker without a key (authenticated: false).",
                 "messages": {
                     "transitionApplied": {"$ref": "#/components/messages/transitionApplied"},
                     "transitionRejected": {"$ref": "#/components/messages/transitionRejected"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -433,6 +434,70 @@ def key_revoke(database_url: str, key_id: str, force: bool) -> None:
         f"revoked key {revoked.key_id} of actor {revoked.actor_id} "
         f"at {timestamp_to_wire(revoked.revoked_at)}"
     )
+
+
+@actors.command("worker-key")
+@database_url_option
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option(
+    "--actor",
+    "actor_id",
+    default="worker",
+    show_default=True,
+    help="The workers' actor (registered with the worker role when it is new).",
+)
+def worker_key(database_url: str, path: str, actor_id: str) -> None:
+    """Make PATH a registered worker key, for GOVERNANCE_WORKER_KEY: create the key file when
+    there is none (mode 0600), register its actor with the worker role (type service) when
+    it is new, and its public key when the actor does not have it yet.
+
+    Idempotent, for a deployment's provisioning step (docker compose runs it before the
+    workers start). By hand, the same is `governance keygen --actor worker-1 --out FILE`
+    then `governance actors add worker-1 --type service --role worker --public-key KEY`.
+    An existing actor without the worker role is refused: give it the role yourself."""
+    from producer.keys import KeyFileError, generate, load_key_file, write_key_file
+    from worker import registry
+
+    try:
+        if os.path.exists(path):
+            key = load_key_file(path)
+            made = False
+        else:
+            key = generate(actor_id)
+            write_key_file(key, path)
+            made = True
+    except (KeyFileError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if key.actor_id != actor_id:
+        _usage_error(f"{path} holds a key of actor {key.actor_id!r}, not of {actor_id!r}")
+    with registry_connection(database_url) as conn:
+        try:
+            actor: registry.RegisteredActor | None = registry.show_actor(conn, actor_id)
+        except registry.RegistryError:
+            actor = None
+        if actor is None:
+            registry.add_actor(
+                conn,
+                actor_id,
+                "Worker",
+                ActorType.SERVICE.value,
+                [Role.WORKER.value],
+                [],
+                public_key=key.public_key_b64,
+                key_id=key.key_id,
+            )
+            done = f"registered actor {actor_id} (worker) with key {key.key_id}"
+        elif Role.WORKER.value not in actor.roles:
+            raise click.ClickException(
+                f"actor {actor_id} exists without the worker role; "
+                f"`governance actors role add {actor_id} worker` first, if it is a worker"
+            )
+        elif not any(k.key_id == key.key_id for k in actor.keys):
+            registry.add_key(conn, actor_id, key.public_key_b64, key.key_id)
+            done = f"added key {key.key_id} to worker {actor_id}"
+        else:
+            done = f"worker {actor_id} already has key {key.key_id}"
+    click.echo(f"{done}; key file {path}{' (new)' if made else ''}")
 
 
 COMMANDS = (keygen, actors)

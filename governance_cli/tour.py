@@ -23,6 +23,7 @@ import psycopg
 from governance.policy_document import parse_policy
 from producer import GovernanceClient
 from producer.audit import verify_request
+from producer.event_proof import EventVerifier
 from producer.keys import SigningKey, generate
 from producer.queries import Queries
 from producer.signing import sign_command
@@ -58,14 +59,16 @@ class Report:
 class EventPrinter:
     """Prints every event of the tour's requests as it arrives, and counts them."""
 
-    def __init__(self, broker_url: str, as_json: bool, prefix: str) -> None:
+    def __init__(self, broker_url: str, database_url: str, as_json: bool, prefix: str) -> None:
         self.as_json = as_json
         self.prefix = prefix
         self.applied: Counter[str] = Counter()
         self.last: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
-        self.subscription = Subscription(broker_url)
+        self.subscription = Subscription(
+            broker_url, verifier=EventVerifier.from_environment(database_url)
+        )
         self.thread = threading.Thread(target=self._run, name="tour-events", daemon=True)
         if not as_json:
             click.echo(f"{'seq':>5}  {'request':<22} {'command':<20} {'outcome':<34} {'rev':>3}")
@@ -176,7 +179,7 @@ def run_tour(
     report = Report()
     keys = register_actors(database_url)
     apply_demo_policy(database_url)
-    printer = EventPrinter(broker_url, as_json, prefix)
+    printer = EventPrinter(broker_url, database_url, as_json, prefix)
 
     def say(text: str) -> None:
         if not as_json:
@@ -188,7 +191,9 @@ def run_tour(
     carol = {"id": "demo-carol", "name": "Carol"}
     pipeline = {"id": "demo-pipeline", "type": "service"}
     try:
-        with GovernanceClient(broker_url, timeout=timeout, signing_key=keys) as client:
+        with GovernanceClient(
+            broker_url, database_url, timeout=timeout, signing_key=keys
+        ) as client:
 
             def submit(name: str, expect: str = "transition.applied", **kwargs: Any) -> str:
                 request_id = prefix + name

@@ -40,6 +40,7 @@ from governance.model import Actor
 from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE, DEFAULT_AUDIENCE
 from producer._amqp import ALL_OUTCOMES, EVENTS, decode_event, worker_queue
 from producer._closing import Closing
+from producer.event_proof import EventVerifier
 from producer.keys import SigningKey, load_key_file
 from producer.outcomes import OutcomeTimeout
 from producer.queries import Queries
@@ -111,8 +112,10 @@ class OutcomeListener:
     outcome of a known command).
     """
 
-    def __init__(self, broker_url: str) -> None:
+    def __init__(self, broker_url: str, verifier: EventVerifier | None = None) -> None:
         self._broker_url = broker_url
+        #: Judges every outcome before it is handed to a waiter (see producer.event_proof).
+        self.verifier = EventVerifier.from_environment() if verifier is None else verifier
         self._lock = threading.Lock()
         self._waiters: dict[str, list[_Waiter]] = {}
         self._stop = threading.Event()
@@ -144,7 +147,9 @@ class OutcomeListener:
     def _dispatch(self, body: Any, message: kombu.Message) -> None:
         event = decode_event(body)
         message.ack()
-        if event is None:
+        # A forged outcome must neither answer a waiter nor use up its slot: the genuine
+        # one may still come.
+        if event is None or not self.verifier.admit(event):
             return
         with self._lock:
             waiters = self._waiters.pop(str(event.get("command_id")), [])
@@ -284,6 +289,10 @@ class GovernanceClient(Closing):
     published, so a re-send is signed afresh and is still the same command. A command that
     already carries an ``auth`` is sent as it is. Without a key commands go unsigned, which
     only a worker in development mode (``GOVERNANCE_AUTH=off``) accepts.
+
+    Outcomes are acted on only when signed by a registered worker (``event_verifier``,
+    default the registry's worker keys on ``database_url``, or the keys file
+    ``GOVERNANCE_EVENT_KEYS`` names): a forged outcome is counted, logged and ignored.
     """
 
     def __init__(
@@ -295,6 +304,7 @@ class GovernanceClient(Closing):
         resend_attempts: int = DEFAULT_RESEND_ATTEMPTS,
         signing_key: SigningKeyLike | None = None,
         audience: str = DEFAULT_AUDIENCE,
+        event_verifier: EventVerifier | None = None,
     ) -> None:
         self.broker_url = urls.broker_url(broker_url, "broker_url")
         self.database_url = (
@@ -306,6 +316,14 @@ class GovernanceClient(Closing):
         if isinstance(signing_key, str | os.PathLike):
             signing_key = load_key_file(signing_key)
         self.signing_key = signing_key
+        #: Judges the outcome events :meth:`send_and_wait` acts on: default the registry's
+        #: worker keys on ``database_url`` (else as the environment says, see
+        #: :meth:`producer.event_proof.EventVerifier.from_environment`).
+        self.event_verifier = (
+            event_verifier
+            if event_verifier is not None
+            else EventVerifier.from_environment(self.database_url)
+        )
         # A Celery app used purely as a client: it writes the Celery protocol message the
         # worker expects, and with confirm_publish a publish returns only once the broker has
         # taken responsibility for the message.
@@ -415,7 +433,7 @@ class GovernanceClient(Closing):
     def _outcomes(self) -> OutcomeListener:
         with self._listener_lock:
             if self._listener is None:
-                listener = OutcomeListener(self.broker_url)
+                listener = OutcomeListener(self.broker_url, self.event_verifier)
                 listener.start()
                 self._listener = listener
             return self._listener

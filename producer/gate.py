@@ -12,6 +12,7 @@ from governance.lifecycle import ALLOWED_TRANSITIONS
 from governance.model import Status
 from producer.audit import verify_request
 from producer.event_log import connect_reader
+from producer.event_proof import EventVerifier
 from producer.outcomes import EXIT_ALTERED, EXIT_APPLIED, EXIT_REJECTED, EXIT_TIMEOUT
 from producer.queries import Queries
 from producer.subscriptions import EventFilter, Subscription
@@ -67,6 +68,7 @@ def wait_for_status(
     timeout: float,
     *,
     on_waiting: Callable[[str | None], object] | None = None,
+    verifier: EventVerifier | None = None,
 ) -> GateResult:
     """Wait until ``request_id`` is in one of the ``until`` statuses.
 
@@ -76,6 +78,10 @@ def wait_for_status(
     history does not verify). A request that does not exist yet is waited for.
     ``on_waiting`` is called with
     the current status (None: not submitted yet) once the gate is listening and has to wait.
+
+    Only events signed by a registered worker count (``verifier``, default the registry's
+    worker keys on ``database_url``): a forged ``transition.applied`` published straight to
+    the exchange is ignored, and the gate keeps waiting.
     """
     unknown = until - {s.value for s in Status}
     if unknown:
@@ -83,7 +89,9 @@ def wait_for_status(
     queries = Queries(database_url)
     deadline = time.monotonic() + timeout
     with Subscription(
-        broker_url, EventFilter.of(request_ids=[request_id], outcomes=["applied"])
+        broker_url,
+        EventFilter.of(request_ids=[request_id], outcomes=["applied"]),
+        verifier=EventVerifier.registry(database_url) if verifier is None else verifier,
     ) as events:
         view = queries.request(request_id)
         seen_revision = 0

@@ -8,6 +8,7 @@ the 32-byte seed>"}``. The public half is what an operator registers for the act
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -56,6 +57,13 @@ def _check_identifier(value: object, what: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=256)
+def _private_key(seed: bytes) -> Ed25519PrivateKey:
+    # Loading a seed derives its public key, which costs as much as a signature: a worker
+    # signs every event with one key.
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
 @dataclass(frozen=True, slots=True)
 class SigningKey:
     """An actor's private key: who it signs for, under which key id, and its 32-byte seed."""
@@ -71,7 +79,7 @@ class SigningKey:
             raise ValueError(f"the seed of an Ed25519 key must be exactly {SEED_LENGTH} bytes")
 
     def _private(self) -> Ed25519PrivateKey:
-        return Ed25519PrivateKey.from_private_bytes(self.seed)
+        return _private_key(self.seed)
 
     @property
     def public_key_bytes(self) -> bytes:

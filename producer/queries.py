@@ -30,7 +30,9 @@ from governance.codec import (
 )
 from governance.events import with_sequence
 from governance.model import ApprovalRequirement, ApprovalStatus, Decision, MutationRequest
+from governance.proof import b64url_decode
 from producer.event_log import LogPosition, catch_up, connect_reader
+from producer.event_proof import TrustedKey
 
 _REQUEST_COLUMNS = (
     "request_id, state_id, state_type, mutation_type, intent, context, status, pending_reason,"
@@ -439,6 +441,25 @@ class Queries:
                 (request_id,),
             ).fetchone()
         return None if row is None else with_sequence(row["body"], row["sequence"])
+
+    def worker_keys(self) -> list[TrustedKey]:
+        """The keys outcome events may be signed with: every key (revoked ones with their
+        time of revocation) of an active actor holding the ``worker`` role."""
+        with _connect(self.database_url) as conn:
+            rows = conn.execute(
+                "SELECT k.key_id, k.public_key, k.actor_id, k.revoked_at"
+                " FROM actor_keys AS k JOIN actors AS a ON a.actor_id = k.actor_id"
+                " WHERE a.active AND 'worker' = ANY(a.roles)"
+            ).fetchall()
+        return [
+            TrustedKey(
+                key_id=row["key_id"],
+                public_key=b64url_decode(row["public_key"]),
+                actor_id=row["actor_id"],
+                revoked_at=row["revoked_at"],
+            )
+            for row in rows
+        ]
 
     def last_sequence(self) -> int:
         """The highest sequence visible now (0 for an empty log)."""

@@ -1,4 +1,5 @@
-"""Signing a command object for the worker that checks it.
+"""Signing a command object for the worker that checks it, and an outcome event for its
+subscribers.
 
 The signature covers the RFC 8785 canonical JSON of the command without its ``auth`` member
 (:func:`governance.proof.signed_bytes`), so the command must not change after it is signed:
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from governance.codec import timestamp_to_wire
-from governance.proof import b64url_encode, signed_bytes
+from governance.proof import PROOF_MEMBER, b64url_encode, event_signed_bytes, signed_bytes
 from producer.keys import SigningKey
 
 
@@ -51,4 +52,18 @@ def sign_command(
     signed["audience"] = audience
     signature = key.sign(signed_bytes(signed))
     signed["auth"] = {"key_id": key.key_id, "signature": b64url_encode(signature)}
+    return signed
+
+
+def sign_event(event: Mapping[str, Any], key: SigningKey) -> dict[str, Any]:
+    """``event`` with ``proof = {"key_id", "signature"}``: the Ed25519 signature of the
+    publishing worker's ``key`` over the RFC 8785 JSON of everything else
+    (:func:`governance.proof.event_signed_bytes`). An earlier ``proof`` is replaced.
+
+    The event is signed as it will be published, so it must already carry its ``sequence``.
+    Raises ValueError when it cannot be canonicalised.
+    """
+    signed = {name: value for name, value in event.items() if name != PROOF_MEMBER}
+    signature = key.sign(event_signed_bytes(signed))
+    signed[PROOF_MEMBER] = {"key_id": key.key_id, "signature": b64url_encode(signature)}
     return signed

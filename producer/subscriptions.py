@@ -24,6 +24,10 @@ it was away, as its queue went with its connection.
 
 :func:`replay` reads the event log (the outbox table) from a sequence onwards, in short
 pages, and then follows live, without a gap or a duplicate at the seam.
+
+Every event is verified before it is handed out (:mod:`producer.event_proof`): one whose
+worker signature does not hold against the trusted worker keys is counted
+(``subscription.verifier.refused``), logged and dropped, never delivered.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from governance.topology import (
 )
 from producer._amqp import EVENTS, decode_event
 from producer._closing import Closing
+from producer.event_proof import EventVerifier
 from producer.queries import read_event_log
 
 log = logging.getLogger(__name__)
@@ -188,12 +193,22 @@ class Subscription(Closing):
         max_length: int | None = DEFAULT_SUBSCRIPTION_MAX_LENGTH,
         max_age_seconds: float | None = DEFAULT_SUBSCRIPTION_MAX_AGE_SECONDS,
         queue_type: str | None = None,
+        verifier: EventVerifier | None = None,
     ) -> None:
         """``max_length``, ``max_age_seconds`` and ``queue_type`` (default: as
         ``GOVERNANCE_QUEUE_TYPE`` says, else quorum) shape a durable subscription's queue;
         None for a bound means none. An anonymous subscription's queue is always a classic,
-        exclusive one (a quorum queue cannot be exclusive)."""
+        exclusive one (a quorum queue cannot be exclusive).
+
+        ``verifier`` judges each event's proof (default
+        :meth:`producer.event_proof.EventVerifier.from_environment`: the registry's worker
+        keys); an event it refuses is never handed out (see :attr:`verifier` for the
+        counts)."""
         self.filter = event_filter
+        #: Judges every event before it is handed out: ``verifier.refused`` counts what it
+        #: dropped, ``verifier.verified`` what it let through with a proof that holds.
+        self.verifier = EventVerifier.from_environment() if verifier is None else verifier
+        self._last_verified = False
         self.name = name
         queue_name = (
             subscription_queue_name(name)
@@ -296,15 +311,21 @@ class Subscription(Closing):
         while not self._closed.is_set():
             while self._buffer:
                 event, message = self._buffer.popleft()
-                if (
-                    event is None
-                    or not self.filter.matches(event)
-                    or not self._seen.add(str(event.get("event_id")))
-                ):
+                if event is None or not self.filter.matches(event):
+                    self._ack(message)
+                    continue
+                # Judged before it is taken as seen: a forged copy carrying a genuine
+                # event's id must not shadow the genuine one.
+                verdict = self.verifier.judge(event)
+                if not verdict.accepted:
+                    self._ack(message)
+                    continue
+                if not self._seen.add(str(event.get("event_id"))):
                     self._ack(message)
                     continue
                 self._unacked = message
                 self._last_headers = message.headers or {}
+                self._last_verified = verdict.verified
                 return event
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
@@ -330,6 +351,12 @@ class Subscription(Closing):
         command was traced, the ``traceparent`` of the worker's span (see
         :func:`event_span`)."""
         return self._last_headers
+
+    @property
+    def last_verified(self) -> bool:
+        """Whether the event last handed out carried a proof that verified (False only for
+        an unsigned event accepted in development mode)."""
+        return self._last_verified
 
     def mark_seen(self, event_id: str) -> None:
         """Treat an event as already delivered (used at the replay seam)."""
@@ -445,9 +472,13 @@ class Replay(Closing):
         event_filter: EventFilter = ANY_EVENT,
         *,
         batch_size: int = 1_000,
+        verifier: EventVerifier | None = None,
     ) -> None:
+        if verifier is None:
+            verifier = EventVerifier.registry(database_url)
+        self.verifier = verifier
         # 1. Bind the live queue first: from now on every published event is buffered in it.
-        self.live = Subscription(broker_url, event_filter)
+        self.live = Subscription(broker_url, event_filter, verifier=verifier)
         # Lazy: the first page, and with it the snapshot the history ends at, is read on the
         # first get(), after the bind.
         self._history = read_event_log(database_url, since_sequence, batch_size=batch_size)
@@ -459,6 +490,8 @@ class Replay(Closing):
         seconds without a live event)."""
         # 2. The log, page by page, up to a snapshot taken after the bind.
         for event in self._history:
+            if not self.verifier.admit(event, live=False):
+                continue
             # Live copies of what the log already gave are dropped by event_id.
             self.live.mark_seen(str(event["event_id"]))
             if self.filter.matches(event):
@@ -490,8 +523,19 @@ def replay(
     event_filter: EventFilter = ANY_EVENT,
     *,
     batch_size: int = 1_000,
+    verifier: EventVerifier | None = None,
 ) -> Replay:
     """Every event with ``sequence > since_sequence`` from the log, then live events, each
     exactly once, per request in revision order. The log is read in pages of ``batch_size``
-    events, each its own short statement. Iterate the result; close it when done."""
-    return Replay(database_url, broker_url, since_sequence, event_filter, batch_size=batch_size)
+    events, each its own short statement. Iterate the result; close it when done.
+
+    Every event is verified (``verifier``, default the registry's worker keys on
+    ``database_url``); one that does not verify is counted, logged and skipped."""
+    return Replay(
+        database_url,
+        broker_url,
+        since_sequence,
+        event_filter,
+        batch_size=batch_size,
+        verifier=verifier,
+    )

@@ -34,8 +34,13 @@ from tests.support.services import (  # noqa: E402
     fresh_database,
     unavailable,
 )
+from worker import event_signing  # noqa: E402
 from worker.migrate import migrate  # noqa: E402
 from worker.outbox import EventPublisher  # noqa: E402
+
+# The guarded transaction run in this process signs its events as the tests' workers do
+# (their key is registered in every database the tests migrate).
+event_signing.install(identities.worker_key())
 
 # Property tests judge behaviour, never speed: a loaded machine (three test processes on two
 # cores) must not turn a slow example into a failure. In CI the examples are derived from

@@ -40,7 +40,7 @@ from governance.topology import (
     RETRY_QUEUE,
     queue_arguments,
 )
-from worker import batching, deadletter, policy, runtime
+from worker import batching, deadletter, event_signing, policy, runtime
 from worker.config import Settings
 from worker.errors import InfrastructureError
 from worker.observability import observer
@@ -554,6 +554,39 @@ def _inequivalent_queue_line(queue: Queue, exc: Exception) -> str:
         f"workers drain it, delete it, start this worker to redeclare it) or set "
         f"GOVERNANCE_QUEUE_TYPE={other} to use it as it is"
     )
+
+
+@signals.worker_init.connect
+def _read_worker_key(**_: Any) -> None:
+    """Read the worker's key once, before any event is built (forked pool children inherit
+    it); in signed mode a worker without one stops at once, with one line saying why."""
+    if event_signing.installed() is not None:
+        return  # given in process (the embedded stack makes its own)
+    try:
+        key = event_signing.load(settings.worker_key, signed=settings.auth == "signed")
+    except event_signing.WorkerKeyMissing as exc:
+        # Exits with status 1, the line on stderr.
+        raise SystemExit(str(exc)) from None
+    event_signing.install(key)
+    if key is None:
+        log.warning(
+            "GOVERNANCE_WORKER_KEY is not set: this worker's events are unsigned, and "
+            "subscribers in signed mode ignore them (development mode only)"
+        )
+    else:
+        log.info("signing events as %s with key %s", key.actor_id, key.key_id)
+        problem = event_signing.registration_problem(settings.database_url, key)
+        if problem is not None:
+            # Not fatal (the operator may be registering it right now), but every event
+            # would be ignored by subscribers until then: say so where it is seen.
+            log.warning(
+                "%s: %s, so subscribers ignore the events this worker signs; register it "
+                "with `governance actors worker-key %s --actor %s`",
+                event_signing.KEY_VARIABLE,
+                problem,
+                settings.worker_key,
+                key.actor_id,
+            )
 
 
 @signals.worker_init.connect

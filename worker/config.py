@@ -49,6 +49,9 @@ class Settings:
     #: ``signed`` (the default): every command's author is proved by its signature and the
     #: roles table applies; ``off``: development only, the actor is taken as asserted.
     auth: str = "signed"
+    #: The worker's key file (``GOVERNANCE_WORKER_KEY``): every event it publishes is signed
+    #: with it. Required in signed mode; read once, when the worker starts.
+    worker_key: str | None = None
     #: ``required`` (the default): a submit takes its approval requirements from the
     #: deployment's approval policy, and is refused while none is applied; ``requester``:
     #: development only, the requester's own requirements alone.
@@ -134,6 +137,7 @@ class Settings:
             relay_grace_seconds=_float(env, "GOVERNANCE_RELAY_GRACE_SECONDS", 2.0),
             poison_retry_limit=_int(env, "GOVERNANCE_POISON_RETRY_LIMIT", 5, minimum=0),
             auth=_choice(env, "GOVERNANCE_AUTH", "signed", ("signed", "off")),
+            worker_key=env.get("GOVERNANCE_WORKER_KEY") or None,
             approval_policy=_choice(
                 env, "GOVERNANCE_POLICY", "required", ("required", "requester")
             ),

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from governance.topology import COMMANDS_QUEUE
+from producer.keys import SigningKey
 
 MEMORY_BROKER_URL = "memory://"
 
@@ -94,6 +95,12 @@ def running_stack(
         from worker.migrate import migrate
 
         migrate(db_url)
+        # The in-process worker signs its events, as every worker does in signed mode: a
+        # fresh key of its own, registered beside any earlier run's.
+        from worker import event_signing
+
+        event_signing.install(register_worker_key(db_url))
+        stack.callback(event_signing.install, None)
         configure(app, Settings.from_env())
         app.conf.worker_enable_remote_control = False
         if amqp_url.startswith("memory://"):
@@ -127,3 +134,35 @@ def running_stack(
 
         stack.callback(stop)
         yield Stack(db_url, amqp_url, database_url is None, broker_url is None)
+
+
+#: The embedded worker's actor in the registry.
+EMBEDDED_WORKER = "embedded-worker"
+
+
+def register_worker_key(database_url: str, actor_id: str = EMBEDDED_WORKER) -> SigningKey:
+    """A fresh worker key for ``actor_id``, registered (the actor with the ``worker`` role
+    when it is new, else the key beside its earlier ones); the key."""
+    import uuid
+
+    import psycopg
+
+    from producer.keys import generate
+    from worker import registry
+
+    key = generate(actor_id, key_id=f"{actor_id}-{uuid.uuid4().hex[:8]}")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        try:
+            registry.add_actor(
+                conn,
+                actor_id,
+                "Embedded worker",
+                "service",
+                ["worker"],
+                [],
+                public_key=key.public_key_b64,
+                key_id=key.key_id,
+            )
+        except registry.RegistryError:
+            registry.add_key(conn, actor_id, key.public_key_b64, key.key_id)
+    return key

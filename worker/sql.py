@@ -101,13 +101,20 @@ WHERE p.command_id = ANY(%(command_ids)s::text[])
 """
 
 
+#: Sequences for a run's events (one per command, the most it can write), drawn after its
+#: locks are taken, so a request's events are numbered in the order its holders decided them.
+#: The events carry their sequence when they are built and signed; unused ones are a gap.
+DRAW_SEQUENCES = """
+SELECT nextval(pg_get_serial_sequence('outbox_events', 'sequence'))
+FROM generate_series(1, %(count)s)
+"""
+
 #: Every write of a run, in one statement, whatever the number of commands: each table is
 #: written once, from one JSON array (see :class:`worker.writes.RunWrites`). A request is
 #: written in its final state, guarded by the revision the run locked it at (a submit by
 #: ``ON CONFLICT DO NOTHING``); the decisions, proof and applied event of a request whose write
-#: matched no row are not written either, so they come back without a sequence. Sequences
-#: are drawn in the order the run decided (the ``ORDER BY`` sits below the insert, which draws
-#: them as the sorted rows arrive).
+#: matched no row are not written either, so they come back without a sequence. Each event
+#: is stored under the sequence it was built with (:data:`DRAW_SEQUENCES`).
 WRITE_RUN = """
 WITH request_rows AS (
     SELECT * FROM jsonb_to_recordset(%(requests)s::jsonb) AS r(
@@ -163,13 +170,15 @@ WITH request_rows AS (
     WHERE p.request_id IN (SELECT request_id FROM written)
 ), event_rows AS (
     SELECT * FROM jsonb_to_recordset(%(events)s::jsonb) AS e(
-        position integer, event_id uuid, event_type text, command_id text, request_id text,
-        routing_key text, body jsonb, payload_hash text, record boolean, guarded boolean,
-        trace_context text)
+        position integer, sequence bigint, event_id uuid, event_type text, command_id text,
+        request_id text, routing_key text, body jsonb, payload_hash text, record boolean,
+        guarded boolean, trace_context text)
 ), event_write AS (
     INSERT INTO outbox_events (
-        event_id, event_type, command_id, request_id, routing_key, body, trace_context)
-    SELECT event_id, event_type, command_id, request_id, routing_key, body, trace_context
+        sequence, event_id, event_type, command_id, request_id, routing_key, body,
+        trace_context)
+    SELECT sequence, event_id, event_type, command_id, request_id, routing_key, body,
+           trace_context
     FROM event_rows
     WHERE NOT guarded OR request_id IN (SELECT request_id FROM written)
     ORDER BY position

@@ -215,6 +215,8 @@ def _run(
                 conn.execute(sql.LOCK_REQUEST_KEYS, {"request_ids": request_ids})
                 locked = conn.execute(sql.LOCK_REQUESTS, {"request_ids": request_ids})
                 backlog = conn.execute(sql.WITH_BACKLOG, {"request_ids": request_ids})
+            # After the locks: the run's events are numbered (and signed) as they are built.
+            drawn = conn.execute(sql.DRAW_SEQUENCES, {"count": len(commands)})
             ledger = conn.execute(sql.LOOKUP, {"command_ids": [p.command_id for p in commands]})
             reads_policy = trust.policy_required and any(
                 c.type is CommandType.SUBMIT for c in valid
@@ -257,6 +259,7 @@ def _run(
             void = _void_grants(standing.fetchall(), trust) if grants_complete else {}
 
             plan = _Plan(now, requests, behind, known, trust, keys, principals, heads, policy, void)
+            plan.writes.sequences = sorted(row[0] for row in drawn.fetchall())
             for item in prepared:
                 plan.decide(item)
 

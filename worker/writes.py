@@ -9,6 +9,10 @@ each table once.
 A request that several commands of the run change is written once, in the state the last of
 them left it, guarded by the revision the run locked it at; its decisions keep the revision
 each command gave it.
+
+Each event is built here once, as it will be published: with the ``sequence`` it is stored
+under (drawn for the run beforehand, :data:`worker.sql.DRAW_SEQUENCES`) and, when the worker
+has a key, its ``proof``. Every path that publishes it later sends this stored event.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from governance.events import (
 from governance.model import Actor, MutationRequest
 from governance.proof import chain_hash, chained_decision
 from governance.rules import Applied, Rejection
+from producer.keys import SigningKey
+from producer.signing import sign_event
+from worker import event_signing
 from worker.observability.context import trace_context_of
 
 
@@ -49,6 +56,10 @@ class RunWrites:
     """Everything a run writes, in the order it decided it."""
 
     events: list[EventWrite] = field(default_factory=list)
+    #: The sequences drawn for this run's events, handed out in the order it decides them.
+    sequences: list[int] = field(default_factory=list)
+    #: The key the events are signed with (default: the worker's, if it has one).
+    signer: SigningKey | None = field(default_factory=event_signing.installed)
     _event_rows: list[dict[str, Any]] = field(default_factory=list)
     _decision_rows: list[dict[str, Any]] = field(default_factory=list)
     _proof_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -181,11 +192,18 @@ class RunWrites:
         record: bool,
         guarded: bool,
     ) -> EventWrite:
+        position = len(self._event_rows)
+        # The sequences were drawn in ascending order, and are handed out in the order the
+        # run decided: a request's events keep its revision order.
+        sequence = self.sequences[position]
+        body["sequence"] = sequence
+        # Without a key (development mode only) the event says so with a null proof.
+        body = sign_event(body, self.signer) if self.signer is not None else {**body, "proof": None}
         event = EventWrite(body["event_id"], body, routing_key, request_id)
         self._event_rows.append(
             {
-                # Sequences are drawn in this order: the order the run decided.
-                "position": len(self._event_rows),
+                "position": position,
+                "sequence": sequence,
                 "event_id": event.event_id,
                 "event_type": body["event_type"],
                 "command_id": command_id,

@@ -18,6 +18,7 @@ from governance_cli.client_format import duration_option, echo_json, short_time
 from governance_cli.errors import Refused
 from governance_cli.options import broker_url_option, database_url_option
 from producer.event_log import EventsPruned, connect_reader
+from producer.event_proof import EventVerifier
 from producer.gate import wait_for_status
 from producer.outcomes import describe
 from producer.subscriptions import EventFilter, Subscription, delete_subscription, replay
@@ -139,11 +140,18 @@ def watch(
         return
     if since_sequence is not None:
         _say_where_the_log_ends(database_url, since_sequence)
+    # Only events signed by a registered worker are shown (counted and logged otherwise).
+    verifier = EventVerifier.from_environment(database_url)
     stream: Subscription | Any = (
-        replay(database_url, broker_url, since_sequence, event_filter)
+        replay(database_url, broker_url, since_sequence, event_filter, verifier=verifier)
         if since_sequence is not None
         else Subscription(
-            broker_url, event_filter, name=name, max_length=max_length, max_age_seconds=max_age
+            broker_url,
+            event_filter,
+            name=name,
+            max_length=max_length,
+            max_age_seconds=max_age,
+            verifier=verifier,
         )
     )
     try:
@@ -230,7 +238,13 @@ def wait(
         )
 
     result = wait_for_status(
-        database_url, broker_url, request_id, statuses, timeout, on_waiting=waiting
+        database_url,
+        broker_url,
+        request_id,
+        statuses,
+        timeout,
+        on_waiting=waiting,
+        verifier=EventVerifier.from_environment(database_url),
     )
     if as_json and result.event is not None:
         echo_json(result.event)

@@ -123,6 +123,25 @@ def test_worker_and_beat_start_after_the_migration(compose: dict[str, Any], name
     assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
 
 
+def test_the_workers_sign_with_the_key_the_worker_key_service_provisions(
+    compose: dict[str, Any],
+) -> None:
+    provision = compose["services"]["worker-key"]
+    worker = compose["services"]["worker"]
+    # The one-shot service makes and registers the key in the volume the workers read
+    assert provision["command"][:3] == ["governance", "actors", "worker-key"]
+    assert provision["restart"] == "no"
+    assert provision["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    key_path = provision["command"][3]
+    volume = provision["volumes"][0].split(":")[0]
+    assert f"{volume}:{key_path.rsplit('/', 1)[0]}:ro" in worker["volumes"]
+    assert volume in compose["volumes"]
+    assert worker["environment"]["GOVERNANCE_WORKER_KEY"] == key_path
+    assert worker["depends_on"]["worker-key"]["condition"] == "service_completed_successfully"
+    # The worker keeps the deployment's other settings
+    assert "GOVERNANCE_DATABASE_URL" in worker["environment"]
+
+
 def test_worker_can_be_scaled(compose: dict[str, Any]) -> None:
     # --scale worker=N needs a service without a fixed container name or host port.
     worker = compose["services"]["worker"]

@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import purge_queues
 from tests.deployment.test_readme import BIN, commented_lines, marked_block, marked_blocks
+from tests.support.identities import register_worker
 from tests.support.processes import WorkerProcess
 from tests.support.services import fresh_database
 from worker.migrate import migrate
@@ -95,10 +96,12 @@ class Walked:
 
 @pytest.fixture(scope="module")
 def readme_database(postgres_server_url: str) -> Iterator[str]:
-    """A migrated database of its own, with an empty registry and no approval policy: the
-    walk-through registers its actors and applies its policy itself."""
+    """A migrated database of its own, with no approval policy and only the worker
+    registered (as the deployment's provisioning step registers it): the walk-through
+    registers its actors and applies its policy itself."""
     with fresh_database(postgres_server_url) as url:
         migrate(url)
+        register_worker(url)
         yield url
 
 

@@ -14,7 +14,7 @@ from governance.commands import Command
 from producer import EventFilter, GovernanceClient, Queries, Subscription, replay
 from tests.support.commands import new_id
 from tests.support.events import EventListener
-from tests.support.identities import Keyring
+from tests.support.identities import Keyring, trusted_worker_keys
 from tests.support.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -70,6 +70,7 @@ def test_a_filtered_subscription_gets_only_matching_events(client: GovernanceCli
     with Subscription(
         client.broker_url,
         EventFilter.of(request_ids=[request_id], rejection_codes=["concurrency_conflict"]),
+        verifier=trusted_worker_keys(),
     ) as subscription:
         # When the request is submitted and approved, a stale cancel conflicts, another request
         # is rejected as not found, and a stale expire conflicts
@@ -87,7 +88,9 @@ def test_a_filtered_subscription_gets_only_matching_events(client: GovernanceCli
 def test_a_state_filter_is_applied_to_each_event(client: GovernanceClient) -> None:
     # Given a subscription to one state
     state = new_id("vm")
-    with Subscription(client.broker_url, EventFilter.of(state_ids=[state])) as subscription:
+    with Subscription(
+        client.broker_url, EventFilter.of(state_ids=[state]), verifier=trusted_worker_keys()
+    ) as subscription:
         # When requests on another state and then on this one are submitted
         client.send_and_wait(submit(client, new_id(), state_id=new_id("vm")))
         wanted = client.send_and_wait(submit(client, new_id(), state_id=state))
@@ -101,7 +104,7 @@ def test_a_redelivered_outcome_is_delivered_once(
     client: GovernanceClient, events: EventListener
 ) -> None:
     # Given a subscription and a command whose outcome is published twice (sent twice)
-    with Subscription(client.broker_url) as subscription:
+    with Subscription(client.broker_url, verifier=trusted_worker_keys()) as subscription:
         command = submit(client, new_id())
         client.send_and_wait(command)
         client.send(command)
@@ -120,7 +123,9 @@ def test_callback_style_hands_each_event_to_the_callback(client: GovernanceClien
     # Given a subscription run with a callback in its own thread
     request_id = new_id()
     received: list[dict[str, Any]] = []
-    subscription = Subscription(client.broker_url, EventFilter.of(request_ids=[request_id]))
+    subscription = Subscription(
+        client.broker_url, EventFilter.of(request_ids=[request_id]), verifier=trusted_worker_keys()
+    )
 
     def on_event(event: dict[str, Any]) -> None:
         received.append(event)
@@ -148,14 +153,14 @@ def test_a_durable_subscriber_restarted_mid_stream_misses_nothing_and_repeats_no
     name = new_id("audit")
     state = new_id("vm")
     only_state = EventFilter.of(state_ids=[state])
-    first = Subscription(client.broker_url, only_state, name=name)
+    first = Subscription(client.broker_url, only_state, name=name, verifier=trusted_worker_keys())
     before = client.send_all_and_wait([submit(client, new_id(), state) for _ in range(10)])
     consumed = next_events(first, 5)
     first.close()
 
     # When 10 more events are published while it is down, and it restarts under its name
     during = client.send_all_and_wait([submit(client, new_id(), state) for _ in range(10)])
-    second = Subscription(client.broker_url, only_state, name=name)
+    second = Subscription(client.broker_url, only_state, name=name, verifier=trusted_worker_keys())
     try:
         marker = client.send_and_wait(submit(client, new_id(), state))
         resumed = next_events(second, 16)

@@ -26,12 +26,13 @@ from governance.topology import (
     subscription_arguments,
 )
 from producer.deadletters import DeadLetterQueue
+from producer.signing import sign_event
 from producer.subscriptions import Subscription, delete_subscription
 from tests.deployment.test_readme import marked_block
 from tests.support.commands import command, new_id, submit
 from tests.support.events import EventListener
 from tests.support.faults import KILLER_PREFIX
-from tests.support.identities import sign
+from tests.support.identities import sign, trusted_worker_keys, worker_key
 from tests.support.processes import WorkerProcess
 from tests.support.services import spare_vhost
 from tests.system.harness import FAULTS_APP, wait_until
@@ -249,14 +250,19 @@ def publish_events(broker_url: str, count: int) -> list[str]:
     ids = [new_id("event") for _ in range(count)]
     try:
         for event_id in ids:
+            # Signed by the tests' worker key, as a worker signs: the subscription drops
+            # anything else.
             publisher.publish(
-                {
-                    "event_id": event_id,
-                    "event_type": "transition.applied",
-                    "command_id": new_id("cmd"),
-                    "command_type": "approve",
-                    "request_id": new_id(),
-                },
+                sign_event(
+                    {
+                        "event_id": event_id,
+                        "event_type": "transition.applied",
+                        "command_id": new_id("cmd"),
+                        "command_type": "approve",
+                        "request_id": new_id(),
+                    },
+                    worker_key(),
+                ),
                 "transition.applied.approve",
             )
     finally:
@@ -269,12 +275,14 @@ def test_a_durable_subscription_keeps_only_its_newest_events_past_its_length_lim
 ) -> None:
     name = new_id("bounded")
     # Given a durable subscription bounded to three events, its subscriber gone
-    Subscription(broker_url, name=name, max_length=3).close()
+    Subscription(broker_url, name=name, max_length=3, verifier=trusted_worker_keys()).close()
     try:
         # When five events are published
         ids = publish_events(broker_url, 5)
         # Then the subscriber, back, gets the newest three
-        with Subscription(broker_url, name=name, max_length=3) as subscription:
+        with Subscription(
+            broker_url, name=name, max_length=3, verifier=trusted_worker_keys()
+        ) as subscription:
             got = [subscription.get(timeout=5) for _ in range(3)]
             assert subscription.get(timeout=0.5) is None
     finally:
@@ -287,14 +295,18 @@ AGE_LIMIT = 2.0
 
 def test_a_durable_subscription_drops_events_older_than_its_age_limit(broker_url: str) -> None:
     name = new_id("aged")
-    Subscription(broker_url, name=name, max_age_seconds=AGE_LIMIT).close()
+    Subscription(
+        broker_url, name=name, max_age_seconds=AGE_LIMIT, verifier=trusted_worker_keys()
+    ).close()
     try:
         publish_events(broker_url, 2)
         # The limit lapsing is the behaviour under test, not a guess at a duration.
         time.sleep(AGE_LIMIT + 0.5)
         # The subscriber is back before the fresh event is published, so that event is read
         # well within its age limit however slow the connection was to open.
-        with Subscription(broker_url, name=name, max_age_seconds=AGE_LIMIT) as subscription:
+        with Subscription(
+            broker_url, name=name, max_age_seconds=AGE_LIMIT, verifier=trusted_worker_keys()
+        ) as subscription:
             (fresh,) = publish_events(broker_url, 1)
             event = subscription.get(timeout=5)
             assert subscription.get(timeout=0.5) is None
@@ -305,7 +317,7 @@ def test_a_durable_subscription_drops_events_older_than_its_age_limit(broker_url
 
 def test_a_durable_subscription_is_removed_by_name(broker_url: str) -> None:
     name = new_id("gone")
-    Subscription(broker_url, name=name).close()
+    Subscription(broker_url, name=name, verifier=trusted_worker_keys()).close()
     # When it is deleted
     assert delete_subscription(broker_url, name) is True
     # Then its queue is gone from the broker, and deleting again says so

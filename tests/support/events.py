@@ -79,3 +79,13 @@ class EventListener:
             self._consumer.cancel()
         finally:
             self.connection.release()
+
+
+def published(body: dict[str, Any], sequence: int) -> dict[str, Any]:
+    """``body`` as a worker publishes it: with its ``sequence``, signed by the tests' worker
+    key."""
+    from governance.events import with_sequence
+    from producer.signing import sign_event
+    from tests.support.identities import worker_key
+
+    return sign_event(with_sequence(body, sequence), worker_key())

@@ -28,6 +28,9 @@ AUDIENCE = "governance"
 ALL_ROLES = ("requester", "approver", "operator")
 #: Actors that are never registered: the worker's own, and ones tests use to be unknown.
 UNREGISTERED = frozenset({"system"})
+#: The actor every worker of the tests signs its events as (``GOVERNANCE_WORKER_KEY``),
+#: registered with the ``worker`` role in every tracked database.
+WORKER_ACTOR = "test-worker"
 
 _lock = threading.Lock()
 _databases: set[str] = set()
@@ -41,10 +44,47 @@ def key_for(actor_id: str) -> SigningKey:
 
 
 def track(database_url: str) -> None:
-    """Register every signing actor in this (migrated) database from now on."""
+    """Register every signing actor in this (migrated) database from now on, and the tests'
+    worker (whose key signs the events) at once."""
     with _lock:
         _databases.add(database_url)
         _registered.setdefault(database_url, set())
+    register_worker(database_url)
+
+
+def worker_key() -> SigningKey:
+    """The key every worker of the tests signs its events with."""
+    return key_for(WORKER_ACTOR)
+
+
+def register_worker(database_url: str, actor_id: str = WORKER_ACTOR) -> SigningKey:
+    """Register ``actor_id`` with the ``worker`` role and its test key, as an operator
+    registers a worker (``governance actors add ID --type service --role worker``)."""
+    return register(
+        database_url, actor_id, roles=("worker",), name="Test worker", actor_type="service"
+    )
+
+
+def trusted_worker_keys() -> Any:
+    """An event verifier trusting the tests' worker key, given explicitly (for a subscriber
+    in the test process, which has no database setting to find the registry by)."""
+    from producer.event_proof import EventVerifier, TrustedKey
+
+    key = worker_key()
+    return EventVerifier.trusting([TrustedKey(key.key_id, key.public_key_bytes, key.actor_id)])
+
+
+def worker_key_file() -> Path:
+    """The file of the tests' worker key (``GOVERNANCE_WORKER_KEY`` of every worker)."""
+    return key_file(_keys_directory(), WORKER_ACTOR)
+
+
+def _keys_directory() -> Path:
+    global _key_dir
+    with _lock:
+        if _key_dir is None:
+            _key_dir = Path(tempfile.mkdtemp(prefix="governance-test-keys-"))
+        return _key_dir
 
 
 def untrack(database_url: str) -> None:
@@ -129,7 +169,8 @@ def key_file(directory: Path, actor_id: str) -> Path:
     """A key file for ``actor_id`` in ``directory`` (written once), for the CLI."""
     path = directory / f"{actor_id}.key"
     if not path.exists():
-        _ensure_registered(actor_id)
+        if actor_id != WORKER_ACTOR:  # the worker is registered with its own role on track
+            _ensure_registered(actor_id)
         write_key_file(key_for(actor_id), path)
     return path
 
@@ -153,7 +194,6 @@ def signing_env(args: Iterable[str], default_actor: str) -> dict[str, str]:
     """The environment a ``governance`` command line needs to sign as the actor it names
     (``--actor X``, else ``default_actor``): ``GOVERNANCE_SIGNING_KEY`` of that actor, who is
     registered in every tracked database."""
-    global _key_dir
     words = list(args)
     actor = default_actor
     for index, word in enumerate(words[:-1]):
@@ -164,7 +204,4 @@ def signing_env(args: Iterable[str], default_actor: str) -> dict[str, str]:
     # Registered before the command line signs with its key, as ``sign`` does: whether an
     # earlier test of this process happened to sign as the same actor must not matter.
     _ensure_registered(actor)
-    with _lock:
-        if _key_dir is None:
-            _key_dir = Path(tempfile.mkdtemp(prefix="governance-test-keys-"))
-    return {"GOVERNANCE_SIGNING_KEY": str(key_file(_key_dir, actor))}
+    return {"GOVERNANCE_SIGNING_KEY": str(key_file(_keys_directory(), actor))}

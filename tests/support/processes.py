@@ -24,10 +24,15 @@ PINNED_SETTINGS = {
 
 def service_env(database_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     """The environment of a service process on these URLs: no ``GOVERNANCE_*`` variable of
-    the shell, the pinned defaults, then the test's own settings (``extra``)."""
+    the shell, the pinned defaults, the tests' worker key (every worker signs its events;
+    it is registered in every tracked database), then the test's own settings
+    (``extra``)."""
+    from tests.support.identities import worker_key_file
+
     return child_environment(
         {
             **PINNED_SETTINGS,
+            "GOVERNANCE_WORKER_KEY": str(worker_key_file()),
             "GOVERNANCE_DATABASE_URL": database_url,
             "GOVERNANCE_BROKER_URL": broker_url,
             "PYTHONUNBUFFERED": "1",

@@ -278,3 +278,55 @@ def test_a_login_without_write_access_to_the_registry_is_told_so(database_url: s
     assert listed.returncode == 0, listed.stderr
     assert added.returncode == 1
     assert "may not change the registry: permission denied" in added.stderr
+
+
+def test_worker_key_makes_and_registers_a_worker_key_once(governance: Any, tmp_path: Path) -> None:
+    # Given no key file and no such actor
+    actor_id = new_id("worker")
+    path = tmp_path / "worker.key"
+
+    # When the provisioning step runs twice
+    first = governance("actors", "worker-key", str(path), "--actor", actor_id)
+    second = governance("actors", "worker-key", str(path), "--actor", actor_id)
+
+    # Then the first made the file and registered the actor with the worker role and its key,
+    # and the second found both done
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    key = load_key_file(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    shown = json.loads(governance("actors", "show", actor_id, "--json").stdout)
+    assert (shown["type"], shown["roles"]) == ("service", ["worker"])
+    assert [k["public_key"] for k in shown["keys"]] == [key.public_key_b64]
+    assert "already has key" in second.stdout
+
+
+def test_worker_key_refuses_an_existing_actor_without_the_worker_role(
+    governance: Any, tmp_path: Path
+) -> None:
+    actor_id = new_id("not-a-worker")
+    assert governance("actors", "add", actor_id, "--role", "operator").returncode == 0
+
+    result = governance("actors", "worker-key", str(tmp_path / "w.key"), "--actor", actor_id)
+
+    assert result.returncode == 1
+    assert "without the worker role" in result.stderr
+
+
+def test_a_worker_is_registered_by_hand_with_the_worker_role(
+    governance: Any, tmp_path: Path
+) -> None:
+    # Given a key made for a worker
+    actor_id = new_id("worker")
+    public_key, _ = keygen(governance, tmp_path, actor_id)
+
+    # When it is registered as the README says
+    added = governance(
+        "actors", "add", actor_id, "--type", "service", "--role", "worker",
+        "--public-key", public_key,
+    )  # fmt: skip
+
+    # Then the actor is a service holding the worker role, with that key
+    assert added.returncode == 0, added.stderr
+    shown = json.loads(governance("actors", "show", actor_id, "--json").stdout)
+    assert (shown["type"], shown["roles"]) == ("service", ["worker"])
+    assert [k["public_key"] for k in shown["keys"]] == [public_key]

@@ -18,7 +18,7 @@ from producer import GovernanceClient, Queries
 from producer.subscriptions import Subscription
 from tests.conftest import migrated_database
 from tests.support.commands import new_id
-from tests.support.identities import Keyring, sign, signing_env
+from tests.support.identities import Keyring, sign, signing_env, trusted_worker_keys
 from tests.support.processes import PROJECT_ROOT, WorkerProcess, service_env
 
 pytestmark = pytest.mark.system
@@ -389,7 +389,7 @@ def test_send_without_wait_reports_each_command_sent(
 
 def test_watch_delete_removes_a_durable_subscription(governance: Any, broker_url: str) -> None:
     name = f"audit-{new_id()}"
-    with Subscription(broker_url, name=name):
+    with Subscription(broker_url, name=name, verifier=trusted_worker_keys()):
         pass  # the queue is created and kept while its subscriber is away
 
     deleted = governance("watch", "--name", name, "--delete")

@@ -333,9 +333,10 @@ def test_check_with_cases_that_all_pass_exits_0_and_counts_them(
 
     assert done.returncode == 0, done.stderr
     sha256 = done.stdout.split("sha256 ")[1].split()[0]
+    # The test's five actors and the workers' own (registered in every test database)
     assert done.stdout.splitlines() == [
         f"{files / 'policy.yaml'}: valid, 2 rule(s), sha256 {sha256}",
-        "satisfiable against the registry (5 actor(s)): for each of 1 requester(s) and for an "
+        "satisfiable against the registry (6 actor(s)): for each of 1 requester(s) and for an "
         "outsider",
         "2 case(s) pass",
     ]
@@ -373,7 +374,8 @@ def test_check_with_a_roster_needs_no_database(database: str, governance: Any, f
 
     # Then they pass, against the roster
     assert checked.returncode == 0, checked.stderr
-    assert f"satisfiable against {files / 'roster.json'} (5 actor(s))" in checked.stdout
+    # (the test's five actors and the workers' own)
+    assert f"satisfiable against {files / 'roster.json'} (6 actor(s))" in checked.stdout
     assert "2 case(s) pass" in checked.stdout
 
     # And a roster that cannot satisfy it exits 8, still without a database

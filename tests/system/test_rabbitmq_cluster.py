@@ -20,7 +20,7 @@ from celery import Celery
 from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE
 from producer.history import HistoryReport, check_history
 from producer.subscriptions import Subscription, delete_subscription
-from tests.support.identities import sign
+from tests.support.identities import sign, trusted_worker_keys
 from tests.support.processes import HANG_GUARD
 from tests.system.harness import start_workers, stop_all, workload
 from tests.system.private_rabbitmq_cluster import PrivateRabbitMQCluster, private_rabbitmq_cluster
@@ -124,7 +124,7 @@ def test_confirmed_commands_survive_the_loss_of_the_queue_leader_and_a_node_rest
         env={"GOVERNANCE_RELAY_INTERVAL": "1", "GOVERNANCE_RELAY_GRACE_SECONDS": "1"},
         extra_args=("-B", "-s", str(tmp_path / "beat-schedule")),
     )
-    subscription = Subscription(urls, name=name)
+    subscription = Subscription(urls, name=name, verifier=trusted_worker_keys())
     sender = ConfirmingSender(urls)
     try:
         # When a few hundred commands are in flight and the node leading governance.commands

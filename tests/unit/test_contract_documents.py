@@ -33,6 +33,7 @@ from governance.topology import (
     EVENTS_EXCHANGE,
 )
 from governance_cli.schema import schema
+from tests.support.events import published
 
 from .builders import ALL_TYPES, THREE_APPROVERS, command_payload, submit_payload, valid_commands
 from .test_events import approve_event, conflict_event, unreadable_command_event
@@ -180,9 +181,10 @@ def test_a_command_schema_refuses_what_validation_refuses(
 def test_an_event_schema_accepts_a_published_event_and_refuses_a_broken_one(
     name: str, build: Any
 ) -> None:
-    event = with_sequence(build(), 12)
+    event = published(build(), 12)
 
     assert accepts(name, event)
+    assert not accepts(name, without(event, "proof"))
     assert not accepts(name, without(event, "sequence"))
     assert not accepts(name, with_value(event, "yes", "authenticated"))
     assert not accepts(name, {**event, "extra": 1})

@@ -20,6 +20,7 @@ from governance.events import (
 )
 from governance.model import Actor, ActorType, Status
 from governance.rules import Rejection, RejectionCode, decide
+from tests.support.events import published
 
 from .builders import (
     NOW,
@@ -251,8 +252,8 @@ def submit_event() -> dict[str, Any]:
 def test_a_published_event_is_an_instance_of_its_model_unchanged(
     build: Any, model: type[msgspec.Struct]
 ) -> None:
-    # Given an event as published
-    event = with_sequence(build(), 7)
+    # Given an event as published (with its sequence and the worker's proof)
+    event = published(build(), 7)
 
     # When it is read as its model (which refuses any member it does not declare)
     typed = msgspec.convert(event, model)
@@ -262,10 +263,21 @@ def test_a_published_event_is_an_instance_of_its_model_unchanged(
 
 
 def test_an_event_model_refuses_an_undeclared_member() -> None:
-    event = {**with_sequence(approve_event(), 7), "extra": 1}
+    event = {**published(approve_event(), 7), "extra": 1}
 
     with pytest.raises(msgspec.ValidationError, match="unknown field `extra`"):
         msgspec.convert(event, AppliedEvent)
+
+
+def test_an_event_of_a_development_mode_worker_without_a_key_has_a_null_proof() -> None:
+    event = {**with_sequence(approve_event(authenticated=False), 7), "proof": None}
+
+    assert msgspec.to_builtins(msgspec.convert(event, AppliedEvent)) == event
+
+
+def test_an_event_model_refuses_an_event_without_its_proof() -> None:
+    with pytest.raises(msgspec.ValidationError, match="missing required field `proof`"):
+        msgspec.convert(with_sequence(approve_event(), 7), AppliedEvent)
 
 
 def test_an_event_model_refuses_an_event_without_its_sequence() -> None:

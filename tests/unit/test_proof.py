@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -311,3 +312,48 @@ def test_each_hash_chains_on_the_previous_one() -> None:
 def test_a_decision_that_cannot_be_canonicalised_raises_value_error() -> None:
     with pytest.raises(ValueError, match="the decision cannot be canonicalised"):
         chain_hash(None, chained(metadata={"n": 2**60}))
+
+
+# --------------------------------------------------------------------------- canonical JSON
+
+_JSON_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _JSON_TEXT,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(_JSON_TEXT, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(_JSON_TEXT, _JSON, max_size=6))
+def test_the_canonical_bytes_are_rfc_8785_whatever_the_json(value: dict[str, Any]) -> None:
+    # The fast path (sorted compact JSON) must never differ from the reference canonicaliser:
+    # a subscriber in another language verifies with a real RFC 8785 implementation.
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        with pytest.raises(ValueError, match="RFC 8785"):
+            signed_bytes(value)
+        return
+    assert signed_bytes(value) == expected
+
+
+def test_keys_outside_the_basic_plane_are_sorted_by_utf_16_as_rfc_8785_says() -> None:
+    # U+1F600 is D83D DE00 in UTF-16, so it sorts before U+FF5E, though its code point is higher
+    value = {"\uff5e": 2, "\U0001f600": 1}
+
+    canonical = signed_bytes(value)
+
+    assert canonical == rfc8785.dumps(value)
+    assert canonical.index("\U0001f600".encode()) < canonical.index("\uff5e".encode())
+
+
+def test_floats_are_written_as_ecmascript_writes_them() -> None:
+    value = {"small": 1e-7, "large": 1e21, "plain": 2.5}
+
+    assert signed_bytes(value) == b'{"large":1e+21,"plain":2.5,"small":1e-7}'

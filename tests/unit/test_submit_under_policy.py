@@ -155,7 +155,7 @@ def test_the_applied_event_of_a_submit_under_a_policy_is_a_valid_event() -> None
         occurred_at=NOW,
     )
 
-    parsed = msgspec.convert({**event, "sequence": 1}, AppliedEvent)
+    parsed = msgspec.convert({**event, "sequence": 1, "proof": None}, AppliedEvent)
 
     assert parsed.request.policy is not None and parsed.request.policy.rule_id == "default"
     assert [r.source.value for r in parsed.request.approval_requirements] == [
@@ -250,7 +250,7 @@ def test_the_rejected_event_of_a_policy_violation_is_a_valid_event() -> None:
         occurred_at=NOW,
     )
 
-    parsed = msgspec.convert({**event, "sequence": 2}, RejectedEvent)
+    parsed = msgspec.convert({**event, "sequence": 2, "proof": None}, RejectedEvent)
 
     assert parsed.rejection.code is RejectionCode.POLICY_VIOLATION
 
