@@ -1,0 +1,400 @@
+"""Forged histories: what whoever holds the worker's database role (or the database itself)
+can write to make an unapproved request look approved, and how ``verify`` finds it.
+
+Every forgery is thorough: its decisions are the ones the core gives for the command it
+pretends was applied, chained after the request's head, with the row moved in the same
+transaction (so the database's guard accepts it). What it cannot make right is what the
+kept command, the registry's history or the policy then in effect imply: re-execution
+finds that. Each test works in a private database of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from governance.policy import ActivePolicy
+from producer.audit import Finding, Kind, export_request, verify_export, verify_request
+from producer.reexecution import policy_versions, read_policy_rows
+from tests.conftest import migrated_database
+from tests.integration.test_trust_schema import TRIGGER_REFUSAL
+from tests.support import identities
+from tests.support.commands import command, due_soon, new_id, submit
+from tests.support.forgery import as_worker_role, forge_revision, unsigned
+from tests.support.policies import apply_policy
+from tests.support.services import owner_bypassing_guards
+from tests.support.signed import apply_command
+from tests.support.tampering import cut_short
+from worker import registry
+from worker.expiry import expire_command
+
+pytestmark = pytest.mark.integration
+
+#: A policy that demands one grant of the ``cab`` group for every request.
+CAB_POLICY = """\
+policy: 1
+rules:
+  - id: cab
+    description: Every change needs the change advisory board.
+    require:
+      - group: cab
+        min_approvals: 1
+"""
+
+
+@pytest.fixture
+def url(postgres_server_url: str) -> Iterator[str]:
+    """A migrated database of this test alone."""
+    with migrated_database(postgres_server_url) as database_url:
+        yield database_url
+
+
+@pytest.fixture
+def owner(url: str) -> Iterator[psycopg.Connection[Any]]:
+    """The database's owner (who applies genuine commands, and administers the registry)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def worker(owner: psycopg.Connection[Any], url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection as the workers' database role."""
+    with as_worker_role(owner, url) as conn:
+        yield conn
+
+
+def pending_group_request(conn: psycopg.Connection[Any], url: str) -> str:
+    """A request of ``requester`` waiting for one grant of the ``cab`` group, whose only
+    member is ``approver``."""
+    identities.register(url, "requester", roles=["requester"])
+    identities.register(url, "approver", roles=["approver"], groups=["cab"])
+    request_id = new_id()
+    requirement = {"approval_id": "cab", "approver_group": "cab", "min_approvals": 1}
+    outcome = apply_command(conn, submit(request_id, actor="requester", requirements=[requirement]))
+    assert outcome.applied, outcome.event
+    return request_id
+
+
+def pending_request(conn: psycopg.Connection[Any]) -> str:
+    """A request submitted pending, with no approval requirement (an operator may approve)."""
+    request_id = new_id()
+    assert apply_command(conn, submit(request_id, initial_status="pending")).applied
+    return request_id
+
+
+def substance(findings: Any, request_id: str) -> list[Finding]:
+    assert findings is not None
+    return [f for f in findings.failures if f.request_id == request_id and f.kind is Kind.SUBSTANCE]
+
+
+def status_of(conn: psycopg.Connection[Any], request_id: str) -> tuple[str, int]:
+    row = conn.execute(
+        "SELECT status, revision FROM mutation_requests WHERE request_id = %s", (request_id,)
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def grant_forged_from_rejection(worker: psycopg.Connection[Any], request_id: str) -> dict[str, Any]:
+    """As the worker role: the approver's genuine signed rejection (never applied) kept as
+    the proof of a grant and an approval at the next revision; the rejection."""
+    rejection = identities.sign(
+        command("reject_requirement", request_id, 1, actor="approver", args={"approval_id": "cab"})
+    )
+    forge_revision(
+        worker,
+        request_id,
+        kept=rejection,
+        key_id=identities.key_for("approver").key_id,
+        applied={**unsigned(rejection), "type": "approve_requirement"},
+        groups=frozenset({"cab"}),
+    )
+    return rejection
+
+
+# --------------------------------------------------------------------------- a status by hand
+
+
+def test_the_worker_role_cannot_set_a_pending_request_approved_by_hand(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given a request waiting for its requirement
+    request_id = pending_group_request(owner, url)
+
+    # When the worker role sets it approved with no decision behind it
+    # Then the database refuses it
+    with pytest.raises(TRIGGER_REFUSAL, match="without a new revision"):
+        worker.execute(
+            "UPDATE mutation_requests SET status = 'approved', pending_reason = NULL"
+            " WHERE request_id = %s",
+            (request_id,),
+        )
+    assert status_of(owner, request_id) == ("pending", 1)
+
+
+def test_a_status_set_by_the_owner_with_the_guards_off_fails_naming_the_status(
+    owner: psycopg.Connection[Any], url: str
+) -> None:
+    # Given a pending request the owner sets approved with the guards off
+    request_id = pending_group_request(owner, url)
+    with owner_bypassing_guards(owner):
+        owner.execute(
+            "UPDATE mutation_requests SET status = 'approved', pending_reason = NULL"
+            " WHERE request_id = %s",
+            (request_id,),
+        )
+
+    # When it is verified
+    findings = verify_request(owner, request_id)
+
+    # Then re-execution names the revision and the status it gives
+    messages = [(f.revision, f.message) for f in substance(findings, request_id)]
+    assert (1, "the stored request's status is 'approved', re-execution gives 'pending'") in (
+        messages
+    )
+
+
+# --------------------------------------------------------------------------- a rejection as proof
+
+
+def test_a_signed_rejection_kept_as_the_proof_of_an_approval_fails(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given, as the worker role, a grant and an approval whose kept command is the
+    # approver's genuine signed rejection (the guard accepts: the row is accounted for)
+    request_id = pending_group_request(owner, url)
+    grant_forged_from_rejection(worker, request_id)
+    assert status_of(owner, request_id) == ("approved", 2)
+
+    # When it is verified
+    findings = verify_request(owner, request_id)
+
+    # Then the form holds (signature, chain, head) but re-execution names revision 2 and
+    # what differs: the kept command rejects
+    assert findings is not None
+    assert {f.kind for f in findings.failures} == {Kind.SUBSTANCE}
+    [found] = substance(findings, request_id)
+    assert found.revision == 2
+    assert found.message.startswith("decision 2/1 differs: ")
+    assert "type is 'granted', re-execution gives 'rejected'" in found.message
+
+
+def test_an_export_of_a_rejection_kept_as_an_approval_fails_too(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given that forgery, exported (and carried as JSON text)
+    request_id = pending_group_request(owner, url)
+    grant_forged_from_rejection(worker, request_id)
+    document = json.loads(json.dumps(export_request(owner, request_id)))
+
+    # When the export is verified with no database
+    findings = verify_export(document)
+
+    # Then it fails at revision 2 by re-execution
+    assert [(f.kind, f.revision) for f in findings.failures] == [(Kind.SUBSTANCE, 2)]
+
+
+def test_a_rejection_rewritten_as_an_approval_by_the_owner_fails_with_every_hash_recomputed(
+    owner: psycopg.Connection[Any], url: str
+) -> None:
+    # Given a requirement genuinely rejected, whose revision the owner then replaces (guards
+    # off) by a grant and an approval kept with the very same signed rejection, every hash
+    # and the head recomputed
+    request_id = pending_group_request(owner, url)
+    rejection = identities.sign(
+        command("reject_requirement", request_id, 1, actor="approver", args={"approval_id": "cab"})
+    )
+    assert apply_command(owner, rejection).applied
+    cut_short(owner, request_id, 1)
+    forge_revision(
+        owner,
+        request_id,
+        kept=rejection,
+        key_id=identities.key_for("approver").key_id,
+        applied={**unsigned(rejection), "type": "approve_requirement"},
+        groups=frozenset({"cab"}),
+    )
+    assert status_of(owner, request_id) == ("approved", 2)
+
+    # When it is verified
+    findings = verify_request(owner, request_id)
+
+    # Then re-execution finds it (no anchor needed)
+    assert [f.revision for f in substance(findings, request_id)] == [2]
+
+
+# --------------------------------------------------------------------------- unsigned decisions
+
+
+def test_an_unsigned_system_expiry_kept_for_a_grant_and_an_approval_fails(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given, as the worker role, an unsigned "expiry" of the system actor kept as the proof
+    # of a grant and an approval
+    request_id = pending_group_request(owner, url)
+    expiry = expire_command(request_id, 1)
+    forge_revision(
+        worker,
+        request_id,
+        kept=expiry,
+        key_id=None,
+        applied={**expiry, "type": "approve_requirement", "args": {"approval_id": "cab"}},
+        actor_name="System",
+        groups=frozenset({"cab"}),
+    )
+    assert status_of(owner, request_id) == ("approved", 2)
+
+    # When it is verified (no flag)
+    findings = verify_request(owner, request_id)
+
+    # Then re-execution refuses the expiry: the request was not past its expiry
+    [found] = substance(findings, request_id)
+    assert found.revision == 2
+    assert "unsigned expiry of a request that was not pending past its expiry" in found.message
+
+
+def test_an_unsigned_expiry_of_a_due_request_kept_for_an_approval_fails(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given a request due for expiry, and, as the worker role, the system's expiry kept as
+    # the proof of a grant and an approval
+    identities.register(url, "requester", roles=["requester"])
+    identities.register(url, "approver", roles=["approver"], groups=["cab"])
+    request_id = new_id()
+    requirement = {"approval_id": "cab", "approver_group": "cab", "min_approvals": 1}
+    payload = submit(
+        request_id, actor="requester", requirements=[requirement], expires_at=due_soon()
+    )
+    assert apply_command(owner, payload).applied
+    time.sleep(0.6)
+    expiry = expire_command(request_id, 1)
+    forge_revision(
+        worker,
+        request_id,
+        kept=expiry,
+        key_id=None,
+        applied={**expiry, "type": "approve_requirement", "args": {"approval_id": "cab"}},
+        actor_name="System",
+        groups=frozenset({"cab"}),
+    )
+
+    # When it is verified
+    findings = verify_request(owner, request_id)
+
+    # Then re-execution expires it where the decisions grant
+    [found] = substance(findings, request_id)
+    assert found.revision == 2
+    assert "re-executed, the command gives" in found.message or "differs" in found.message
+
+
+def test_a_genuine_due_expiry_holds_even_with_signatures_required(
+    owner: psycopg.Connection[Any],
+) -> None:
+    # Given a pending request expired by the worker once it was due
+    request_id = new_id()
+    assert apply_command(owner, submit(request_id, initial_status="pending", expires_at=due_soon()))
+    time.sleep(0.6)
+    assert apply_command(owner, expire_command(request_id, 1)).applied
+
+    # When it is verified with signatures required
+    findings = verify_request(owner, request_id, require_signed=True)
+
+    # Then it holds, the expiry listed as unsigned
+    assert findings is not None and findings.ok, findings.lines()
+    assert [f.revision for f in findings.unsigned] == [2]
+
+
+# --------------------------------------------------------------------------- the registry's history
+
+
+def test_a_grant_stays_valid_after_its_approver_left_the_group_and_was_deactivated(
+    owner: psycopg.Connection[Any], url: str
+) -> None:
+    # Given a group requirement granted (and so completed) by a member of the group
+    request_id = pending_group_request(owner, url)
+    grant = command("approve_requirement", request_id, 1, actor="approver")
+    grant["args"] = {"approval_id": "cab"}
+    assert apply_command(owner, grant).applied
+
+    # When the approver later leaves the group and is deactivated
+    registry.remove_group(owner, "approver", "cab")
+    registry.set_active(owner, "approver", False)
+
+    # Then the history still verifies: the grant was valid when it was made
+    findings = verify_request(owner, request_id)
+    assert findings is not None and findings.ok, findings.lines()
+    assert status_of(owner, request_id) == ("approved", 2)
+
+
+def test_a_decision_claiming_a_role_its_actor_was_only_given_afterwards_fails(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given a requester's signed operator command (approve) the worker would refuse,
+    # appended as applied by the worker role
+    identities.register(url, "mallory", roles=["requester"])
+    request_id = pending_request(owner)
+    approve = identities.sign(command("approve", request_id, 1, actor="mallory"))
+    forge_revision(worker, request_id, kept=approve, key_id=identities.key_for("mallory").key_id)
+    assert status_of(owner, request_id) == ("approved", 2)
+
+    # When the registry gives mallory the operator role afterwards
+    registry.add_role(owner, "mallory", "operator")
+
+    # Then the decision fails: mallory was no operator at the decision time
+    [found] = substance(verify_request(owner, request_id), request_id)
+    assert found.revision == 2
+    assert "forbidden" in found.message and "operator" in found.message
+
+
+def test_a_command_signed_with_a_key_revoked_before_the_decision_fails(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given an operator's signed approve, whose key is then revoked, appended as applied
+    # by the worker role after the revocation
+    identities.register(url, "olivia", roles=["operator"])
+    request_id = pending_request(owner)
+    approve = identities.sign(command("approve", request_id, 1, actor="olivia"))
+    registry.revoke_key(owner, identities.key_for("olivia").key_id)
+    forge_revision(worker, request_id, kept=approve, key_id=identities.key_for("olivia").key_id)
+
+    # When it is verified
+    [found] = substance(verify_request(owner, request_id), request_id)
+
+    # Then the kept command would have been refused: its key was revoked
+    assert found.revision == 2
+    assert "unauthenticated" in found.message and "revoked" in found.message
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+def test_a_submit_claiming_fewer_requirements_than_the_policy_in_effect_fails(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given the open policy (version 1) replaced by one demanding the cab's grant, and, as
+    # the worker role, a genuine signed submit appended as the open policy would decide it
+    identities.register(url, "requester", roles=["requester"])
+    [open_policy] = [v for v in policy_versions(read_policy_rows(owner)) if v.version == 1]
+    apply_policy(url, CAB_POLICY)
+    request_id = new_id()
+    signed = identities.sign(submit(request_id, actor="requester"))
+    forge_revision(
+        worker,
+        request_id,
+        kept=signed,
+        key_id=identities.key_for("requester").key_id,
+        policy=ActivePolicy(version=1, policy=open_policy.policy),
+    )
+    assert status_of(owner, request_id) == ("created", 1)
+
+    # When it is verified
+    [found] = substance(verify_request(owner, request_id), request_id)
+
+    # Then re-execution under the version in effect gives other decisions
+    assert found.revision == 1
+    assert "re-executed" in found.message or "differs" in found.message
