@@ -398,3 +398,41 @@ def test_a_submit_claiming_fewer_requirements_than_the_policy_in_effect_fails(
     # Then re-execution under the version in effect gives other decisions
     assert found.revision == 1
     assert "re-executed" in found.message or "differs" in found.message
+
+
+# --------------------------------------------------------------------------- the history's start
+
+
+def test_a_request_whose_first_revision_has_no_kept_command_fails_in_a_signed_deployment(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any]
+) -> None:
+    # Given, as the worker role, a request written whole: its submit as if before the chain
+    # existed (no chain hash, no kept command), then approved by an unsigned "expiry" of the
+    # system actor (so nothing is left to re-execute from revision 1)
+    request_id = new_id()
+    expiry = expire_command(request_id, 1)
+    with worker.transaction():
+        forge_revision(
+            worker,
+            request_id,
+            kept=submit(request_id, initial_status="pending"),
+            key_id=None,
+            legacy=True,
+        )
+        forge_revision(
+            worker,
+            request_id,
+            kept=expiry,
+            key_id=None,
+            applied={**expiry, "type": "approve"},
+            actor_name="System",
+        )
+    assert status_of(owner, request_id) == ("approved", 2)
+
+    # When it is verified (no flag)
+    findings = verify_request(owner, request_id)
+
+    # Then it fails: nothing before revision 2 can be re-executed, so nothing is proved
+    [found] = substance(findings, request_id)
+    assert found.revision == 2 and found.command_id == expiry["command_id"]
+    assert found.message.startswith("revision 1 has no kept command")
