@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -368,6 +369,53 @@ def test_a_command_signed_with_a_key_revoked_before_the_decision_fails(
     # Then the kept command would have been refused: its key was revoked
     assert found.revision == 2
     assert "unauthenticated" in found.message and "revoked" in found.message
+
+
+def test_a_decision_dated_after_the_role_was_given_is_refused_by_the_database(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given a requester's signed operator command appended by the worker role, dated an hour
+    # ahead (after the role it needs is given)
+    identities.register(url, "mallory", roles=["requester"])
+    request_id = pending_request(owner)
+    approve = identities.sign(command("approve", request_id, 1, actor="mallory"))
+    clock = owner.execute("SELECT clock_timestamp()").fetchone()
+    assert clock is not None
+
+    # When it is written, Then the database refuses a decision its clock has not reached
+    with pytest.raises(TRIGGER_REFUSAL, match="the clock has not reached"):
+        forge_revision(
+            worker,
+            request_id,
+            kept=approve,
+            key_id=identities.key_for("mallory").key_id,
+            occurred_at=clock[0] + timedelta(hours=1),
+        )
+    assert status_of(owner, request_id) == ("pending", 1)
+
+
+def test_a_decision_dated_before_a_key_revocation_is_refused_by_the_database(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given an operator's signed approve, captured before its key was revoked
+    identities.register(url, "olivia", roles=["operator"])
+    request_id = pending_request(owner)
+    approve = identities.sign(command("approve", request_id, 1, actor="olivia"))
+    clock = owner.execute("SELECT clock_timestamp()").fetchone()
+    assert clock is not None
+    registry.revoke_key(owner, identities.key_for("olivia").key_id)
+
+    # When the worker role appends it dated before the revocation
+    # Then the database refuses it: a registry change is stamped after that time
+    with pytest.raises(TRIGGER_REFUSAL, match="before a registry change"):
+        forge_revision(
+            worker,
+            request_id,
+            kept=approve,
+            key_id=identities.key_for("olivia").key_id,
+            occurred_at=clock[0],
+        )
+    assert status_of(owner, request_id) == ("pending", 1)
 
 
 # --------------------------------------------------------------------------- the policy
