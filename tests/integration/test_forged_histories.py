@@ -19,14 +19,19 @@ from typing import Any
 import psycopg
 import pytest
 
+from governance.commands import parse_command
 from governance.policy import ActivePolicy
+from governance.rules import Applied, decide
 from producer.audit import Finding, Kind, export_request, verify_export, verify_request
+from producer.keys import SigningKey
 from producer.reexecution import policy_versions, read_policy_rows
+from producer.signing import sign_command
 from tests.conftest import migrated_database
 from tests.integration.test_trust_schema import TRIGGER_REFUSAL
 from tests.support import identities
 from tests.support.commands import command, due_soon, new_id, submit
 from tests.support.forgery import as_worker_role, forge_revision, unsigned
+from tests.support.identities import without_signature
 from tests.support.policies import apply_policy
 from tests.support.services import owner_bypassing_guards
 from tests.support.signed import apply_command
@@ -484,3 +489,179 @@ def test_a_request_whose_first_revision_has_no_kept_command_fails_in_a_signed_de
     [found] = substance(findings, request_id)
     assert found.revision == 2 and found.command_id == expiry["command_id"]
     assert found.message.startswith("revision 1 has no kept command")
+
+
+# --------------------------------------------------------------------------- other requests, times
+
+
+def test_a_supersede_by_a_request_that_did_not_exist_then_fails(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any]
+) -> None:
+    # Given, as the worker role, an operator's signed supersede of a request by one that
+    # does not exist yet, appended as applied (as if the successor had been there)
+    request_id, successor_id = pending_request(owner), new_id()
+    successor = identities.sign(submit(successor_id, initial_status="pending"))
+    clock = owner.execute("SELECT clock_timestamp()").fetchone()
+    assert clock is not None
+    created = decide(None, parse_command(unsigned(successor)), clock[0])
+    assert isinstance(created, Applied)
+    supersede = identities.sign(
+        command("supersede", request_id, 1, args={"superseding_request_id": successor_id})
+    )
+    forge_revision(
+        worker,
+        request_id,
+        kept=supersede,
+        key_id=identities.key_for("operator").key_id,
+        superseding=created.request,
+    )
+    # And the successor submitted afterwards
+    assert apply_command(owner, successor).applied
+
+    # When it is verified
+    [found] = substance(verify_request(owner, request_id), request_id)
+
+    # Then re-execution refuses the supersede: its successor did not exist at that time
+    assert found.revision == 2
+    assert "would have been refused" in found.message
+
+
+def test_a_kept_command_of_another_request_fails(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any]
+) -> None:
+    # Given an operator's genuine signed approve of one request, kept by the worker role as
+    # the proof of another request's approval
+    request_id, other_id = pending_request(owner), pending_request(owner)
+    approve = identities.sign(command("approve", other_id, 1))
+    forge_revision(
+        worker,
+        request_id,
+        kept=approve,
+        key_id=identities.key_for("operator").key_id,
+        applied={**unsigned(approve), "request_id": request_id},
+    )
+    assert status_of(owner, request_id) == ("approved", 2)
+
+    # When it is verified
+    findings = verify_request(owner, request_id)
+
+    # Then it fails at revision 2: the kept command names the other request
+    [found] = substance(findings, request_id)
+    assert (found.revision, found.message) == (2, f"the kept command is for request {other_id}")
+
+
+def test_a_decision_dated_before_the_revision_it_follows_fails(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given a requirement needing two of the cab, one granted; and, as the worker role, the
+    # second member's genuine signed grant appended dated before the first
+    identities.register(url, "requester", roles=["requester"])
+    for approver in ("approver", "second"):
+        identities.register(url, approver, roles=["approver"], groups=["cab"])
+    clock = owner.execute("SELECT clock_timestamp()").fetchone()
+    assert clock is not None
+    request_id = new_id()
+    requirement = {"approval_id": "cab", "approver_group": "cab", "min_approvals": 2}
+    assert apply_command(owner, submit(request_id, actor="requester", requirements=[requirement]))
+    first = command("approve_requirement", request_id, 1, actor="approver")
+    first["args"] = {"approval_id": "cab"}
+    assert apply_command(owner, first).applied
+    second = command("approve_requirement", request_id, 2, actor="second")
+    second["args"] = {"approval_id": "cab"}
+    forge_revision(
+        worker,
+        request_id,
+        kept=identities.sign(second, issued_at=clock[0]),
+        key_id=identities.key_for("second").key_id,
+        groups=frozenset({"cab"}),
+        occurred_at=clock[0],
+    )
+    assert status_of(owner, request_id) == ("approved", 3)
+
+    # When it is verified
+    [found] = substance(verify_request(owner, request_id), request_id)
+
+    # Then the out-of-order time is named
+    assert (found.revision, found.message) == (3, "decided before the revision it follows")
+
+
+# --------------------------------------------------------------------------- exports and trust
+
+
+def trusted_set(*actor_ids: str) -> dict[str, dict[str, Any]]:
+    """The keys of ``actor_ids`` as an operator pins them (``--keys``), by key_id."""
+    keys = [identities.key_for(actor_id) for actor_id in actor_ids]
+    return {
+        key.key_id: {
+            "key_id": key.key_id,
+            "actor_id": key.actor_id,
+            "public_key": key.public_key_b64,
+        }
+        for key in keys
+    }
+
+
+def approved_export(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """A request submitted and approved by the operator, exported (as JSON text carries it)."""
+    request_id = pending_request(conn)
+    assert apply_command(conn, command("approve", request_id, 1)).applied
+    document: dict[str, Any] = json.loads(json.dumps(export_request(conn, request_id)))
+    return document
+
+
+def test_an_export_checked_against_a_trusted_set_that_lacks_a_key_fails_naming_it(
+    owner: psycopg.Connection[Any],
+) -> None:
+    # Given an approved request's export
+    document = approved_export(owner)
+
+    # When it is checked against a trusted set without the operator's key
+    findings = verify_export(document, trusted_keys=trusted_set("submitter"))
+
+    # Then it fails naming that key
+    operator = identities.key_for("operator").key_id
+    assert [(f.kind, f.message) for f in findings.failures] == [
+        (Kind.KEY, f"key {operator} of 'operator' is not in the trusted key set")
+    ]
+
+
+def test_an_export_checked_against_the_right_trusted_set_holds(
+    owner: psycopg.Connection[Any],
+) -> None:
+    document = approved_export(owner)
+
+    findings = verify_export(document, trusted_keys=trusted_set("submitter", "operator"))
+
+    assert findings.ok, findings.lines()
+
+
+def test_an_export_whose_key_is_swapped_for_a_forgers_fails_against_the_trusted_set(
+    owner: psycopg.Connection[Any],
+) -> None:
+    # Given an export whose operator key (and its registry row) is replaced by a forger's,
+    # the approval re-signed with it: every check on the export's own word holds
+    document = approved_export(owner)
+    forger = SigningKey(
+        actor_id="operator", key_id=identities.key_for("operator").key_id, seed=b"\x07" * 32
+    )
+    for key in document["keys"]:
+        if key["key_id"] == forger.key_id:
+            key["public_key"] = forger.public_key_b64
+    for row in document["registry"]:
+        if row["action"] == "key_added" and row["key_id"] == forger.key_id:
+            row["details"]["public_key"] = forger.public_key_b64
+    [proof] = [p for p in document["proofs"] if p["revision"] == 2]
+    proof["signed_command"] = json.dumps(
+        sign_command(
+            without_signature(json.loads(proof["signed_command"])), forger, audience="governance"
+        )
+    )
+    assert verify_export(document).ok
+
+    # When it is checked against the trusted set
+    findings = verify_export(document, trusted_keys=trusted_set("submitter", "operator"))
+
+    # Then the swapped key is named
+    assert [f.message for f in findings.failures] == [
+        f"key {forger.key_id} of 'operator' is not the trusted key of that id"
+    ]
