@@ -22,7 +22,14 @@ import pytest
 from governance.commands import parse_command
 from governance.policy import ActivePolicy
 from governance.rules import Applied, decide
-from producer.audit import Finding, Kind, export_request, verify_export, verify_request
+from producer.audit import (
+    Finding,
+    Kind,
+    export_request,
+    read_request_history,
+    verify_export,
+    verify_request,
+)
 from producer.keys import SigningKey
 from producer.reexecution import policy_versions, read_policy_rows
 from producer.signing import sign_command
@@ -451,6 +458,37 @@ def test_a_submit_claiming_fewer_requirements_than_the_policy_in_effect_fails(
     # Then re-execution under the version in effect gives other decisions
     assert found.revision == 1
     assert "re-executed" in found.message or "differs" in found.message
+
+
+def test_an_approval_whose_row_swaps_what_is_to_be_changed_fails(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any]
+) -> None:
+    # Given, as the worker role, an operator's genuine signed approve applied as the core
+    # gives it, the row moved to approved in the same transaction but naming another state
+    # and another intent than the request submitted
+    request_id = pending_request(owner)
+    history = read_request_history(owner, request_id)
+    assert history is not None
+    intent = {**history.request["intent"], "operation_name": "drop-everything"}
+    approve = identities.sign(command("approve", request_id, 1))
+    forge_revision(
+        worker,
+        request_id,
+        kept=approve,
+        key_id=identities.key_for("operator").key_id,
+        row_changes={"state_id": "production-db", "intent": intent},
+    )
+    assert status_of(owner, request_id) == ("approved", 2)
+
+    # When it is verified
+    found = substance(verify_request(owner, request_id), request_id)
+
+    # Then the row's state and intent are named: they are not what was approved
+    assert [f.revision for f in found] == [2, 2]
+    assert found[0].message == (
+        "the stored request's state_id is 'production-db', re-execution gives 'state-1'"
+    )
+    assert found[1].message.startswith("the stored request's intent is ")
 
 
 # --------------------------------------------------------------------------- the history's start

@@ -87,12 +87,14 @@ def forge_revision(
     occurred_at: datetime | None = None,
     superseding: MutationRequest | None = None,
     legacy: bool = False,
+    row_changes: Mapping[str, Any] | None = None,
 ) -> Applied:
     """Append the next revision of ``request_id``: the decisions the core gives for
     ``applied`` (a command payload; ``kept`` itself when left out) with its actor named as
     the registry names it, chained after the row's head; ``kept`` kept as its command (with
     ``key_id``); and the row moved to what those decisions leave, all in one transaction.
     ``legacy``: written as before the chain existed (no chain hash, no kept command).
+    ``row_changes``: columns of the row set otherwise than the decisions leave them.
     Returns what the core gave."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
@@ -133,6 +135,10 @@ def forge_revision(
         hashes = [None] * len(decisions)
         previous = None if row is None else row["chain_head"]
     values["chain_head"] = previous
+    changed = dict(row_changes or {})
+    values.update(
+        {name: json.dumps(value) if name in _JSON else value for name, value in changed.items()}
+    )
     with conn.transaction():
         if row is None:
             columns = (*_INSERTED, "chain_head")
@@ -142,7 +148,8 @@ def forge_revision(
                 values,
             )
         else:
-            assignments = ", ".join(f"{name} = %({name})s" for name in (*_UPDATED, "chain_head"))
+            columns = (*_UPDATED, "chain_head", *(c for c in changed if c not in _UPDATED))
+            assignments = ", ".join(f"{name} = %({name})s" for name in columns)
             conn.execute(
                 f"UPDATE mutation_requests SET {assignments} WHERE request_id = %(request_id)s",
                 values,
