@@ -430,6 +430,34 @@ def test_a_decision_dated_before_a_key_revocation_is_refused_by_the_database(
     assert status_of(owner, request_id) == ("pending", 1)
 
 
+def test_a_decision_dated_at_the_very_instant_of_a_key_revocation_is_refused_by_the_database(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given an operator's signed approve, whose key is then revoked
+    identities.register(url, "olivia", roles=["operator"])
+    request_id = pending_request(owner)
+    approve = identities.sign(command("approve", request_id, 1, actor="olivia"))
+    registry.revoke_key(owner, identities.key_for("olivia").key_id)
+    stamped = owner.execute(
+        "SELECT at FROM registry_audit WHERE action = 'key_revoked' AND key_id = %s",
+        (identities.key_for("olivia").key_id,),
+    ).fetchone()
+    assert stamped is not None
+
+    # When the worker role appends it dated at the revocation's own stamp (which
+    # re-execution would judge with the key as it stood just before)
+    # Then the database refuses it
+    with pytest.raises(TRIGGER_REFUSAL, match="before a registry change"):
+        forge_revision(
+            worker,
+            request_id,
+            kept=approve,
+            key_id=identities.key_for("olivia").key_id,
+            occurred_at=stamped[0],
+        )
+    assert status_of(owner, request_id) == ("pending", 1)
+
+
 # --------------------------------------------------------------------------- the policy
 
 

@@ -5,7 +5,9 @@ Re-execution judges a decision with the registry and the policy as they stood at
 recorded time (0009). A decision written by anyone but the guarded transaction could be
 dated at will: an hour ahead, so that a role given meanwhile counts; or back, before a key's
 revocation. So a decision is refused unless its time has come (not after the database's
-clock) and no registry change of actors or keys and no policy version is stamped after it.
+clock) and no registry change of actors or keys and no policy version is stamped at or
+after it (re-execution takes the registry and the policy as they stood strictly before a
+decision's time: one dated at the very instant of a change would be judged without it).
 The guarded transaction holds the registry lock shared from before it reads its clock to its
 commit, so nothing is stamped in between and its decisions always pass; the trigger takes
 the same lock, so a change cannot be under way unseen.
@@ -35,12 +37,12 @@ BEGIN
             NEW.revision, NEW.position, NEW.request_id, NEW.occurred_at;
     END IF;
     IF EXISTS (SELECT FROM registry_audit
-                WHERE at > NEW.occurred_at
+                WHERE at >= NEW.occurred_at
                   AND action IN ('actor_added', 'actor_updated', 'actor_deleted', 'key_added',
                                  'key_revoked'))
-       OR EXISTS (SELECT FROM policy_versions WHERE applied_at > NEW.occurred_at) THEN
+       OR EXISTS (SELECT FROM policy_versions WHERE applied_at >= NEW.occurred_at) THEN
         RAISE EXCEPTION 'decision %/% of request % has a decision time (%) before a registry '
-            'change or policy version stamped since', NEW.revision, NEW.position,
+            'change or policy version stamped at or since', NEW.revision, NEW.position,
             NEW.request_id, NEW.occurred_at;
     END IF;
     RETURN NEW;
