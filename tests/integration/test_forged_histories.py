@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ import psycopg
 import pytest
 
 from governance.commands import parse_command
+from governance.model import MutationRequest
 from governance.policy import ActivePolicy
 from governance.rules import Applied, decide
 from producer.audit import (
@@ -649,6 +651,50 @@ def test_a_decision_dated_before_the_revision_it_follows_fails(
 
     # Then the out-of-order time is named
     assert (found.revision, found.message) == (3, "decided before the revision it follows")
+
+
+def test_a_second_grant_by_the_same_approver_counted_towards_two_fails(
+    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any], url: str
+) -> None:
+    # Given a requirement needing two of the cab, granted once by the approver; and, as the
+    # worker role, the approver's second signed grant appended as if the first had been
+    # another member's, the row naming the approver's grant twice
+    identities.register(url, "requester", roles=["requester"])
+    identities.register(url, "approver", roles=["approver"], groups=["cab"])
+    request_id = new_id()
+    requirement = {"approval_id": "cab", "approver_group": "cab", "min_approvals": 2}
+    assert apply_command(owner, submit(request_id, actor="requester", requirements=[requirement]))
+    grant = command("approve_requirement", request_id, 1, actor="approver")
+    grant["args"] = {"approval_id": "cab"}
+    assert apply_command(owner, grant).applied
+    again = identities.sign({**grant, "command_id": new_id("cmd"), "expected_revision": 2})
+
+    def as_if_another_granted(request: MutationRequest) -> MutationRequest:
+        [cab] = request.approval_requirements
+        grants = tuple(replace(g, actor_id="someone") for g in cab.grants)
+        return replace(request, approval_requirements=(replace(cab, grants=grants),))
+
+    def naming_the_approver_twice(row: dict[str, Any]) -> None:
+        for granted in row["approval_requirements"][0]["grants"]:
+            granted["actor_id"] = "approver"
+
+    forge_revision(
+        worker,
+        request_id,
+        kept=again,
+        key_id=identities.key_for("approver").key_id,
+        groups=frozenset({"cab"}),
+        pretend=as_if_another_granted,
+        edit_row=naming_the_approver_twice,
+    )
+    assert status_of(owner, request_id) == ("approved", 3)
+
+    # When it is verified
+    [found] = substance(verify_request(owner, request_id), request_id)
+
+    # Then re-execution refuses the second grant: one actor grants a requirement once
+    assert found.revision == 3
+    assert "would have been refused (approval_not_allowed" in found.message
 
 
 # --------------------------------------------------------------------------- exports and trust

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -88,6 +88,8 @@ def forge_revision(
     superseding: MutationRequest | None = None,
     legacy: bool = False,
     row_changes: Mapping[str, Any] | None = None,
+    pretend: Callable[[MutationRequest], MutationRequest] | None = None,
+    edit_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> Applied:
     """Append the next revision of ``request_id``: the decisions the core gives for
     ``applied`` (a command payload; ``kept`` itself when left out) with its actor named as
@@ -95,6 +97,8 @@ def forge_revision(
     ``key_id``); and the row moved to what those decisions leave, all in one transaction.
     ``legacy``: written as before the chain existed (no chain hash, no kept command).
     ``row_changes``: columns of the row set otherwise than the decisions leave them.
+    ``pretend``: the request as the forger pretends it stood (the core decides on that);
+    ``edit_row``: changes the row the decisions leave (its wire form) before it is written.
     Returns what the core gave."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
@@ -106,6 +110,8 @@ def forge_revision(
         current = request_from_dict(
             {k: timestamp_to_wire(v) if isinstance(v, datetime) else v for k, v in row.items()}
         )
+    if current is not None and pretend is not None:
+        current = pretend(current)
     command = parse_command(unsigned(applied if applied is not None else kept))
     actor_id = command.actor.id
     named = Actor(
@@ -127,6 +133,8 @@ def forge_revision(
         )
         hashes.append(previous)
     state = request_to_dict(outcome.request)
+    if edit_row is not None:
+        edit_row(state)
     values = {
         name: json.dumps(state.get(name)) if name in _JSON else state.get(name)
         for name in _INSERTED
