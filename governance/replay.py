@@ -48,7 +48,8 @@ from governance.trust import Principal, authorize, void_grant_reason
 #: deployment.
 SYSTEM_ACTOR_ID = "system"
 
-#: The request fields the stored row must agree on with the request re-execution derives.
+#: The request fields the stored row must agree on with the request re-execution derives:
+#: all of them (what is to be changed as much as whether it was approved).
 COMPARED_FIELDS = (
     "status",
     "revision",
@@ -57,7 +58,17 @@ COMPARED_FIELDS = (
     "expires_at",
     "policy",
     "metadata",
+    "state_id",
+    "state_type",
+    "mutation_type",
+    "intent",
+    "context",
+    "expected_state_version",
+    "created_at",
+    "updated_at",
 )
+#: The compared fields that are instants (compared as instants, whatever their spelling).
+_INSTANTS = frozenset({"expires_at", "created_at", "updated_at"})
 
 
 # --------------------------------------------------------------------------- the registry
@@ -349,8 +360,9 @@ def reexecute(
 
 def compare_row(replay: Replay, row: Mapping[str, Any]) -> list[Difference]:
     """How the stored request ``row`` (wire form) differs from the request re-execution
-    derived: status, revision, requirements and their grants, pending reason, expiry,
-    policy, metadata."""
+    derived: every field, what is to be changed (state, mutation, intent, context) as much as
+    where it stands (status, revision, requirements and their grants, pending reason,
+    expiry, policy, metadata)."""
     derived = replay.request
     if derived is None:
         return []
@@ -359,7 +371,7 @@ def compare_row(replay: Replay, row: Mapping[str, Any]) -> list[Difference]:
     found = []
     for name in COMPARED_FIELDS:
         mine, theirs = expected.get(name), row.get(name)
-        if name == "expires_at":
+        if name in _INSTANTS:
             mine, theirs = _instant(mine), _instant(theirs)
         if mine != theirs:
             found.append(

@@ -852,14 +852,37 @@ class RequestHistory:
 
 def substance_findings(history: RequestHistory, reexecution: Reexecution) -> list[Finding]:
     """Where ``history`` re-executed parts from what is stored, as failures naming the
-    revision and what differs. A history that begins before commands were kept (written
-    before the chain existed) is not re-executed: there is no command to start from."""
+    revision and what differs. A history written wholly before commands were kept (before
+    the chain existed) is not re-executed: there is no command to start from. One whose
+    first revisions have no kept command but later ones do cannot be re-executed either, and
+    proves nothing of substance: in a signed deployment that is a failure (whoever holds the
+    worker's role could otherwise write a request whose revision 1 has neither a chain hash
+    nor a command, and approve it with an unsigned "expiry" nobody can re-execute)."""
     sources = history.sources()
     if sources is None:
         return []
     kept, stored = sources
-    if not _from_the_start(kept):
+    if not kept:
         return []
+    first = min(kept, key=lambda k: k.revision)
+    if first.revision != 1:
+        if not reexecution.deployment.signed:
+            return []
+        before = (
+            "revision 1 has" if first.revision == 2 else f"revisions 1..{first.revision - 1} have"
+        )
+        return [
+            Finding(
+                history.request_id,
+                first.revision,
+                None,
+                first.command_id,
+                Kind.SUBSTANCE,
+                f"{before} no kept command, so the request "
+                "cannot be derived from its submit: unsigned decisions a signed deployment "
+                "cannot have written, nothing after them is proved",
+            )
+        ]
     return [
         Finding(history.request_id, revision, None, command_id, Kind.SUBSTANCE, message)
         for revision, message, command_id in reexecution.differences(
