@@ -180,7 +180,11 @@ class Racer(threading.Thread):
 
 
 def applying(payload: dict[str, Any]) -> Callable[[psycopg.Connection[Any]], StoredOutcome]:
-    return lambda conn: apply_command(conn, payload)
+    """The call that applies ``payload``, signed now: registering its actor on first use is a
+    registry change, which waits for every guarded transaction in flight (a racer blocked on
+    it would never be seen waiting on the request's lock)."""
+    signed = sign(payload)
+    return lambda conn: apply_command(conn, signed)
 
 
 # --------------------------------------------------------------------------- processes
