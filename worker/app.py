@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import psycopg
 from amqp.exceptions import AMQPError, PreconditionFailed
 from celery import Celery, Task, bootsteps, signals
 from celery.exceptions import Reject
@@ -40,12 +41,13 @@ from governance.topology import (
     RETRY_QUEUE,
     queue_arguments,
 )
-from worker import batching, deadletter, policy, runtime
+from worker import batching, database, deadletter, policy, runtime
 from worker.config import Settings
 from worker.errors import InfrastructureError
 from worker.observability import observer
 from worker.policy import Action, Verdict
 from worker.transaction import NotACommand
+from worker.trust_mode import TrustModeUnknown, recorded_auth
 
 log = logging.getLogger(__name__)
 
@@ -553,6 +555,41 @@ def _inequivalent_queue_line(queue: Queue, exc: Exception) -> str:
         f"{settings.delivery_limit}): {exc}. Migrate it (stop the producers, let the "
         f"workers drain it, delete it, start this worker to redeclare it) or set "
         f"GOVERNANCE_QUEUE_TYPE={other} to use it as it is"
+    )
+
+
+@signals.worker_init.connect
+def _check_trust_mode(**_: Any) -> None:
+    """Stop at once, with one line saying why, when the deployment records another trust
+    mode than this worker's ``GOVERNANCE_AUTH`` (``governance migrate --auth`` pins it): a
+    development-mode worker must not take actors as asserted inside a signed deployment."""
+    problem = trust_mode_problem(settings)
+    if problem is not None:
+        # Exits with status 1, the line on stderr.
+        raise SystemExit(problem)
+
+
+def trust_mode_problem(settings: Settings) -> str | None:
+    """Why a worker with ``settings`` must not start against its database's recorded trust
+    mode, or None. A database that cannot be reached is left to the worker's own retries
+    (it cannot apply anything without it, and rechecks nothing it has not read)."""
+    try:
+        with psycopg.connect(database.conninfo(settings), autocommit=True) as conn:
+            recorded = recorded_auth(conn)
+    except TrustModeUnknown:
+        return (
+            "the database records no trust mode (GOVERNANCE_AUTH): run `governance migrate` "
+            "(with --auth signed|off) before starting workers"
+        )
+    except psycopg.Error as exc:
+        log.warning("could not check the deployment's trust mode before starting: %s", exc)
+        return None
+    if recorded == settings.auth:
+        return None
+    return (
+        f"GOVERNANCE_AUTH={settings.auth} but the deployment's trust mode is {recorded} "
+        f"(recorded by governance migrate): start the worker with GOVERNANCE_AUTH={recorded}, "
+        f"or change the deployment's mode with `governance migrate --auth {settings.auth}`"
     )
 
 
