@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from governance.commands import decode_json
 from governance.topology import APPLY_COMMAND_TASK
 
 CONTENT_TYPE = "application/json"
@@ -88,8 +89,8 @@ def decode_task_message(
             problem=f"undecodable message: content type {content_type!r} is not {CONTENT_TYPE}"
         )
     try:
-        decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        decoded = decode_json(body)
+    except (ValueError, RecursionError) as exc:
         return Decoded(problem=f"undecodable message: {exc}")
     if not (isinstance(decoded, list) and len(decoded) == 3):
         return Decoded(problem="invalid task message: the body is not [args, kwargs, embed]")

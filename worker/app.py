@@ -19,10 +19,12 @@ from celery import Celery, Task, bootsteps, signals
 from celery.exceptions import Reject
 from celery.worker.consumer import Consumer
 from celery.worker.control import inspect_command
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Exchange, Queue, serialization
 from kombu import Consumer as Consumer_
 from kombu.exceptions import OperationalError
+from kombu.utils import json as kombu_json
 
+from governance.commands import decode_json, duplicate_key
 from governance.task_message import (
     CONTENT_TYPE,
     Decoded,
@@ -123,6 +125,20 @@ def configure(app: Celery, settings: Settings) -> None:
     )
 
 
+def decode_task_bodies_as_plain_json() -> None:
+    """Every ``application/json`` body this process reads, on every path (the pool's tasks,
+    the retry queue, the batch step's messages through :mod:`governance.task_message`), is
+    decoded by :func:`governance.commands.decode_json`: plain JSON. kombu's own decoder
+    turns an object of exactly the keys ``__type__`` and ``__value__`` into bytes, a date or
+    a decimal (and raises on an unknown type), so a command's metadata would have read one
+    way on the batch path and another on the task path. Encoding stays kombu's (what the
+    worker sends is plain JSON already)."""
+    serialization.register(
+        "json", kombu_json.dumps, decode_json, content_type=CONTENT_TYPE, content_encoding="utf-8"
+    )
+
+
+decode_task_bodies_as_plain_json()
 settings = Settings.from_env()
 app = Celery("governance", set_as_current=False)
 configure(app, settings)
@@ -195,6 +211,10 @@ def apply_command(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any] | Non
             raise Reject(exc, requeue=True) from exc
         if verdict.action is Action.PARK:
             _park_task(self, args, kwargs, verdict.reason)
+            return None
+        if duplicate_key(payload) is not None:
+            # Celery's retry re-encodes the arguments, each key once (see _after_failure).
+            _park_task(self, args, kwargs, f"{verdict.reason}; not retried: a key is given twice")
             return None
         raise self.retry(exc=exc, countdown=verdict.countdown) from exc
     finally:
@@ -443,7 +463,11 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
     def _after_failure(self, message: Any, payload: object, exc: BaseException) -> None:
         retries = int((message.headers or {}).get("retries") or 0)
         verdict = policy.on_failure(exc, retries, settings.poison_retry_limit)
-        if verdict.action is Action.PARK:
+        if verdict.action is Action.RETRY and duplicate_key(payload) is not None:
+            # A copy re-encoded for the retry queue would name each key once: a command
+            # that must be refused would read as a valid one there. Parked as it came.
+            _park_message(message, f"{verdict.reason}; not retried: a key is given twice")
+        elif verdict.action is Action.PARK:
             _park_message(message, verdict.reason)
         elif verdict.action is Action.REQUEUE:
             message.reject(requeue=True)
