@@ -17,6 +17,8 @@ from worker.trust_mode import AUTH_MODES
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant both sides agree on; it only has to be unique within this database.
 _MIGRATION_LOCK = 0x6F76_6572_6E31
+_DEFAULT_MODE = "INSERT INTO deployment_settings (auth) VALUES ('signed') ON CONFLICT DO NOTHING"
+_DEFAULT_MODE = "INSERT INTO deployment_settings (auth) VALUES ('signed') ON CONFLICT DO NOTHING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,8 @@ def migrate_deployment(database_url: str, *, auth: str | None = None) -> Migrate
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
             version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            # A row deleted by hand is the default again: signed.
+            connection.execute(text(_DEFAULT_MODE))
             recorded = str(
                 connection.execute(text("SELECT auth FROM deployment_settings")).scalar_one()
             )
