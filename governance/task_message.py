@@ -5,6 +5,11 @@ A command travels as Celery's message protocol 2: the body is the JSON array
 task's name, id and retry count are headers. The worker's batch consumer decodes messages
 itself, the dead-letter replay encodes them, and both use these functions, so they agree
 with each other and with ``send_task`` of any Celery client.
+
+Bodies are read by :func:`governance.commands.decode_json` alone: plain JSON, an object
+naming a key twice kept marked for validation to refuse. The worker registers it as its
+``application/json`` decoder too, so the pool's task path and the retry queue read a
+command exactly as the batch step does here.
 """
 
 from __future__ import annotations
