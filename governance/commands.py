@@ -121,15 +121,17 @@ class DuplicateKeys(dict[str, Any]):
     anywhere is refused (``invalid_command``) instead of being read one way here and another
     way by a tool that keeps the first value."""
 
-    __slots__ = ("duplicates",)
+    __slots__ = ("duplicates", "pairs")
 
     def __init__(self, pairs: list[tuple[str, Any]], duplicates: tuple[str, ...]) -> None:
         super().__init__(pairs)
         self.duplicates = duplicates
+        #: Every member as given, repeated keys included (see :func:`encode_json`).
+        self.pairs = list(pairs)
 
     def __reduce__(self) -> Any:
         # Pickled (a prefork pool, a multiprocessing queue) as itself, marks included.
-        return (DuplicateKeys, (list(self.items()), self.duplicates))
+        return (DuplicateKeys, (self.pairs, self.duplicates))
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -153,6 +155,30 @@ def decode_json(text: str | bytes | bytearray | memoryview) -> Any:
     if isinstance(text, memoryview | bytearray):
         text = bytes(text)
     return json.loads(text, object_pairs_hook=_object)
+
+
+def encode_json(value: object, depth: int = 0) -> str:
+    """``value`` as JSON text, an object read with a key given twice written back with every
+    member it had (a dead letter must stay the message that was refused, not become a valid
+    command). Anything JSON cannot hold is written as its ``repr``, as a string."""
+    if depth > MAX_NESTING_DEPTH + 8:
+        return json.dumps(repr(value), ensure_ascii=False)
+    if isinstance(value, DuplicateKeys):
+        members = value.pairs
+    elif isinstance(value, dict):
+        members = list(value.items())
+    elif isinstance(value, list | tuple):
+        return "[" + ", ".join(encode_json(item, depth + 1) for item in value) + "]"
+    else:
+        return json.dumps(value, ensure_ascii=False, default=repr)
+    return (
+        "{"
+        + ", ".join(
+            f"{json.dumps(str(key), ensure_ascii=False)}: {encode_json(item, depth + 1)}"
+            for key, item in members
+        )
+        + "}"
+    )
 
 
 def duplicate_key(value: object, field: str = "", depth: int = 0) -> str | None:

@@ -78,3 +78,26 @@ def test_the_task_message_decoder_keeps_the_marks() -> None:
 
     with pytest.raises(InvalidCommand):
         parse_command(decoded.command)
+
+
+def test_a_dead_letter_keeps_a_key_given_twice_and_is_no_replayable_command() -> None:
+    from producer.deadletters import _carried_command
+    from worker.deadletter import letter_from_arguments, letter_from_message
+
+    body = "[[%s], {}, {}]" % (APPROVE % '"command_id": "c-2", ')
+    headers = {"task": APPLY_COMMAND_TASK}
+    by_message = letter_from_message(headers, body.encode(), "application/json")
+    command = decode_task_message(headers, body, "application/json").command
+    by_arguments = letter_from_arguments([command], {})
+
+    for letter in (by_message, by_arguments):
+        assert letter.body.decode().count('"command_id"') == 2
+        assert _carried_command(letter.body) is None
+
+
+def test_a_command_without_repeated_keys_is_dead_lettered_as_before() -> None:
+    from worker.deadletter import letter_from_arguments
+
+    command = decode_json(APPROVE % "")
+
+    assert decode_json(letter_from_arguments([command], {}).body) == command
