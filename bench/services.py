@@ -102,7 +102,14 @@ def private_vhost(broker_url: str) -> Iterator[tuple[str, bool]]:
 
 #: Tables a phase leaves behind it; the registry (actors, keys and their audit) stays, as it
 #: would in a deployment.
-KEPT_TABLES = ("alembic_version", "actors", "actor_keys", "registry_audit", "policy_versions")
+KEPT_TABLES = (
+    "alembic_version",
+    "actors",
+    "actor_keys",
+    "registry_audit",
+    "policy_versions",
+    "deployment_settings",
+)
 
 
 def reset_database(database_url: str) -> None:
@@ -263,7 +270,13 @@ def start_workers(
     log_dir: Path,
     timeout: float = 60.0,
 ) -> WorkerSet:
-    """Start ``count`` worker processes of ``app`` and wait until each consumes ``queue``."""
+    """Start ``count`` worker processes of ``app`` and wait until each consumes ``queue``.
+
+    The database's recorded trust mode is set to the workers' ``GOVERNANCE_AUTH`` first, as an
+    operator would (``governance migrate --auth``): a worker refuses to start in another one,
+    and the bench compares both."""
+    if "GOVERNANCE_DATABASE_URL" in env:
+        migrate(env["GOVERNANCE_DATABASE_URL"], auth=env.get("GOVERNANCE_AUTH", "signed"))
     workers = WorkerSet(app, count, layout)
     tag = f"{app.replace('.', '_')}-{os.getpid()}-{os.urandom(2).hex()}"
     try:

@@ -112,6 +112,100 @@ def _encodable(text: str) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- the JSON text
+
+
+class DuplicateKeys(dict[str, Any]):
+    """A JSON object that named a key more than once, as :func:`decode_json` reads it: the
+    last value of each key (what ``json.loads`` keeps), marked, so that a command holding one
+    anywhere is refused (``invalid_command``) instead of being read one way here and another
+    way by a tool that keeps the first value."""
+
+    __slots__ = ("duplicates", "pairs")
+
+    def __init__(self, pairs: list[tuple[str, Any]], duplicates: tuple[str, ...]) -> None:
+        super().__init__(pairs)
+        self.duplicates = duplicates
+        #: Every member as given, repeated keys included (see :func:`encode_json`).
+        self.pairs = list(pairs)
+
+    def __reduce__(self) -> Any:
+        # Pickled (a prefork pool, a multiprocessing queue) as itself, marks included.
+        return (DuplicateKeys, (self.pairs, self.duplicates))
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    decoded = dict(pairs)
+    if len(decoded) == len(pairs):
+        return decoded
+    seen: set[str] = set()
+    duplicates: list[str] = []
+    for key, _ in pairs:
+        if key in seen and key not in duplicates:
+            duplicates.append(key)
+        seen.add(key)
+    return DuplicateKeys(pairs, tuple(duplicates))
+
+
+def decode_json(text: str | bytes | bytearray | memoryview) -> Any:
+    """Plain JSON, as every path that reads a command decodes it: no serializer's object
+    hooks (an object is an object, whatever its keys), and an object that names a key more
+    than once kept as a :class:`DuplicateKeys` for validation to refuse. Raises
+    ``ValueError`` (``UnicodeDecodeError`` included) and ``RecursionError``."""
+    if isinstance(text, memoryview | bytearray):
+        text = bytes(text)
+    return json.loads(text, object_pairs_hook=_object)
+
+
+def encode_json(value: object, depth: int = 0) -> str:
+    """``value`` as JSON text, an object read with a key given twice written back with every
+    member it had (a dead letter must stay the message that was refused, not become a valid
+    command). Anything JSON cannot hold is written as its ``repr``, as a string."""
+    if depth > MAX_NESTING_DEPTH + 8:
+        return json.dumps(repr(value), ensure_ascii=False)
+    if isinstance(value, DuplicateKeys):
+        members = value.pairs
+    elif isinstance(value, dict):
+        members = list(value.items())
+    elif isinstance(value, list | tuple):
+        return "[" + ", ".join(encode_json(item, depth + 1) for item in value) + "]"
+    else:
+        return json.dumps(value, ensure_ascii=False, default=repr)
+    return (
+        "{"
+        + ", ".join(
+            f"{json.dumps(str(key), ensure_ascii=False)}: {encode_json(item, depth + 1)}"
+            for key, item in members
+        )
+        + "}"
+    )
+
+
+def duplicate_key(value: object, field: str = "", depth: int = 0) -> str | None:
+    """The dotted path of the first key given twice in one object of ``value``, or None."""
+    if depth > MAX_NESTING_DEPTH + 2:
+        return None
+    if isinstance(value, DuplicateKeys):
+        return _joined(field, value.duplicates[0])
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = duplicate_key(item, _joined(field, str(key)), depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = duplicate_key(item, f"{field}[{index}]", depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _refuse_duplicate_keys(payload: object) -> None:
+    found = duplicate_key(payload)
+    if found is not None:
+        _fail(found, "given more than once in one object (a command must read one way only)")
+
+
 # --------------------------------------------------------------------------- the wire models
 #
 # The contract as msgspec types: ``msgspec.convert`` checks shapes, types, lengths, ranges,
@@ -780,6 +874,9 @@ def command_id_of(payload: object) -> str | None:
     """The command's usable ``command_id``, or None when the message cannot be answered."""
     if not isinstance(payload, dict):
         return None
+    if isinstance(payload, DuplicateKeys) and "command_id" in payload.duplicates:
+        # Two command ids: answering either would leave the sender of the other waiting.
+        return None
     try:
         command_id: str = _convert(payload.get("command_id"), Identifier, "command_id")
     except InvalidCommand:
@@ -789,6 +886,7 @@ def command_id_of(payload: object) -> str | None:
 
 def parse_command(payload: object) -> Command:
     """Validate a decoded command message; raise :class:`InvalidCommand` naming the field."""
+    _refuse_duplicate_keys(payload)
     kind = payload.get("type") if isinstance(payload, dict) else None
     # Straight to the type's model when the type is known (msgspec caches a class's decoding
     # plan, not a union's); the union words what is wrong with an unknown or missing one.
@@ -835,6 +933,10 @@ def payload_hash(payload: Mapping[str, Any]) -> str:
         text = canonical_json(material)
     except (TypeError, ValueError):
         text = repr(sorted(material.items(), key=lambda item: str(item[0])))
+    duplicated = duplicate_key(payload)
+    if duplicated is not None:
+        # Not the same message as the one that gives each key once.
+        text = f"duplicate key {duplicated}:{text}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

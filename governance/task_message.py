@@ -5,6 +5,11 @@ A command travels as Celery's message protocol 2: the body is the JSON array
 task's name, id and retry count are headers. The worker's batch consumer decodes messages
 itself, the dead-letter replay encodes them, and both use these functions, so they agree
 with each other and with ``send_task`` of any Celery client.
+
+Bodies are read by :func:`governance.commands.decode_json` alone: plain JSON, an object
+naming a key twice kept marked for validation to refuse. The worker registers it as its
+``application/json`` decoder too, so the pool's task path and the retry queue read a
+command exactly as the batch step does here.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from governance.commands import decode_json
 from governance.topology import APPLY_COMMAND_TASK
 
 CONTENT_TYPE = "application/json"
@@ -88,8 +94,8 @@ def decode_task_message(
             problem=f"undecodable message: content type {content_type!r} is not {CONTENT_TYPE}"
         )
     try:
-        decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        decoded = decode_json(body)
+    except (ValueError, RecursionError) as exc:
         return Decoded(problem=f"undecodable message: {exc}")
     if not (isinstance(decoded, list) and len(decoded) == 3):
         return Decoded(problem="invalid task message: the body is not [args, kwargs, embed]")

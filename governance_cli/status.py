@@ -103,6 +103,7 @@ def _text(health: Health) -> str:
             else "never"
         )
         lines.append(f"last {run.task} run: {when}")
+    lines.append(f"trust mode: {health.auth or 'not recorded (run governance migrate)'}")
     lines.append(_policy_text(health))
     lines.append("healthy" if health.healthy else "NEEDS ATTENTION")
     return "\n".join(lines)

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from governance.commands import Command, InvalidCommand, parse_command
+from governance.commands import Command, InvalidCommand, decode_json, parse_command
+from governance.topology import DEFAULT_AUDIENCE
 from producer.client import GovernanceClient
 from producer.keys import SigningKey
 from producer.outcomes import (
@@ -19,6 +20,7 @@ from producer.outcomes import (
     exit_code_for,
     worst_exit_code,
 )
+from producer.signing import signature_problem
 
 
 @dataclass(frozen=True)
@@ -34,13 +36,20 @@ class BatchLine:
 
 
 def load_commands(
-    lines: Iterable[str], key: SigningKey | None = None, *, keep_signatures: bool = False
+    lines: Iterable[str],
+    key: SigningKey | None = None,
+    *,
+    keep_signatures: bool = False,
+    audience: str = DEFAULT_AUDIENCE,
 ) -> list[BatchLine]:
-    """Parse and validate JSON lines (blank lines and ``#`` comments are skipped).
+    """Parse and validate JSON lines (blank lines and ``#`` comments are skipped), as plain
+    JSON in which a key given twice is invalid.
 
-    With ``key`` every line is signed with it (a line already signed with it is signed
-    afresh); a line signed with another key is refused unless ``keep_signatures``, and then
-    sent exactly as it is. A line for another actor than the key's is refused.
+    With ``key`` every line is signed with it; a line already signed with it is verified
+    first (its actor, its ``audience``, its signature against the key's public key) and
+    refused when it does not verify, else signed afresh; a line signed with another key is
+    refused unless ``keep_signatures``, and then sent exactly as it is. A line for another
+    actor than the key's is refused.
     """
     parsed: list[BatchLine] = []
     for number, text in enumerate(lines, start=1):
@@ -48,7 +57,7 @@ def load_commands(
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            raw = json.loads(stripped)
+            raw = decode_json(stripped)
             command = parse_command(raw)
         except json.JSONDecodeError as exc:
             parsed.append(BatchLine(number, error=f"not JSON: {exc.msg}"))
@@ -59,7 +68,7 @@ def load_commands(
         except InvalidCommand as exc:
             parsed.append(BatchLine(number, error=str(exc)))
             continue
-        problem, payload = _what_to_send(raw, command, key, keep_signatures)
+        problem, payload = _what_to_send(raw, command, key, keep_signatures, audience)
         if problem is not None:
             parsed.append(BatchLine(number, error=problem))
         else:
@@ -68,10 +77,21 @@ def load_commands(
 
 
 def _what_to_send(
-    raw: dict[str, Any], command: Command, key: SigningKey | None, keep_signatures: bool
+    raw: dict[str, Any],
+    command: Command,
+    key: SigningKey | None,
+    keep_signatures: bool,
+    audience: str,
 ) -> tuple[str | None, Command | dict[str, Any]]:
     if command.auth is not None:
-        if key is None or keep_signatures:
+        if key is not None and command.auth.key_id == key.key_id:
+            # Claims to be ours: it must be, before it is sent or signed afresh.
+            problem = signature_problem(raw, key, audience=audience)
+            if problem is not None:
+                return problem, raw
+            if keep_signatures:
+                return None, raw
+        elif key is None or keep_signatures:
             return None, raw
         if command.auth.key_id != key.key_id:
             return (

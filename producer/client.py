@@ -173,7 +173,10 @@ class OutcomeListener:
                     with kombu.Consumer(
                         connection.channel(),
                         [queue],
-                        callbacks=[self._dispatch],
+                        # The raw body, decoded as plain JSON by decode_event: kombu's own
+                        # decoder would turn metadata shaped like its type markers into
+                        # bytes, or refuse the event and break the listener.
+                        on_message=lambda message: self._dispatch(message.body, message),
                         accept=["json"],
                     ):
                         self._ready.set()

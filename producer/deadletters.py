@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any
 
 import kombu
 
-from governance.commands import command_id_of
+from governance.commands import command_id_of, decode_json
 from governance.task_message import encode_task_message
 from governance.topology import (
     COMMANDS_QUEUE,
@@ -112,7 +111,9 @@ class DeadLetter:
 
 def _as_object(body: bytes) -> dict[str, Any] | None:
     try:
-        decoded = json.loads(body)
+        # As the worker reads it: a command_id given twice is no usable command_id, so such
+        # a letter is never replayed as a command.
+        decoded = decode_json(body)
     except (ValueError, RecursionError):
         return None
     return decoded if isinstance(decoded, dict) else None

@@ -58,6 +58,10 @@ FROM actors AS a
 """
 #: How many shortfalls of an unsatisfiable policy a problem quotes (the JSON has them all).
 QUOTED_SHORTFALLS = 3
+#: The deployment's trust mode, where the database records one (migrated by a version
+#: that pins it).
+HAS_AUTH = "SELECT to_regclass('deployment_settings') IS NOT NULL"
+RECORDED_AUTH = "SELECT auth FROM deployment_settings"
 LAST_RUNS = """
 SELECT task, finished_at, extract(epoch FROM now() - finished_at)::float8, handled
 FROM maintenance_runs
@@ -147,6 +151,9 @@ class Health:
     problems: tuple[str, ...] = field(default=())
     #: The approval policy; None when it was not read.
     policy: PolicyState | None = None
+    #: The deployment's trust mode as ``governance migrate`` recorded it; None when the
+    #: database records none (not migrated by this version yet).
+    auth: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -174,8 +181,8 @@ def read_health(
     """Read the deployment's state; raises :class:`ServiceUnreachable`."""
     queues = tuple(queue_states(broker_url, QUEUES))
     workers = tuple(workers_seen(broker_url, inspect_timeout))
-    unpublished, oldest, runs, policy = database_state(database_url)
-    health = Health(workers, queues, unpublished, oldest, tuple(runs), policy=policy)
+    unpublished, oldest, runs, policy, auth = database_state(database_url)
+    health = Health(workers, queues, unpublished, oldest, tuple(runs), policy=policy, auth=auth)
     return replace(health, problems=tuple(problems(health, max_outbox_age)))
 
 
@@ -194,16 +201,23 @@ def problems(health: Health, max_outbox_age: float) -> list[str]:
             f"{oldest:.0f}s old (threshold {max_outbox_age:g}s): is the relay running, can "
             "the workers publish?"
         )
-    found.extend(mode_problems(health.workers))
+    found.extend(mode_problems(health.workers, health.auth))
     found.extend(policy_problems(health.policy))
     return found
 
 
-def mode_problems(workers: tuple[WorkerState, ...]) -> list[str]:
-    """The workers that run in a development mode: each one's commands are not judged as
-    a deployment's must be."""
+def mode_problems(workers: tuple[WorkerState, ...], recorded_auth: str | None = None) -> list[str]:
+    """The workers that run in a development mode, or in another trust mode than the
+    deployment recorded (``recorded_auth``; one started before ``governance migrate --auth``
+    changed it): each one's commands are not judged as the deployment's must be."""
     found = []
     for worker in workers:
+        if recorded_auth is not None and worker.auth is not None and worker.auth != recorded_auth:
+            found.append(
+                f"worker {worker.name} runs GOVERNANCE_AUTH={worker.auth} but the deployment's "
+                f"trust mode is {recorded_auth} (governance migrate --auth): restart it with "
+                f"GOVERNANCE_AUTH={recorded_auth}"
+            )
         if worker.auth == "off":
             found.append(
                 f"worker {worker.name} runs GOVERNANCE_AUTH=off (development only): it takes "
@@ -282,12 +296,13 @@ def _worker_state(name: str, reply: Any) -> WorkerState:
 
 def database_state(
     database_url: str,
-) -> tuple[int, float | None, list[TaskRun], PolicyState]:
-    """Unpublished events, the oldest one's age, the periodic tasks' last runs, and the
-    approval policy checked against the registry."""
+) -> tuple[int, float | None, list[TaskRun], PolicyState, str | None]:
+    """Unpublished events, the oldest one's age, the periodic tasks' last runs, the
+    approval policy checked against the registry, and the recorded trust mode."""
     try:
         with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
             row = conn.execute(OUTBOX).fetchone()
+            auth = _recorded_auth(conn)
             recorded = {r[0]: r for r in conn.execute(LAST_RUNS).fetchall()}
             # One snapshot for the policy and the registry it is checked against.
             with conn.transaction():
@@ -308,7 +323,15 @@ def database_state(
         else:
             runs.append(TaskRun(task, None, None, None))
     oldest = None if row[1] is None else round(row[1], 3)
-    return int(row[0]), oldest, runs, policy_state(active, roster)
+    return int(row[0]), oldest, runs, policy_state(active, roster), auth
+
+
+def _recorded_auth(conn: psycopg.Connection[Any]) -> str | None:
+    has = conn.execute(HAS_AUTH).fetchone()
+    if not (has and has[0]):
+        return None
+    row = conn.execute(RECORDED_AUTH).fetchone()
+    return None if row is None else str(row[0])
 
 
 def policy_state(active: tuple[Any, ...] | None, roster: Sequence[RosterActor]) -> PolicyState:

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,9 +150,17 @@ def load_key_file(path: str | os.PathLike[str]) -> SigningKey:
     """The key kept in ``path``; any problem is a :class:`KeyFileError` naming the file."""
     try:
         with Path(path).open("rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
             raw = handle.read(_MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise KeyFileError(path, f"cannot read it: {exc.strerror or exc}") from exc
+    if os.name == "posix" and mode & 0o077:
+        # As ssh refuses a private key others may read: the key may already be copied.
+        raise KeyFileError(
+            path,
+            f"is accessible by group or others (mode {stat.S_IMODE(mode):04o}); a private "
+            "key must be readable by its owner only: chmod 600 it (and consider it leaked)",
+        )
     if len(raw) > _MAX_FILE_BYTES:
         raise KeyFileError(path, f"larger than {_MAX_FILE_BYTES} bytes; not a key file")
     try:

@@ -13,8 +13,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from governance.codec import timestamp_to_wire
-from governance.proof import PROOF_MEMBER, b64url_encode, event_signed_bytes, signed_bytes
+from governance.proof import (
+    PROOF_MEMBER,
+    b64url_decode,
+    b64url_encode,
+    event_signed_bytes,
+    signed_bytes,
+)
 from producer.keys import SigningKey
 
 
@@ -67,3 +76,27 @@ def sign_event(event: Mapping[str, Any], key: SigningKey) -> dict[str, Any]:
     signature = key.sign(event_signed_bytes(signed))
     signed[PROOF_MEMBER] = {"key_id": key.key_id, "signature": b64url_encode(signature)}
     return signed
+
+
+def signature_problem(command: Mapping[str, Any], key: SigningKey, *, audience: str) -> str | None:
+    """Why ``command``, which carries an ``auth`` member naming ``key``, is not a command
+    ``key`` signed for ``audience``, or None: its actor, its audience and its signature
+    (checked against the key's public key, as the worker checks it against the registry)."""
+    actor = command.get("actor")
+    actor_id = actor.get("id") if isinstance(actor, Mapping) else None
+    if actor_id != key.actor_id:
+        return f"actor.id: {actor_id} is not the signing key's actor {key.actor_id}"
+    if command.get("audience") != audience:
+        return (
+            f"audience: signed for {command.get('audience')!r}, not {audience!r} "
+            "(--audience / GOVERNANCE_AUDIENCE)"
+        )
+    auth = command.get("auth")
+    signature = auth.get("signature") if isinstance(auth, Mapping) else None
+    try:
+        raw = b64url_decode(signature) if isinstance(signature, str) else b""
+        message = signed_bytes({k: v for k, v in command.items() if k != "auth"})
+        Ed25519PublicKey.from_public_bytes(key.public_key_bytes).verify(raw, message)
+    except (InvalidSignature, ValueError):
+        return f"auth.signature: does not verify with key {key.key_id} (the key file's)"
+    return None

@@ -249,7 +249,11 @@ class Subscription(Closing):
         channel = self._connection.channel()
         channel.basic_qos(0, self._prefetch, False)
         consumer = kombu.Consumer(
-            channel, [self.queue], callbacks=[self._on_message], accept=["json"]
+            channel,
+            [self.queue],
+            # The raw body, decoded as plain JSON (see decode_event), not by kombu's decoder.
+            on_message=lambda message: self._on_message(message.body, message),
+            accept=["json"],
         )
         consumer.consume()
         return consumer

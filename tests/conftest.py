@@ -65,13 +65,16 @@ def postgres_server_url() -> Iterator[str]:
 
 
 @contextmanager
-def migrated_database(server_url: str, policy: str | None = OPEN_POLICY) -> Iterator[str]:
-    """A new database on ``server_url``, migrated to the newest schema, under ``policy``
-    (the tests' open approval policy by default; None: none applied, as ``governance
-    migrate`` leaves it), the actors of the tests registered in it as they sign; dropped
-    afterwards."""
+def migrated_database(
+    server_url: str, policy: str | None = OPEN_POLICY, *, auth: str = "signed"
+) -> Iterator[str]:
+    """A new database on ``server_url``, migrated to the newest schema in trust mode ``auth``
+    (``governance migrate --auth``; only workers of that ``GOVERNANCE_AUTH`` start on it),
+    under ``policy`` (the tests' open approval policy by default; None: none applied, as
+    ``governance migrate`` leaves it), the actors of the tests registered in it as they
+    sign; dropped afterwards."""
     with fresh_database(server_url) as url:
-        migrate(url)
+        migrate(url, auth=auth)
         if policy is not None:
             apply_policy(url, policy)
         identities.track(url)
@@ -85,6 +88,14 @@ def migrated_database(server_url: str, policy: str | None = OPEN_POLICY) -> Iter
 def database_url(postgres_server_url: str) -> Iterator[str]:
     """A database of this test run, migrated to the newest schema, dropped afterwards."""
     with migrated_database(postgres_server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def development_database_url(postgres_server_url: str) -> Iterator[str]:
+    """A database of this test run migrated in development mode (``governance migrate --auth
+    off``): the one a worker with ``GOVERNANCE_AUTH=off`` starts on."""
+    with migrated_database(postgres_server_url, auth="off") as url:
         yield url
 
 

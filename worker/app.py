@@ -13,15 +13,18 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import psycopg
 from amqp.exceptions import AMQPError, PreconditionFailed
 from celery import Celery, Task, bootsteps, signals
 from celery.exceptions import Reject
 from celery.worker.consumer import Consumer
 from celery.worker.control import inspect_command
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Exchange, Queue, serialization
 from kombu import Consumer as Consumer_
 from kombu.exceptions import OperationalError
+from kombu.utils import json as kombu_json
 
+from governance.commands import decode_json, duplicate_key
 from governance.task_message import (
     CONTENT_TYPE,
     Decoded,
@@ -40,12 +43,13 @@ from governance.topology import (
     RETRY_QUEUE,
     queue_arguments,
 )
-from worker import batching, deadletter, event_signing, policy, runtime
+from worker import batching, database, deadletter, event_signing, policy, runtime
 from worker.config import Settings
 from worker.errors import InfrastructureError
 from worker.observability import observer
 from worker.policy import Action, Verdict
 from worker.transaction import NotACommand
+from worker.trust_mode import TrustModeUnknown, recorded_auth
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +125,20 @@ def configure(app: Celery, settings: Settings) -> None:
     )
 
 
+def decode_task_bodies_as_plain_json() -> None:
+    """Every ``application/json`` body this process reads, on every path (the pool's tasks,
+    the retry queue, the batch step's messages through :mod:`governance.task_message`), is
+    decoded by :func:`governance.commands.decode_json`: plain JSON. kombu's own decoder
+    turns an object of exactly the keys ``__type__`` and ``__value__`` into bytes, a date or
+    a decimal (and raises on an unknown type), so a command's metadata would have read one
+    way on the batch path and another on the task path. Encoding stays kombu's (what the
+    worker sends is plain JSON already)."""
+    serialization.register(
+        "json", kombu_json.dumps, decode_json, content_type=CONTENT_TYPE, content_encoding="utf-8"
+    )
+
+
+decode_task_bodies_as_plain_json()
 settings = Settings.from_env()
 app = Celery("governance", set_as_current=False)
 configure(app, settings)
@@ -193,6 +211,10 @@ def apply_command(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any] | Non
             raise Reject(exc, requeue=True) from exc
         if verdict.action is Action.PARK:
             _park_task(self, args, kwargs, verdict.reason)
+            return None
+        if duplicate_key(payload) is not None:
+            # Celery's retry re-encodes the arguments, each key once (see _after_failure).
+            _park_task(self, args, kwargs, f"{verdict.reason}; not retried: a key is given twice")
             return None
         raise self.retry(exc=exc, countdown=verdict.countdown) from exc
     finally:
@@ -441,7 +463,11 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
     def _after_failure(self, message: Any, payload: object, exc: BaseException) -> None:
         retries = int((message.headers or {}).get("retries") or 0)
         verdict = policy.on_failure(exc, retries, settings.poison_retry_limit)
-        if verdict.action is Action.PARK:
+        if verdict.action is Action.RETRY and duplicate_key(payload) is not None:
+            # A copy re-encoded for the retry queue would name each key once: a command
+            # that must be refused would read as a valid one there. Parked as it came.
+            _park_message(message, f"{verdict.reason}; not retried: a key is given twice")
+        elif verdict.action is Action.PARK:
             _park_message(message, verdict.reason)
         elif verdict.action is Action.REQUEUE:
             message.reject(requeue=True)
@@ -587,6 +613,41 @@ def _read_worker_key(**_: Any) -> None:
                 settings.worker_key,
                 key.actor_id,
             )
+
+
+@signals.worker_init.connect
+def _check_trust_mode(**_: Any) -> None:
+    """Stop at once, with one line saying why, when the deployment records another trust
+    mode than this worker's ``GOVERNANCE_AUTH`` (``governance migrate --auth`` pins it): a
+    development-mode worker must not take actors as asserted inside a signed deployment."""
+    problem = trust_mode_problem(settings)
+    if problem is not None:
+        # Exits with status 1, the line on stderr.
+        raise SystemExit(problem)
+
+
+def trust_mode_problem(settings: Settings) -> str | None:
+    """Why a worker with ``settings`` must not start against its database's recorded trust
+    mode, or None. A database that cannot be reached is left to the worker's own retries
+    (it cannot apply anything without it, and rechecks nothing it has not read)."""
+    try:
+        with psycopg.connect(database.conninfo(settings), autocommit=True) as conn:
+            recorded = recorded_auth(conn)
+    except TrustModeUnknown:
+        return (
+            "the database records no trust mode (GOVERNANCE_AUTH): run `governance migrate` "
+            "(with --auth signed|off) before starting workers"
+        )
+    except psycopg.Error as exc:
+        log.warning("could not check the deployment's trust mode before starting: %s", exc)
+        return None
+    if recorded == settings.auth:
+        return None
+    return (
+        f"GOVERNANCE_AUTH={settings.auth} but the deployment's trust mode is {recorded} "
+        f"(recorded by governance migrate): start the worker with GOVERNANCE_AUTH={recorded}, "
+        f"or change the deployment's mode with `governance migrate --auth {settings.auth}`"
+    )
 
 
 @signals.worker_init.connect

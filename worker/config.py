@@ -180,6 +180,17 @@ class Settings:
                 f"GOVERNANCE_LOG_RETENTION_DAYS={settings.log_retention_days:g} with "
                 f"GOVERNANCE_LEDGER_WINDOW_DAYS={settings.ledger_window_days:g}: {exc}"
             ) from None
+        window = _days(settings.ledger_window_days)
+        if window is not None and settings.max_command_age > window.total_seconds():
+            # A command still young enough to be accepted must still be in the ledger, or
+            # its re-send (or a captured copy) would be judged as new once its row is pruned.
+            raise ConfigurationError(
+                f"GOVERNANCE_MAX_COMMAND_AGE={settings.max_command_age:g} (seconds) exceeds "
+                f"the ledger window GOVERNANCE_LEDGER_WINDOW_DAYS="
+                f"{settings.ledger_window_days:g} ({window.total_seconds():g} seconds): a "
+                "command young enough to be accepted would be forgotten by the ledger; "
+                "lower the one or raise the other"
+            )
         return settings
 
     def retention_policy(self) -> RetentionPolicy:

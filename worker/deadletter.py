@@ -15,6 +15,7 @@ from typing import Any
 
 import kombu
 
+from governance.commands import encode_json
 from governance.task_message import CONTENT_TYPE, carried_command, decode_task_message
 from governance.topology import (
     APPLY_COMMAND_TASK,
@@ -49,7 +50,8 @@ class Letter:
 
 
 def _command_letter(command: Mapping[str, Any]) -> Letter:
-    encoded = json.dumps(command, ensure_ascii=False, default=repr)
+    # Every member as it came, a key given twice included: replayed, it is refused again.
+    encoded = encode_json(command)
     return Letter(encoded.encode("utf-8", "surrogatepass"), "application/json")
 
 

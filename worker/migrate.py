@@ -1,7 +1,9 @@
-"""``governance migrate``: bring the schema to the newest Alembic revision."""
+"""``governance migrate``: bring the schema to the newest Alembic revision and record the
+deployment's trust mode."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
@@ -10,18 +12,40 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from worker.config import sqlalchemy_url
+from worker.trust_mode import AUTH_MODES
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant both sides agree on; it only has to be unique within this database.
 _MIGRATION_LOCK = 0x6F76_6572_6E31
+_DEFAULT_MODE = "INSERT INTO deployment_settings (auth) VALUES ('signed') ON CONFLICT DO NOTHING"
+_DEFAULT_MODE = "INSERT INTO deployment_settings (auth) VALUES ('signed') ON CONFLICT DO NOTHING"
 
 
-def migrate(database_url: str) -> str:
-    """Apply every pending migration and return the schema's revision.
+@dataclass(frozen=True, slots=True)
+class Migrated:
+    """What ``governance migrate`` left: the schema's revision and the recorded trust mode
+    (``previous_auth``: the mode it replaced, when this run changed it)."""
+
+    revision: str
+    auth: str
+    previous_auth: str | None = None
+
+
+def migrate(database_url: str, *, auth: str | None = None) -> str:
+    """Apply every pending migration and return the schema's revision (see
+    :func:`migrate_deployment`)."""
+    return migrate_deployment(database_url, auth=auth).revision
+
+
+def migrate_deployment(database_url: str, *, auth: str | None = None) -> Migrated:
+    """Apply every pending migration; record ``auth`` as the deployment's trust mode when
+    given (None keeps the recorded one: ``signed`` on a new database).
 
     Idempotent, and safe when several processes run it at once: they queue on an advisory
     lock held for the migration's transaction, and the later ones find nothing to do.
     """
+    if auth is not None and auth not in AUTH_MODES:
+        raise ValueError(f"unknown trust mode {auth!r}: expected one of {', '.join(AUTH_MODES)}")
     engine = create_engine(sqlalchemy_url(database_url), poolclass=NullPool)
     try:
         with engine.begin() as connection:
@@ -31,6 +55,17 @@ def migrate(database_url: str) -> str:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
             version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            # A row deleted by hand is the default again: signed.
+            connection.execute(text(_DEFAULT_MODE))
+            recorded = str(
+                connection.execute(text("SELECT auth FROM deployment_settings")).scalar_one()
+            )
+            if auth is None or auth == recorded:
+                return Migrated(str(version), recorded)
+            connection.execute(
+                text("UPDATE deployment_settings SET auth = :auth, updated_at = now()"),
+                {"auth": auth},
+            )
+            return Migrated(str(version), auth, previous_auth=recorded)
     finally:
         engine.dispose()
-    return str(version)

@@ -88,7 +88,7 @@ def send(
     key = load_signing_key(signing_key)
     name = "stdin" if file.name in ("-", "<stdin>") else file.name
     try:
-        items = load_commands(file, key, keep_signatures=keep_signatures)
+        items = load_commands(file, key, keep_signatures=keep_signatures, audience=audience)
     except UnicodeDecodeError as exc:
         usage_error(
             f"{name} is not UTF-8 text (it holds byte 0x{exc.object[exc.start]:02x}): "

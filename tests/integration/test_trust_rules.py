@@ -284,13 +284,13 @@ def test_a_revoked_key_is_refused_from_the_next_command_on_and_a_rotated_key_sig
 
 
 def test_in_development_mode_unsigned_commands_apply_unauthenticated_and_the_worker_warns(
-    database_url: str, broker_url: str, tmp_path: Path
+    development_database_url: str, broker_url: str, tmp_path: Path
 ) -> None:
     # Given a development-mode worker alone on a virtual host of its own (the module's signed
     # worker goes on serving the other tests, whatever order they run in)
     with spare_vhost(broker_url) as url:
         worker = WorkerProcess(
-            database_url,
+            development_database_url,
             url,
             concurrency=1,
             log_path=tmp_path / "worker.log",

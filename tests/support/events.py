@@ -31,7 +31,11 @@ class EventListener:
         self.events: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
         self._consumer = kombu.Consumer(
-            self.connection.channel(), [self.queue], callbacks=[self._on_message], accept=["json"]
+            self.connection.channel(),
+            [self.queue],
+            # The raw body, decoded as plain JSON, as the client library does.
+            on_message=lambda message: self._on_message(message.body, message),
+            accept=["json"],
         )
         self._consumer.consume()
 

@@ -14,11 +14,14 @@ import psycopg
 import pytest
 
 from governance.codec import command_to_dict
+from governance.proof import b64url_encode
 from producer import GovernanceClient, Queries
+from producer.keys import key_file_document
+from producer.signing import sign_command
 from producer.subscriptions import Subscription
 from tests.conftest import migrated_database
 from tests.support.commands import new_id
-from tests.support.identities import Keyring, sign, signing_env, trusted_worker_keys
+from tests.support.identities import Keyring, key_for, sign, signing_env, trusted_worker_keys
 from tests.support.processes import PROJECT_ROOT, WorkerProcess, service_env
 
 pytestmark = pytest.mark.system
@@ -326,6 +329,94 @@ def test_send_refuses_a_line_signed_with_another_key_unless_told_to_keep_it(
     # Then it exits 2 naming the key, and nothing was sent
     assert result.returncode == 2, result.stderr
     assert "already signed with key test-someone-else" in result.stderr
+    assert client.queries.request(request_id) is None
+
+
+def signed_line(client: GovernanceClient, request_id: str, **changes: Any) -> dict[str, Any]:
+    """A submit for ``request_id`` signed with the shell's key (actor ``ci``), then changed."""
+    line: dict[str, Any] = sign(command_to_dict(submit_command(client, request_id)))
+    return {**line, **changes}
+
+
+def send_line(governance: Any, tmp_path: Path, line: dict[str, Any], *args: str) -> Any:
+    source = tmp_path / "line.jsonl"
+    source.write_text(json.dumps(line) + "\n")
+    return governance("send", str(source), "--wait", *args)
+
+
+def test_send_refuses_a_line_of_its_own_key_whose_signature_does_not_verify(
+    governance: Any, client: GovernanceClient, tmp_path: Path
+) -> None:
+    # Given a line naming the shell's key with a signature that key never made
+    request_id = new_id()
+    line = signed_line(client, request_id)
+    line["auth"] = {**line["auth"], "signature": b64url_encode(bytes(64))}
+    # When it is sent, as it is or to be signed afresh
+    for extra in ((), ("--keep-signatures",)):
+        result = send_line(governance, tmp_path, line, *extra)
+        # Then it exits 2 with one line naming the signature, and nothing was sent
+        assert result.returncode == 2, result.stderr
+        assert "line 1: auth.signature: does not verify with key test-ci" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert client.queries.request(request_id) is None
+
+
+def test_send_refuses_a_line_signed_for_another_audience(
+    governance: Any, client: GovernanceClient, tmp_path: Path
+) -> None:
+    request_id = new_id()
+    line = sign_command(
+        command_to_dict(submit_command(client, request_id)), key_for("ci"), audience="staging"
+    )
+
+    result = send_line(governance, tmp_path, line)
+
+    assert result.returncode == 2, result.stderr
+    assert "line 1: audience: signed for 'staging', not 'governance'" in result.stderr
+    assert client.queries.request(request_id) is None
+
+
+def test_send_refuses_a_line_of_its_own_key_naming_another_actor_without_a_traceback(
+    governance: Any, client: GovernanceClient, tmp_path: Path
+) -> None:
+    request_id = new_id()
+    line = signed_line(client, request_id, actor={"id": "mallory"})
+
+    result = send_line(governance, tmp_path, line)
+
+    assert result.returncode == 2, result.stderr
+    assert "line 1: actor.id: mallory is not the signing key's actor ci" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert client.queries.request(request_id) is None
+
+
+def test_send_applies_a_line_its_own_key_signed(
+    governance: Any, client: GovernanceClient, tmp_path: Path
+) -> None:
+    request_id = new_id()
+
+    result = send_line(governance, tmp_path, signed_line(client, request_id))
+
+    assert result.returncode == 0, result.stderr
+    assert client.queries.request(request_id) is not None
+
+
+def test_send_refuses_a_key_file_others_may_read(
+    governance: Any, client: GovernanceClient, tmp_path: Path
+) -> None:
+    # Given the shell's key in a file group and others may read
+    exposed = tmp_path / "exposed.key"
+    exposed.write_text(json.dumps(key_file_document(key_for("ci"))), encoding="utf-8")
+    exposed.chmod(0o644)
+    request_id = new_id()
+    source = tmp_path / "unsigned.jsonl"
+    source.write_text(json.dumps(command_to_dict(submit_command(client, request_id))) + "\n")
+    # When it signs a send
+    result = governance("send", str(source), "--wait", "--signing-key", str(exposed))
+    # Then it is refused in one line naming the file and the fix, and nothing was sent
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert str(exposed) in line and "mode 0644" in line and "chmod 600" in line
     assert client.queries.request(request_id) is None
 
 

@@ -141,6 +141,9 @@ def test_a_consuming_worker_and_an_empty_backlog_are_healthy(
 def test_a_worker_in_a_development_mode_is_reported_and_needs_attention(
     private_database: str, quiet_broker: str, tmp_path: Path, setting: str, value: str, said: str
 ) -> None:
+    if setting == "GOVERNANCE_AUTH":
+        # A development deployment: the only one a development-mode worker starts on
+        migrate(private_database, auth=value)
     worker = running(private_database, quiet_broker, tmp_path, **{setting: value})
     try:
         code, document, _ = status(private_database, quiet_broker, *INSPECT_WAIT)
@@ -150,6 +153,35 @@ def test_a_worker_in_a_development_mode_is_reported_and_needs_attention(
     assert seen["policy" if setting == "GOVERNANCE_POLICY" else "auth"] == value
     assert code == EXIT_NEEDS_ATTENTION
     assert [p for p in document["problems"] if seen["name"] in p and said in p]
+
+
+def test_a_worker_in_another_trust_mode_than_the_deployments_needs_attention(
+    private_database: str, quiet_broker: str, tmp_path: Path
+) -> None:
+    # Given a development-mode worker started while the deployment was in development mode
+    migrate(private_database, auth="off")
+    worker = running(private_database, quiet_broker, tmp_path, GOVERNANCE_AUTH="off")
+    try:
+        # When the deployment is switched to signed while it runs, and the status is asked
+        migrate(private_database, auth="signed")
+        code, document, _ = status(private_database, quiet_broker, *INSPECT_WAIT)
+    finally:
+        worker.stop()
+    # Then the status shows the recorded mode and the worker's, and names the mismatch
+    (seen,) = document["workers"]
+    assert (document["auth"], seen["auth"]) == ("signed", "off")
+    assert code == EXIT_NEEDS_ATTENTION
+    assert [
+        p
+        for p in document["problems"]
+        if seen["name"] in p and "but the deployment's trust mode is signed" in p
+    ]
+
+
+def test_the_recorded_trust_mode_is_shown(private_database: str, quiet_broker: str) -> None:
+    _, document, _ = status(private_database, quiet_broker)
+
+    assert document["auth"] == "signed"
 
 
 def test_dead_letters_waiting_need_attention(

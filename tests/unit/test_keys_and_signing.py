@@ -33,7 +33,9 @@ def public_key_of(key: SigningKey) -> Ed25519PublicKey:
 
 
 def write_json(path: Path, document: Any) -> Path:
+    """A key file as keygen writes it: readable by its owner only."""
     path.write_text(json.dumps(document), encoding="utf-8")
+    path.chmod(0o600)
     return path
 
 
@@ -188,6 +190,7 @@ def test_a_bad_key_file_is_a_key_file_error_naming_the_file(
         path.write_bytes(content)
     else:
         path.write_text(content, encoding="utf-8")
+    path.chmod(0o600)
 
     # When it is loaded
     with pytest.raises(KeyFileError) as raised:
@@ -210,6 +213,7 @@ def test_a_missing_key_file_is_a_key_file_error(tmp_path: Path) -> None:
 def test_a_huge_file_is_not_read_as_a_key_file(tmp_path: Path) -> None:
     path = tmp_path / "huge.key"
     path.write_bytes(b" " * (65 * 1024))
+    path.chmod(0o600)
 
     with pytest.raises(KeyFileError, match="not a key file"):
         load_key_file(path)
@@ -389,3 +393,26 @@ def test_a_command_that_cannot_be_canonicalised_is_refused() -> None:
 
     with pytest.raises(ValueError, match="canonicalised"):
         sign_command(command, key, audience="governance")
+
+
+def test_keygen_writes_a_key_file_its_owner_alone_may_read(tmp_path: Path) -> None:
+    path = tmp_path / "alice.key"
+
+    write_key_file(generate("alice"), path)
+
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])
+def test_a_key_file_others_may_read_is_refused_as_ssh_does(tmp_path: Path, mode: int) -> None:
+    # Given a valid key file that group or others may read
+    path = tmp_path / "alice.key"
+    write_key_file(generate("alice"), path)
+    path.chmod(mode)
+
+    # When it is loaded, it is refused naming the file, its mode and the fix
+    with pytest.raises(KeyFileError) as raised:
+        load_key_file(path)
+    assert str(path) in str(raised.value)
+    assert f"mode {mode:04o}" in str(raised.value)
+    assert "chmod 600" in str(raised.value)
