@@ -5,7 +5,8 @@ Seeds a fresh database through the worker's own guarded transaction (every comma
 marked executed (five commands, nine decisions). Then measures, over the same data in the
 same run: reading every history (the floor), the form checks alone (chain and signatures:
 what verify did before it re-executed), form and re-execution in process, and the CLI's
-``governance verify --all`` end to end. Prints one JSON document.
+``governance verify --all`` end to end, in one process and in one per core. Prints one JSON
+document.
 """
 
 from __future__ import annotations
@@ -131,10 +132,19 @@ def _in_process(database_url: str, mode: str) -> dict[str, Any]:
     }
 
 
-def _cli(database_url: str) -> dict[str, Any]:
+def _cli(database_url: str, jobs: int = 1) -> dict[str, Any]:
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "governance_cli.main", "verify", "--all", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "governance_cli.main",
+            "verify",
+            "--all",
+            "--jobs",
+            str(jobs),
+            "--json",
+        ],
         env={**os.environ, "GOVERNANCE_DATABASE_URL": database_url},
         capture_output=True,
         text=True,
@@ -169,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
             "form_only": _in_process(url, "form"),
             "reexecute": _in_process(url, "reexecute"),
             "cli_verify_all": _cli(url),
+            f"cli_verify_all_jobs_{os.cpu_count()}": _cli(url, os.cpu_count() or 1),
         }
     print(json.dumps(report, indent=2))
 

@@ -211,31 +211,31 @@ def _verify_all(
     anchoring: _Anchoring | None,
     as_json: bool,
     deployment: Deployment,
+    database_url: str,
+    jobs: int,
+    page_size: int,
 ) -> NoReturn:
-    from producer.audit import (
-        AnchorError,
-        Findings,
-        check_anchor,
-        head_of,
-        read_all_histories,
-        reexecution_from_database,
-        write_anchor,
-    )
+    from producer.audit import AnchorError, Findings, check_anchor, write_anchor
+    from producer.verify_all import verify_all
 
     findings = Findings()
     heads = {}
-    # The registry's and the policies' histories are read once, before the requests: a
-    # change made meanwhile only concerns decisions this run may not see either.
-    reexecution = reexecution_from_database(conn, deployment)
-    for history in read_all_histories(conn):
-        request_id = history.request_id
-        found = history.verify(require_signed=require_signed, reexecution=reexecution)
+    # The registry's and the policies' histories are read once per process, before the
+    # requests: a change made meanwhile only concerns decisions this run may not see either.
+    for page in verify_all(
+        conn,
+        database_url,
+        require_signed=require_signed,
+        deployment=deployment,
+        jobs=jobs,
+        page_size=page_size,
+    ):
         if not as_json:
             # Streamed: a large database shows its findings as they are found.
-            _echo_findings(found)
-        findings.merge(found)
+            _echo_findings(page.findings)
+        findings.merge(page.findings)
         # What the anchor will hold is what was just verified, request by request.
-        heads[request_id] = head_of(history)
+        heads.update(page.heads)
     streamed = len(findings.items)
     extra: dict[str, Any] = {}
     if anchor_path is not None and anchoring is not None:
@@ -361,6 +361,20 @@ def _verify_all(
     "public_key); every key the export relies on must be one of them. Without it the "
     "export's keys are taken on its own word, and the result says so.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --all: verify in this many processes (it is CPU-bound: one per core).",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(min=1),
+    default=500,
+    hidden=True,
+    help="With --all: requests read (and handed to a process) at a time.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @database_url_option
 def verify(
@@ -377,6 +391,8 @@ def verify(
     audience: str,
     max_command_age: float,
     keys_path: str | None,
+    jobs: int,
+    page_size: int,
     as_json: bool,
     database_url: str,
 ) -> None:
@@ -408,6 +424,8 @@ def verify(
         raise click.UsageError("give exactly one of REQUEST_ID, --all or --file F")
     if anchor_path is not None and not all_requests:
         raise click.UsageError("--anchor goes with --all")
+    if jobs > 1 and not all_requests:
+        raise click.UsageError("--jobs goes with --all")
     if keys_path is not None and export_file is None:
         raise click.UsageError("--keys goes with --file")
     if anchor_path is None and (anchor_keys or init):
@@ -419,7 +437,17 @@ def verify(
         if all_requests:
             if anchoring is not None:
                 _check_key(conn, anchoring.key)
-            _verify_all(conn, require_signed, anchor_path, anchoring, as_json, deployment)
+            _verify_all(
+                conn,
+                require_signed,
+                anchor_path,
+                anchoring,
+                as_json,
+                deployment,
+                database_url,
+                jobs,
+                page_size,
+            )
         assert request_id is not None
         findings = verify_request(
             conn, request_id, require_signed=require_signed, deployment=deployment

@@ -179,6 +179,30 @@ def test_an_expiry_by_the_worker_of_a_request_not_yet_due_exits_6(
     ) in result.stdout
 
 
+def test_verify_all_in_two_processes_finds_what_one_process_finds(
+    governance: Any, conn: psycopg.Connection[Any]
+) -> None:
+    # Given five approved requests, one of them with its approval's reason rewritten
+    request_ids = [approved_request(conn) for _ in range(5)]
+    tamper(
+        conn,
+        "UPDATE request_decisions SET reason = 'nobody looked' "
+        "WHERE request_id = %s AND revision = 2",
+        (request_ids[2],),
+    )
+
+    # When every request is verified in one process and in two, a page of two at a time
+    one = governance("verify", "--all", "--json")
+    two = governance("verify", "--all", "--jobs", "2", "--page-size", "2", "--json")
+
+    # Then both exit 6 with the same findings, on the same request
+    assert (one.returncode, two.returncode) == (6, 6), two.stderr
+    assert json.loads(two.stdout) == json.loads(one.stdout)
+    assert {f["message"] for f in json.loads(two.stdout)["findings"]} and all(
+        request_ids[2] in line for line in altered_lines(governance("verify", "--all"))
+    )
+
+
 def test_a_request_that_does_not_exist_exits_4(governance: Any) -> None:
     result = governance("verify", new_id())
 
