@@ -282,7 +282,8 @@ def _verify_all(
 @click.option(
     "--require-signed",
     is_flag=True,
-    help="Count unsigned decisions (development mode, the system's expiry) as failures.",
+    help="Count decisions applied unsigned in development mode as failures (the worker's "
+    "own expiry of a due request never is).",
 )
 @click.option(
     "--anchor",
@@ -397,13 +398,14 @@ def verify(
     database_url: str,
 ) -> None:
     """Verify REQUEST_ID's history (or --all, or an export --file): every decision's
-    chain hash, and the signed command kept for every revision against the registered
-    key (revoked or not).
+    chain hash, and every kept command re-executed through the rules with the registry
+    and the policy as they stood then, which must give the stored decisions and row.
 
     \b
     Prints one line per finding, naming the request, the decision (revision/position)
-    and what is wrong; unsigned decisions are listed ("unsigned: ...") and are no
-    failure unless --require-signed.
+    or revision and what is wrong; unsigned decisions are listed ("unsigned: ...").
+    In a signed deployment only the worker's expiries of due requests may be unsigned;
+    development-mode ones fail with --require-signed.
 
     \b
     With --all --anchor FILE --anchor-key KEY --signing-key KEYFILE: FILE, signed by one of
