@@ -43,13 +43,12 @@ from governance.topology import (
     RETRY_QUEUE,
     queue_arguments,
 )
-from worker import batching, database, deadletter, event_signing, policy, runtime
+from worker import batching, database, deadletter, event_signing, policy, runtime, startup
 from worker.config import Settings
 from worker.errors import InfrastructureError
 from worker.observability import observer
 from worker.policy import Action, Verdict
 from worker.transaction import NotACommand
-from worker.trust_mode import TrustModeUnknown, recorded_auth
 
 log = logging.getLogger(__name__)
 
@@ -616,38 +615,27 @@ def _read_worker_key(**_: Any) -> None:
 
 
 @signals.worker_init.connect
-def _check_trust_mode(**_: Any) -> None:
-    """Stop at once, with one line saying why, when the deployment records another trust
-    mode than this worker's ``GOVERNANCE_AUTH`` (``governance migrate --auth`` pins it): a
-    development-mode worker must not take actors as asserted inside a signed deployment."""
-    problem = trust_mode_problem(settings)
+def _check_deployment(**_: Any) -> None:
+    """Stop at once, with one line saying what to do, when the database does not fit this
+    worker: a schema of another release, or another trust mode than this worker's
+    ``GOVERNANCE_AUTH`` (``governance migrate --auth`` pins it: a development-mode worker
+    must not take actors as asserted inside a signed deployment)."""
+    problem = deployment_problem_at_start(settings)
     if problem is not None:
         # Exits with status 1, the line on stderr.
         raise SystemExit(problem)
 
 
-def trust_mode_problem(settings: Settings) -> str | None:
-    """Why a worker with ``settings`` must not start against its database's recorded trust
-    mode, or None. A database that cannot be reached is left to the worker's own retries
-    (it cannot apply anything without it, and rechecks nothing it has not read)."""
+def deployment_problem_at_start(settings: Settings) -> str | None:
+    """Why a worker with ``settings`` must not start on its database, or None. A database
+    that cannot be reached now is checked on every connection the worker makes later
+    (:func:`worker.database.create_pool`), so nothing is applied before it passes."""
     try:
         with psycopg.connect(database.conninfo(settings), autocommit=True) as conn:
-            recorded = recorded_auth(conn)
-    except TrustModeUnknown:
-        return (
-            "the database records no trust mode (GOVERNANCE_AUTH): run `governance migrate` "
-            "(with --auth signed|off) before starting workers"
-        )
+            return startup.deployment_problem(conn, settings.auth)
     except psycopg.Error as exc:
-        log.warning("could not check the deployment's trust mode before starting: %s", exc)
+        log.warning("could not check the database before starting (checked on connect): %s", exc)
         return None
-    if recorded == settings.auth:
-        return None
-    return (
-        f"GOVERNANCE_AUTH={settings.auth} but the deployment's trust mode is {recorded} "
-        f"(recorded by governance migrate): start the worker with GOVERNANCE_AUTH={recorded}, "
-        f"or change the deployment's mode with `governance migrate --auth {settings.auth}`"
-    )
 
 
 @signals.worker_init.connect

@@ -44,6 +44,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import ConnStatus
 from psycopg_pool import ConnectionPool
 
+from worker import startup
 from worker.config import Settings
 
 #: How many times the pool's check reads from an idle connection that has something to say:
@@ -137,7 +138,15 @@ def check_connection(conn: psycopg.Connection[Any]) -> None:
 
 def create_pool(settings: Settings) -> ConnectionPool[psycopg.Connection[Any]]:
     """This process's connection pool, opened (it connects in the background; a command
-    that finds no connection within ``db_acquire_timeout`` gets ``PoolTimeout``)."""
+    that finds no connection within ``db_acquire_timeout`` gets ``PoolTimeout``).
+
+    Each connection it opens is checked to fit the worker (:mod:`worker.startup`): one that
+    does not is discarded as if it could not be made, so nothing is applied under another
+    schema or trust mode than the deployment's."""
+
+    def fits(conn: psycopg.Connection[Any]) -> None:
+        startup.check_deployment(conn, settings.auth)
+
     return ConnectionPool(
         conninfo(settings),
         min_size=1,
@@ -147,6 +156,7 @@ def create_pool(settings: Settings) -> ConnectionPool[psycopg.Connection[Any]]:
         timeout=settings.db_acquire_timeout,
         reconnect_timeout=settings.db_reconnect_timeout,
         check=check_connection,
+        configure=fits,
         open=True,
     )
 

@@ -18,7 +18,6 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant both sides agree on; it only has to be unique within this database.
 _MIGRATION_LOCK = 0x6F76_6572_6E31
 _DEFAULT_MODE = "INSERT INTO deployment_settings (auth) VALUES ('signed') ON CONFLICT DO NOTHING"
-_DEFAULT_MODE = "INSERT INTO deployment_settings (auth) VALUES ('signed') ON CONFLICT DO NOTHING"
 
 
 @dataclass(frozen=True, slots=True)

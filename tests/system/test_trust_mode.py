@@ -1,5 +1,6 @@
-"""The trust mode is pinned: ``governance migrate --auth signed|off`` records the deployment's
-mode (signed by default, kept by a later run without ``--auth``), and a worker whose
+"""A worker starts only on a database that fits it: the schema this release migrates to, and
+the trust mode pinned by migrate. ``governance migrate --auth signed|off`` records the
+deployment's mode (signed by default, kept by a later run without ``--auth``), and a worker whose
 ``GOVERNANCE_AUTH`` differs refuses to start with one line saying why."""
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import psycopg
 import pytest
 
 from tests.support.processes import WorkerProcess, run_governance
+from tests.support.schema import upgrade_to
 from tests.support.services import fresh_database, spare_vhost
+from worker.migrate import migrate
+from worker.startup import schema_head
 
 #: A worker that refuses to start exits at once; this bounds the wait on a loaded machine.
 EXIT_WAIT = 60
@@ -69,14 +73,47 @@ def test_a_signed_worker_refuses_to_start_on_a_development_deployment(
     assert "ready." not in log
 
 
-def test_a_worker_refuses_to_start_on_a_database_that_records_no_trust_mode(
+def test_a_worker_refuses_to_start_on_a_database_never_migrated(
     empty_database: str, broker_url: str, tmp_path: Path
 ) -> None:
     code, log = refusal(empty_database, broker_url, tmp_path)
 
     assert code != 0
-    assert "the database records no trust mode" in log, log[-2000:]
-    assert "run `governance migrate`" in log
+    assert "the database has no schema: run `governance migrate`" in log, log[-2000:]
+    assert "ready." not in log
+
+
+def test_a_worker_refuses_to_start_on_a_schema_of_a_newer_release_naming_both_revisions(
+    empty_database: str, broker_url: str, tmp_path: Path
+) -> None:
+    # Given a database a newer release migrated (a revision this worker does not know)
+    migrate(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_newer'")
+    # When a worker of this release starts on it
+    code, log = refusal(empty_database, broker_url, tmp_path)
+    # Then it stops with one line naming both revisions
+    assert code != 0
+    line = f"at revision 9999_newer, which this worker (schema {schema_head()}) does not know"
+    assert line in log, log[-2000:]
+    assert "ready." not in log
+
+
+def test_a_worker_refuses_to_start_on_a_schema_of_an_older_release_saying_to_migrate(
+    empty_database: str, broker_url: str, tmp_path: Path
+) -> None:
+    # Given a database an older release left (a revision before this release's)
+    older = upgrade_to(empty_database, "0010")
+    # When a worker of this release starts on it
+    code, log = refusal(empty_database, broker_url, tmp_path)
+    # Then it stops, naming both revisions and the way out
+    assert code != 0
+    expected = (
+        f"schema is at revision {older}, this worker needs {schema_head()}: "
+        "run `governance migrate`"
+    )
+    assert expected in log, log[-2000:]
+    assert "ready." not in log
 
 
 def test_migrate_records_signed_by_default_and_says_so(
