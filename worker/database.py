@@ -140,12 +140,12 @@ def create_pool(settings: Settings) -> ConnectionPool[psycopg.Connection[Any]]:
     """This process's connection pool, opened (it connects in the background; a command
     that finds no connection within ``db_acquire_timeout`` gets ``PoolTimeout``).
 
-    Each connection it opens is checked to fit the worker (:mod:`worker.startup`): one that
-    does not is discarded as if it could not be made, so nothing is applied under another
-    schema or trust mode than the deployment's."""
+    Each connection it opens is checked for the deployment's trust mode
+    (:func:`worker.startup.check_trust_mode`): one of another mode is discarded as if it
+    could not be made, so nothing is applied under another mode than the deployment's."""
 
     def fits(conn: psycopg.Connection[Any]) -> None:
-        startup.check_deployment(conn, settings.auth)
+        startup.check_trust_mode(conn, settings.auth)
 
     return ConnectionPool(
         conninfo(settings),

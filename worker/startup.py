@@ -1,10 +1,12 @@
 """Whether a database fits this worker: its schema is the one this release migrates to, and
 it records the trust mode this worker runs in.
 
-Checked once when the worker starts (a mismatch stops it with one line saying what to do) and
-again on every connection the worker's pool opens, so that a worker which could not reach its
-database at start never applies a command under another schema or trust mode than the
-deployment's: it applies nothing until the two agree.
+Both are checked once when the worker starts (a mismatch stops it with one line saying what
+to do). The trust mode is checked again on every connection the worker's pool opens, so that
+a worker which could not reach its database at start never applies a command under another
+mode than the deployment's: it applies nothing until the two agree. The schema is not: a
+worker already running when ``governance migrate`` brings the schema forward (a rolling
+upgrade, whose migrations keep the previous release working) goes on until it is replaced.
 """
 
 from __future__ import annotations
@@ -87,24 +89,25 @@ def trust_problem(recorded: str | None, auth: str) -> str | None:
 
 
 def deployment_problem(conn: psycopg.Connection[Any], auth: str) -> str | None:
-    """Why the database behind ``conn`` does not fit a worker with ``GOVERNANCE_AUTH=auth``,
-    or None. Raises :class:`psycopg.Error` when it cannot be read."""
-    problem = schema_problem(_schema_revision(conn))
+    """Why the database behind ``conn`` does not fit a worker with ``GOVERNANCE_AUTH=auth``
+    that is about to start, or None. Raises :class:`psycopg.Error` when it cannot be read."""
+    return schema_problem(_schema_revision(conn)) or _trust_problem_of(conn, auth)
+
+
+def check_trust_mode(conn: psycopg.Connection[Any], auth: str) -> None:
+    """Raise :class:`DeploymentMismatch` when the deployment behind ``conn`` records another
+    trust mode than ``auth``, or none. Leaves an autocommit connection idle."""
+    problem = _trust_problem_of(conn, auth)
     if problem is not None:
-        return problem
+        raise DeploymentMismatch(problem)
+
+
+def _trust_problem_of(conn: psycopg.Connection[Any], auth: str) -> str | None:
     try:
         recorded: str | None = recorded_auth(conn)
     except TrustModeUnknown:
         recorded = None
     return trust_problem(recorded, auth)
-
-
-def check_deployment(conn: psycopg.Connection[Any], auth: str) -> None:
-    """Raise :class:`DeploymentMismatch` when the database does not fit (see
-    :func:`deployment_problem`). Leaves an autocommit connection idle."""
-    problem = deployment_problem(conn, auth)
-    if problem is not None:
-        raise DeploymentMismatch(problem)
 
 
 def _schema_revision(conn: psycopg.Connection[Any]) -> str | None:
