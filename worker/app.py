@@ -44,7 +44,7 @@ from governance.topology import (
     queue_arguments,
 )
 from worker import batching, database, deadletter, event_signing, policy, runtime, startup
-from worker.config import Settings
+from worker.config import ConfigurationError, Settings
 from worker.errors import InfrastructureError
 from worker.observability import observer
 from worker.policy import Action, Verdict
@@ -138,7 +138,12 @@ def decode_task_bodies_as_plain_json() -> None:
 
 
 decode_task_bodies_as_plain_json()
-settings = Settings.from_env()
+try:
+    settings = Settings.from_env()
+except ConfigurationError as exc:
+    # Read when Celery loads the app, before any of its own error handling: a setting that
+    # is wrong stops the worker with the one line saying which and why, not a traceback.
+    raise SystemExit(f"governance worker: {exc}") from None
 app = Celery("governance", set_as_current=False)
 configure(app, settings)
 observer.install(settings)

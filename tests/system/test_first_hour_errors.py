@@ -364,3 +364,30 @@ def test_bash_completion_is_built_in(database_url: str) -> None:
 
     assert source.returncode == 0 and "complete -o nosort -F" in source.stdout
     assert completed.stdout.splitlines() == ["plain,resolve-version"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("GOVERNANCE_BROKER_URL", "http://x", "is not an AMQP URL"),
+        ("GOVERNANCE_MAX_COMMAND_AGE", "nope", "is not a number"),
+    ],
+)
+def test_a_worker_with_a_wrong_setting_stops_with_one_line_naming_it(
+    database_url: str, broker_url: str, variable: str, value: str, complaint: str
+) -> None:
+    env = service_env(database_url, broker_url, **{variable: value})
+
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "solo"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"governance worker: {variable}={value!r} {complaint}")
