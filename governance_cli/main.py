@@ -39,6 +39,8 @@ def cli() -> None:
          refused, a database never migrated
       8  an approval policy the registry cannot satisfy (`policy apply|check`, a registry
          change refused); `governance status`: the deployment needs attention
+    130  interrupted (Ctrl-C)
+    141  standard output closed by its reader (`watch | head -1`)
 
     \b
     Shell completion (bash; zsh and fish likewise):

@@ -4,6 +4,7 @@ processes against a real worker."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -199,6 +200,36 @@ def test_watch_since_sequence_replays_the_log(
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert "applied submit" in lines[0] and "applied cancel" in lines[1]
+
+
+def test_watch_whose_reader_stops_reading_ends_quietly_as_a_closed_pipe(
+    start: Any, client: GovernanceClient
+) -> None:
+    # Given events in the log
+    submit(client, new_id(), pending_reason="quota")
+    submit(client, new_id(), pending_reason="quota")
+    # When `governance watch --since-sequence 0 | head -1` has read its line
+    watch = start("watch", "--since-sequence", "0")
+    assert watch.stdout.readline()
+    watch.stdout.close()
+    # (and has something more to write: the replay may have fitted in the pipe before)
+    submit(client, new_id(), pending_reason="quota")
+    # Then watch ends with a closed pipe's code (128 + SIGPIPE), blaming no service
+    assert watch.wait(timeout=120) == 141
+    assert "Error" not in watch.stderr.read()
+
+
+def test_watch_interrupted_with_ctrl_c_exits_130_without_a_word(
+    start: Any, client: GovernanceClient
+) -> None:
+    # Given watch following the live stream (it runs until Ctrl-C)
+    watch = start("watch", "--since-sequence", "0")
+    assert watch.stdout.readline()
+    # When its user presses Ctrl-C
+    watch.send_signal(signal.SIGINT)
+    # Then it exits 130, as a shell reports an interrupted program, printing no "Aborted!"
+    assert watch.wait(timeout=120) == 130
+    assert "Aborted" not in watch.stderr.read()
 
 
 # ----------------------------------------------------------------------------- wait
