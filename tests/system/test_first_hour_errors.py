@@ -119,6 +119,19 @@ def test_reading_a_database_never_migrated_says_to_run_migrate(
     assert line.endswith("run `governance migrate` first")
 
 
+def test_status_of_a_database_never_migrated_says_to_run_migrate(
+    postgres_server_url: str, broker_url: str
+) -> None:
+    with fresh_database(postgres_server_url) as url:
+        result = run_governance(url, broker_url, "status")
+
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == EXIT_UNAVAILABLE
+    (line,) = result.stderr.splitlines()
+    assert "(GOVERNANCE_DATABASE_URL) has no governance schema" in line
+    assert line.endswith("run `governance migrate` first")
+
+
 def test_show_with_a_mysql_url_is_refused_naming_the_variable(broker_url: str) -> None:
     result = run_governance(f"mysql://app:{PASSWORD}@db/gov", broker_url, "show", "req-x")
 

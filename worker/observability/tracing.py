@@ -138,6 +138,6 @@ def _otlp_exporter() -> Any:
     except ImportError as exc:
         raise RuntimeError(
             "OTEL_TRACES_EXPORTER=otlp needs the opentelemetry-exporter-otlp package "
-            "(pip install 'governance[otlp]')"
+            "(pip install -e '.[otlp]' in the project's checkout)"
         ) from exc
     return OTLPSpanExporter()
