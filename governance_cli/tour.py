@@ -96,6 +96,9 @@ class EventPrinter:
                         f"{event['sequence']:>5}  {short:<22} {event['command_type'] or '?':<20} "
                         f"{outcome:<34} {revision:>3}"
                     )
+                    if event["event_type"] != "transition.applied":
+                        # Why, in full: the reason is the point of showing a rejection.
+                        click.echo(f"{'':>7}{event['rejection']['message']}")
                 self.arrived.notify_all()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
@@ -181,8 +184,14 @@ def run_tour(
     apply_demo_policy(database_url)
     printer = EventPrinter(broker_url, database_url, as_json, prefix)
 
+    #: The commands whose outcomes the tour has been given: a heading waits for their events,
+    #: which reach the printer's own subscription a moment later, so each section's events
+    #: are printed under its own heading.
+    awaited: set[str] = set()
+
     def say(text: str) -> None:
         if not as_json:
+            printer.wait_for(lambda: awaited <= printer.last.keys(), timeout)
             with printer.lock:
                 click.secho(f"\n# {text}", bold=True)
 
@@ -195,11 +204,21 @@ def run_tour(
             broker_url, database_url, timeout=timeout, signing_key=keys
         ) as client:
 
+            def send_and_wait(command: Any) -> dict[str, Any]:
+                outcome = client.send_and_wait(command)
+                awaited.add(outcome["command_id"])
+                return outcome
+
+            def send_all_and_wait(commands: list[Any]) -> list[dict[str, Any] | None]:
+                outcomes = client.send_all_and_wait(commands)
+                awaited.update(o["command_id"] for o in outcomes if o is not None)
+                return outcomes
+
             def submit(name: str, expect: str = "transition.applied", **kwargs: Any) -> str:
                 request_id = prefix + name
                 kwargs.setdefault("actor", pipeline)
                 kwargs.setdefault("intent", INTENT)
-                outcome = client.send_and_wait(
+                outcome = send_and_wait(
                     client.submit(
                         request_id,
                         state_id="rate-limits",
@@ -217,7 +236,7 @@ def run_tour(
                 client.approve(race, expected_revision=1, actor=alice, reason="looks good"),
                 client.cancel(race, expected_revision=1, actor=bob, reason="not now"),
             ]
-            outcomes = client.send_all_and_wait(contenders)
+            outcomes = send_all_and_wait(contenders)
             for command, outcome in zip(contenders, outcomes, strict=True):
                 assert outcome is not None
                 report.race[command.command_id] = (
@@ -238,7 +257,7 @@ def run_tour(
                     {"approval_id": "a-carol", "approver_id": "demo-carol", "step_order": 2},
                 ],
             )
-            early = client.send_and_wait(
+            early = send_and_wait(
                 client.approve_requirement(
                     steps, expected_revision=1, actor=bob, approval_id="a-bob"
                 )
@@ -246,7 +265,7 @@ def run_tour(
             _expect(report, early, "approval_not_allowed", "bob before step 1")
             revision = 1
             for actor, approval_id in ((alice, "a-alice"), (bob, "a-bob"), (carol, "a-carol")):
-                outcome = client.send_and_wait(
+                outcome = send_and_wait(
                     client.approve_requirement(
                         steps, expected_revision=revision, actor=actor, approval_id=approval_id
                     )
@@ -283,13 +302,13 @@ def run_tour(
                     approval_requirements=[{"approval_id": "a-alice", "approver_id": "demo-alice"}],
                     expected_state_version="v1",
                 )
-                granted = client.send_and_wait(
+                granted = send_and_wait(
                     client.approve_requirement(
                         request_id, expected_revision=1, actor=alice, approval_id="a-alice"
                     )
                 )
                 _expect(report, granted, "transition.applied", "grant before resolution")
-                resolved = client.send_and_wait(
+                resolved = send_and_wait(
                     client.resolve_version(
                         request_id,
                         expected_revision=2,
@@ -314,7 +333,7 @@ def run_tour(
             forger = SigningKey(
                 "demo-alice", keys["demo-alice"].key_id, generate("demo-alice").seed
             )
-            forged = client.send_and_wait(
+            forged = send_and_wait(
                 sign_command(
                     client.wire_form(
                         client.approve_requirement(
@@ -326,7 +345,7 @@ def run_tour(
                 )
             )
             _expect(report, forged, "unauthenticated", "forged approval")
-            own = client.send_and_wait(
+            own = send_and_wait(
                 client.approve_requirement(
                     cab, expected_revision=1, actor=alice, approval_id=CAB_STEP
                 )
@@ -334,7 +353,7 @@ def run_tour(
             _expect(report, own, "approval_not_allowed", "self-approval")
             revision = 1
             for actor in (bob, carol):
-                granted = client.send_and_wait(
+                granted = send_and_wait(
                     client.approve_requirement(
                         cab, expected_revision=revision, actor=actor, approval_id=CAB_STEP
                     )

@@ -171,6 +171,50 @@ def test_demo_in_a_deployment_shell_still_runs_the_whole_tour(
     assert "every guarantee held" in done.stdout
 
 
+def sections(stdout: str) -> dict[str, list[str]]:
+    """The demo's table rows under each of its headings (by the heading's first words)."""
+    found: dict[str, list[str]] = {}
+    rows: list[str] = []
+    for line in stdout.splitlines():
+        if line.startswith("# "):
+            rows = found.setdefault(line[2:].split(":")[0], [])
+        elif line[:5].strip().isdigit():
+            rows.append(line.split()[1])
+    return found
+
+
+@pytest.mark.system
+def test_demo_prints_each_section_s_events_under_its_own_heading(
+    demo_in_a_deployment_shell: ShellDemo,
+) -> None:
+    rows = sections(demo_in_a_deployment_shell.done.stdout)
+
+    assert set(rows["A race"]) == {"race"}
+    assert set(rows["A two-step approval"]) == {"two-step"}
+    assert set(rows["An expiry"]) == {"expiring"}
+    assert set(
+        rows["A stale version resolved by each strategy (approved at v1, state now at v2)"]
+    ) == {
+        "stale-reject",
+        "stale-require",
+        "stale-revalidate",
+    }
+
+
+@pytest.mark.system
+def test_demo_prints_every_rejection_s_message_in_full(
+    demo_in_a_deployment_shell: ShellDemo,
+) -> None:
+    lines = demo_in_a_deployment_shell.done.stdout.splitlines()
+
+    race_loss = next(i for i, line in enumerate(lines) if "rejected: concurrency_conflict" in line)
+    assert lines[race_loss + 1].strip().startswith("expected revision 1, but the request is at")
+    self_approval = next(
+        line for line in lines if "the submitter may not decide any of its approval" in line
+    )
+    assert self_approval.strip().endswith("approval requirements")
+
+
 @pytest.mark.system
 def test_demo_says_it_runs_on_the_embedded_stack_it_started(
     demo_in_a_deployment_shell: ShellDemo,
