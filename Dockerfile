@@ -1,6 +1,7 @@
 # One image for every process of the deployment: migrate, worker, beat and the CLI.
 # It runs the service only: the benchmark and the demo's embedded PostgreSQL stay out.
-FROM python:3.12-slim
+# The Python the lock is compiled for (its --python-version) and CI tests on.
+FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -12,8 +13,8 @@ WORKDIR /app
 # the code alone reuses this layer. requirements.lock is generated from pyproject.toml:
 #   uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
 #       --no-config -o requirements.lock
-COPY requirements.lock ./
-RUN pip install --require-hashes --no-deps -r requirements.lock
+COPY requirements.lock build-requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock -r build-requirements.lock
 
 COPY pyproject.toml README.md ./
 COPY governance ./governance
@@ -21,9 +22,10 @@ COPY governance_cli ./governance_cli
 COPY worker ./worker
 COPY producer ./producer
 # The project itself adds no dependency the lock did not pin; pip check proves the lock whole.
+# Built with the locked backend (no build isolation: nothing is fetched unpinned).
 # /keys: where the worker key lives (a volume in docker compose, which takes this directory's
 # owner when it is first mounted, so the unprivileged user can write the key there).
-RUN pip install --no-deps . \
+RUN pip install --no-deps --no-build-isolation . \
     && pip check \
     && useradd --create-home --uid 10001 governance \
     && install -d -o governance -g governance -m 0700 /keys
