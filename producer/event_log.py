@@ -42,9 +42,13 @@ comparable with a ``pg_snapshot``. The ``(txid, sequence)`` index serves the lat
 whose rows all have ``txid >= pg_snapshot_xmin(covered)``.
 
 Retention deletes published events past the horizon, oldest first, and records the highest
-sequence it may have deleted (``log_horizon``). A reader in its first band whose position is
-below that would be handed a log with a hole where the pruned events were: it is refused with
-:class:`EventsPruned` instead. A later band's rows were committed after the band before it was
+sequence it may have deleted (``log_horizon``) in the same transaction. A reader in its first
+band whose position is below that would be handed a log with a hole where the pruned events
+were: it is refused with :class:`EventsPruned` instead. The horizon is read by the very
+statement that reads the page, so both see one snapshot: a prune that commits while a reader
+pages is either wholly seen by a page's statement (the horizon moved, so the reader is refused)
+or not at all (its rows are still there) — never a page that lacks the pruned rows under a
+horizon that predates them. A later band's rows were committed after the band before it was
 complete, long after anything retention deletes.
 
 The position's size is bounded by the number of transactions open at its snapshots (their
@@ -68,8 +72,6 @@ from governance.events import with_sequence
 
 _OPEN_BAND = "SELECT pg_current_snapshot()::text"
 
-_HORIZON = "SELECT pruned_through FROM log_horizon WHERE log = 'outbox'"
-
 
 class EventsPruned(LookupError):
     """The log no longer holds the events asked for: those up to ``pruned_through`` are past
@@ -84,14 +86,21 @@ class EventsPruned(LookupError):
         self.pruned_through = pruned_through
 
 
-# The first band: every committed event above the position's sequence (walked by primary key).
+# The first band: every committed event above the position's sequence (walked by primary key),
+# beside the log's retention horizon read in the same statement, hence the same snapshot. The
+# horizon row (no sequence) comes first whether or not the page holds any event.
 _FIRST_BAND = """
-SELECT sequence, body FROM outbox_events
-WHERE sequence > %(after)s
-  AND txid < pg_snapshot_xmax(%(band)s::pg_snapshot)
-  AND pg_visible_in_snapshot(txid, %(band)s::pg_snapshot)
-ORDER BY sequence
-LIMIT %(limit)s
+SELECT coalesce((SELECT pruned_through FROM log_horizon WHERE log = 'outbox'), 0), NULL::bigint,
+       NULL::jsonb
+UNION ALL (
+    SELECT NULL, sequence, body FROM outbox_events
+    WHERE sequence > %(after)s
+      AND txid < pg_snapshot_xmax(%(band)s::pg_snapshot)
+      AND pg_visible_in_snapshot(txid, %(band)s::pg_snapshot)
+    ORDER BY sequence
+    LIMIT %(limit)s
+)
+ORDER BY 2 NULLS FIRST
 """
 
 # A later band: events committed in ``band`` and not in ``covered``. Their writers were open
@@ -181,13 +190,14 @@ def _read_page(conn: psycopg.Connection[Any], position: LogPosition, limit: int)
             # One more than asked, to know whether the band ends on this page.
             "limit": limit + 1,
         }
-        if position.covered is None:
-            horizon = cursor.execute(_HORIZON).fetchone()
-            if horizon is not None and after < horizon[0]:
-                raise EventsPruned(after, int(horizon[0]))
         query = _FIRST_BAND if position.covered is None else _LATER_BAND
         # Not prepared: a custom plan sees the snapshot bounds and picks the right index.
         rows = cursor.execute(query, params, prepare=False).fetchall()
+        if position.covered is None:
+            (pruned_through, _, _), *rows = rows
+            if after < pruned_through:
+                raise EventsPruned(after, int(pruned_through))
+            rows = [row[1:] for row in rows]
     finished = len(rows) <= limit
     rows = rows[:limit]
     events = [with_sequence(_as_mapping(body), int(sequence)) for sequence, body in rows]
