@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -21,7 +23,7 @@ from tests.integration.helpers import PATIENCE
 from tests.integration.test_trust_schema import REFUSED, connect_as, login_role
 from tests.support.commands import new_id, submit
 from tests.support.processes import PROJECT_ROOT, service_env
-from tests.support.services import fresh_database
+from tests.support.services import fresh_database, unavailable
 from tests.support.signed import apply_command
 from worker.database_roles import LEGACY_ROLES, WORKER_PRIVILEGES
 from worker.migrate import migrate
@@ -406,3 +408,56 @@ def test_the_worker_role_cannot_write_the_policy_the_settings_or_the_records_awa
 ) -> None:
     with pytest.raises(REFUSED):
         worker_login.execute(statement)
+
+
+# --- the deployment's login ------------------------------------------------------------------
+
+
+def test_the_deployments_worker_login_script_makes_a_member_of_the_worker_role_only(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    if shutil.which("psql") is None:
+        unavailable("psql is not installed: cannot run the deployment's login script")
+    worker, _ = recorded_roles(db)
+    login, password = f"gov_test_login_{secrets.token_hex(4)}", secrets.token_hex(12)
+    parts = urlsplit(database_url)
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "PGHOST": parts.hostname or "127.0.0.1",
+        "PGPORT": str(parts.port or 5432),
+        "PGUSER": parts.username or "postgres",
+        "PGPASSWORD": parts.password or "",
+        "PGDATABASE": parts.path.lstrip("/"),
+        "GOVERNANCE_DB_WORKER_USER": login,
+        "GOVERNANCE_DB_WORKER_PASSWORD": password,
+    }
+    try:
+        # When the compose file's one-shot step runs, twice (each start of the deployment)
+        runs = [
+            subprocess.run(
+                ["sh", str(PROJECT_ROOT / "deploy" / "postgres" / "worker-login.sh")],
+                env=environment,
+                capture_output=True,
+                text=True,
+                timeout=PATIENCE * 2,
+                check=False,
+            )
+            for _ in range(2)
+        ]
+
+        # Then the login is a member of the worker role and of nothing else, and no superuser
+        assert [run.returncode for run in runs] == [0, 0], [run.stderr for run in runs]
+        assert runs[1].stdout.strip() == f"{login} is a member of {worker}"
+        assert db.execute(
+            "SELECT u.rolcanlogin, u.rolsuper, array_agg(g.rolname) FROM pg_roles AS u"
+            " JOIN pg_auth_members AS m ON m.member = u.oid JOIN pg_roles AS g ON g.oid = m.roleid"
+            " WHERE u.rolname = %s GROUP BY u.rolcanlogin, u.rolsuper",
+            (login,),
+        ).fetchone() == (True, False, [worker])
+        # And it logs in with its password and holds what the worker role holds
+        with connect_as(database_url, {"user": login, "password": password}) as conn:
+            conn.execute("SELECT count(*) FROM mutation_requests")
+            with pytest.raises(REFUSED):
+                conn.execute("UPDATE outbox_events SET body = '{}' WHERE false")
+    finally:
+        db.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(login)))
