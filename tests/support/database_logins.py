@@ -82,9 +82,9 @@ def _make_login(owner: psycopg.Connection[Any], database_url: str, group: Group)
         sql.SQL("GRANT {} TO {}").format(sql.Identifier(group_role), sql.Identifier(login))
     )
     parts = urlsplit(database_url)
-    host = parts.hostname or "127.0.0.1"
-    netloc = f"{quote(login, safe='')}:{password}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    # Only the user and password change: the hosts part may list several (host:port,...).
+    hosts = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{quote(login, safe='')}:{password}@{hosts}"))
 
 
 def _recorded_role(owner: psycopg.Connection[Any], group: Group) -> str | None:
