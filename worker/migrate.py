@@ -1,5 +1,5 @@
-"""``governance migrate``: bring the schema to the newest Alembic revision and record the
-deployment's trust mode."""
+"""``governance migrate``: bring the schema to the newest Alembic revision, record the
+deployment's trust mode, and grant the database's worker and reader roles."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from alembic.config import Config
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from worker import database_roles
 from worker.config import sqlalchemy_url
+from worker.database_roles import DatabaseRoles
 from worker.trust_mode import AUTH_MODES
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -22,23 +24,42 @@ _DEFAULT_MODE = "INSERT INTO deployment_settings (auth) VALUES ('signed') ON CON
 
 @dataclass(frozen=True, slots=True)
 class Migrated:
-    """What ``governance migrate`` left: the schema's revision and the recorded trust mode
-    (``previous_auth``: the mode it replaced, when this run changed it)."""
+    """What ``governance migrate`` left: the schema's revision, the recorded trust mode
+    (``previous_auth``: the mode it replaced, when this run changed it) and the database's
+    roles."""
 
     revision: str
     auth: str
+    roles: DatabaseRoles
     previous_auth: str | None = None
 
 
-def migrate(database_url: str, *, auth: str | None = None) -> str:
+def migrate(
+    database_url: str,
+    *,
+    auth: str | None = None,
+    worker_role: str | None = None,
+    reader_role: str | None = None,
+) -> str:
     """Apply every pending migration and return the schema's revision (see
     :func:`migrate_deployment`)."""
-    return migrate_deployment(database_url, auth=auth).revision
+    return migrate_deployment(
+        database_url, auth=auth, worker_role=worker_role, reader_role=reader_role
+    ).revision
 
 
-def migrate_deployment(database_url: str, *, auth: str | None = None) -> Migrated:
+def migrate_deployment(
+    database_url: str,
+    *,
+    auth: str | None = None,
+    worker_role: str | None = None,
+    reader_role: str | None = None,
+) -> Migrated:
     """Apply every pending migration; record ``auth`` as the deployment's trust mode when
-    given (None keeps the recorded one: ``signed`` on a new database).
+    given (None keeps the recorded one: ``signed`` on a new database); create the database's
+    worker and reader group roles when missing and grant them exactly their privileges
+    (:func:`worker.database_roles.grant`: ``worker_role``/``reader_role`` name them, None
+    keeps the recorded names, ``<database>_worker``/``<database>_reader`` on a new database).
 
     Idempotent, and safe when several processes run it at once: they queue on an advisory
     lock held for the migration's transaction, and the later ones find nothing to do.
@@ -52,19 +73,25 @@ def migrate_deployment(database_url: str, *, auth: str | None = None) -> Migrate
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = connection
+            config.attributes["worker_role"] = worker_role
+            config.attributes["reader_role"] = reader_role
             command.upgrade(config, "head")
             version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
             # A row deleted by hand is the default again: signed.
             connection.execute(text(_DEFAULT_MODE))
+            # On every run, not only the one that reached the roles' revision: the tables of
+            # later revisions are granted, and grants are exactly the declared ones again.
+            roles = database_roles.grant(connection, worker=worker_role, reader=reader_role)
+            roles = roles.after(config.attributes.get("database_roles"))
             recorded = str(
                 connection.execute(text("SELECT auth FROM deployment_settings")).scalar_one()
             )
             if auth is None or auth == recorded:
-                return Migrated(str(version), recorded)
+                return Migrated(str(version), recorded, roles)
             connection.execute(
                 text("UPDATE deployment_settings SET auth = :auth, updated_at = now()"),
                 {"auth": auth},
             )
-            return Migrated(str(version), auth, previous_auth=recorded)
+            return Migrated(str(version), auth, roles, previous_auth=recorded)
     finally:
         engine.dispose()

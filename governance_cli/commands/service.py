@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
+from governance_cli.errors import Refused
 from governance_cli.options import database_url_option
+
+if TYPE_CHECKING:
+    from worker.database_roles import DatabaseRoles
 
 
 @click.command()
@@ -17,13 +23,38 @@ from governance_cli.options import database_url_option
     "off (development only). Workers whose GOVERNANCE_AUTH differs refuse to start. "
     "Without it the recorded mode is kept.",
 )
-def migrate(database_url: str, auth: str | None) -> None:
-    """Apply the database schema (idempotent; safe to run from several processes at once)
-    and record the deployment's trust mode."""
+@click.option(
+    "--worker-role",
+    metavar="NAME",
+    default=None,
+    help="The group role the workers' login roles are members of (default: the name "
+    "recorded by an earlier run, else <database>_worker).",
+)
+@click.option(
+    "--reader-role",
+    metavar="NAME",
+    default=None,
+    help="The group role of read-only logins (default: the name recorded by an earlier run, "
+    "else <database>_reader).",
+)
+def migrate(
+    database_url: str, auth: str | None, worker_role: str | None, reader_role: str | None
+) -> None:
+    """Apply the database schema (idempotent; safe to run from several processes at once),
+    record the deployment's trust mode, and create and grant this database's worker and
+    reader group roles."""
+    from worker.database_roles import DatabaseRoleError
     from worker.migrate import migrate_deployment
 
-    migrated = migrate_deployment(database_url, auth=auth)
+    try:
+        migrated = migrate_deployment(
+            database_url, auth=auth, worker_role=worker_role, reader_role=reader_role
+        )
+    except DatabaseRoleError as exc:
+        raise Refused(str(exc)) from None
     click.echo(f"schema at revision {migrated.revision}")
+    for line in roles_report(migrated.roles):
+        click.echo(line)
     if migrated.previous_auth is not None:
         click.echo(
             f"trust mode changed from {migrated.previous_auth} to {migrated.auth}: workers "
@@ -35,6 +66,29 @@ def migrate(database_url: str, auth: str | None) -> None:
             f"trust mode {migrated.auth} (workers run GOVERNANCE_AUTH={migrated.auth}; "
             "change it with --auth)"
         )
+
+
+def roles_report(roles: DatabaseRoles) -> list[str]:
+    """What ``migrate`` says of the database's roles."""
+
+    def state(name: str) -> str:
+        return "created" if name in roles.created else "exists"
+
+    lines = [
+        f"worker role {roles.worker} ({state(roles.worker)}): granted what the workers do "
+        f"here; make the workers' login a member (GRANT {roles.worker} TO <login>)",
+        f"reader role {roles.reader} ({state(roles.reader)}): granted SELECT on every table",
+    ]
+    if roles.revoked:
+        lines.append(
+            f"revoked every privilege of {', '.join(roles.revoked)} in this database (the "
+            "roles are kept: other databases of this server may still use them)"
+        )
+    for table in roles.undeclared:
+        lines.append(
+            f"warning: table {table} declares no worker privileges: the worker role has none"
+        )
+    return lines
 
 
 COMMANDS = (migrate,)

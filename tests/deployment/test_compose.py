@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -142,6 +143,56 @@ def test_the_workers_sign_with_the_key_the_worker_key_service_provisions(
     assert "GOVERNANCE_DATABASE_URL" in worker["environment"]
 
 
+def with_example_values(value: str) -> str:
+    """``value`` with every ``${NAME:?...}`` replaced by the example's value, as compose does."""
+    values = example_values()
+    return REQUIRED.sub(lambda match: values[match.group(1)], value)
+
+
+def database_user(service: dict[str, Any]) -> str | None:
+    url = with_example_values(service["environment"]["GOVERNANCE_DATABASE_URL"])
+    return urlsplit(url).username
+
+
+@pytest.mark.parametrize("name", ["worker", "beat"])
+def test_workers_and_beat_connect_as_the_worker_login_never_the_owner(
+    compose: dict[str, Any], name: str
+) -> None:
+    owner = compose["services"]["postgres"]["environment"]["POSTGRES_USER"]
+    login = compose["services"]["worker-login"]["environment"]
+    service = compose["services"][name]
+
+    url = urlsplit(with_example_values(service["environment"]["GOVERNANCE_DATABASE_URL"]))
+    assert url.username != owner
+    assert url.username == login["GOVERNANCE_DB_WORKER_USER"]
+    assert url.password == example_values()["GOVERNANCE_DB_WORKER_PASSWORD"]
+    assert login["GOVERNANCE_DB_WORKER_PASSWORD"] == (
+        "${GOVERNANCE_DB_WORKER_PASSWORD:?set it in .env (see .env.example)}"
+    )
+    assert service["depends_on"]["worker-login"]["condition"] == "service_completed_successfully"
+
+
+@pytest.mark.parametrize("name", ["migrate", "worker-key", "cli"])
+def test_what_an_operator_does_connects_as_the_owner(compose: dict[str, Any], name: str) -> None:
+    owner = compose["services"]["postgres"]["environment"]["POSTGRES_USER"]
+    assert database_user(compose["services"][name]) == owner
+
+
+def test_the_worker_login_is_made_after_the_migration_as_the_owner(
+    compose: dict[str, Any],
+) -> None:
+    login = compose["services"]["worker-login"]
+    postgres = compose["services"]["postgres"]["environment"]
+
+    assert login["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert login["restart"] == "no"
+    assert login["environment"]["PGUSER"] == postgres["POSTGRES_USER"]
+    assert login["environment"]["PGDATABASE"] == postgres["POSTGRES_DB"]
+    script, mounted = login["volumes"][0].split(":")[:2]
+    assert (ROOT / script).is_file()
+    assert login["command"] == ["sh", mounted]
+
+
 def test_worker_can_be_scaled(compose: dict[str, Any]) -> None:
     # --scale worker=N needs a service without a fixed container name or host port.
     worker = compose["services"]["worker"]
@@ -151,7 +202,11 @@ def test_worker_can_be_scaled(compose: dict[str, Any]) -> None:
 
 def test_every_password_is_required_from_the_environment(compose: dict[str, Any]) -> None:
     text = COMPOSE_FILE.read_text()
-    assert env_names() == {"GOVERNANCE_DB_PASSWORD", "GOVERNANCE_MQ_PASSWORD"}
+    assert env_names() == {
+        "GOVERNANCE_DB_PASSWORD",
+        "GOVERNANCE_DB_WORKER_PASSWORD",
+        "GOVERNANCE_MQ_PASSWORD",
+    }
     # No default to fall back on: ${NAME:-value} and ${NAME-value} would be one.
     assert not re.search(r"\$\{\w+:?-", text)
     postgres = compose["services"]["postgres"]["environment"]

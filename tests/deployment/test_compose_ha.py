@@ -24,6 +24,7 @@ RABBIT_NODES = ("rabbit1", "rabbit2", "rabbit3")
 #: The variables the file takes its secrets from; none may have a default.
 SECRETS = (
     "GOVERNANCE_DB_PASSWORD",
+    "GOVERNANCE_DB_WORKER_PASSWORD",
     "GOVERNANCE_MQ_PASSWORD",
     "GOVERNANCE_REPLICATION_PASSWORD",
     "GOVERNANCE_RABBITMQ_COOKIE",
@@ -194,6 +195,44 @@ def test_every_process_is_given_every_node_of_both_services(
     hosts = settings.database_url.split("@", 1)[1].split("/", 1)[0]
     assert hosts == ",".join(f"{node}:5432" for node in NODE_NAMES)
     assert settings.database_url.endswith("?target_session_attrs=read-write")
+
+
+@pytest.mark.parametrize("name", ["worker", "beat"])
+def test_workers_and_beat_connect_as_the_worker_login_never_the_owner(
+    compose: dict[str, Any], name: str
+) -> None:
+    owner = compose["services"]["postgres1"]["environment"]["POSTGRES_USER"]
+    login = compose["services"]["worker-login"]["environment"]
+    service = compose["services"][name]
+
+    url = Settings.from_env(service["environment"]).database_url
+    user, password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)
+    assert user != owner
+    assert user == login["GOVERNANCE_DB_WORKER_USER"]
+    assert password == example_values()["GOVERNANCE_DB_WORKER_PASSWORD"]
+    assert service["depends_on"]["worker-login"]["condition"] == "service_completed_successfully"
+
+
+@pytest.mark.parametrize("name", ["migrate", "worker-key", "cli"])
+def test_what_an_operator_does_connects_as_the_owner(compose: dict[str, Any], name: str) -> None:
+    owner = compose["services"]["postgres1"]["environment"]["POSTGRES_USER"]
+    url = compose["services"][name]["environment"]["GOVERNANCE_DATABASE_URL"]
+    assert url.split("://", 1)[1].split(":", 1)[0] == owner
+
+
+def test_the_worker_login_is_made_on_the_primary_after_the_migration(
+    compose: dict[str, Any],
+) -> None:
+    login = compose["services"]["worker-login"]
+    postgres = compose["services"]["postgres1"]["environment"]
+
+    assert login["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert login["environment"]["PGHOST"] == ",".join(NODE_NAMES)
+    assert login["environment"]["PGTARGETSESSIONATTRS"] == "read-write"
+    assert login["environment"]["PGUSER"] == postgres["POSTGRES_USER"]
+    script, mounted = login["volumes"][0].split(":")[:2]
+    assert (ROOT / script).is_file()
+    assert login["command"] == ["sh", mounted]
 
 
 @pytest.mark.parametrize("name", ["worker", "beat"])

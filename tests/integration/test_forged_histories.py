@@ -491,18 +491,19 @@ def test_a_submit_claiming_fewer_requirements_than_the_policy_in_effect_fails(
 
 
 def test_an_approval_whose_row_swaps_what_is_to_be_changed_fails(
-    owner: psycopg.Connection[Any], worker: psycopg.Connection[Any]
+    owner: psycopg.Connection[Any],
 ) -> None:
-    # Given, as the worker role, an operator's genuine signed approve applied as the core
-    # gives it, the row moved to approved in the same transaction but naming another state
-    # and another intent than the request submitted
+    # Given, as the database's owner (the worker role may not change what a request asks
+    # for), an operator's genuine signed approve applied as the core gives it, the row moved
+    # to approved in the same transaction but naming another state and another intent than
+    # the request submitted
     request_id = pending_request(owner)
     history = read_request_history(owner, request_id)
     assert history is not None
     intent = {**history.request["intent"], "operation_name": "drop-everything"}
     approve = identities.sign(command("approve", request_id, 1))
     forge_revision(
-        worker,
+        owner,
         request_id,
         kept=approve,
         key_id=identities.key_for("operator").key_id,

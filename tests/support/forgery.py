@@ -27,7 +27,7 @@ from governance.model import Actor, ActorType, MutationRequest
 from governance.policy import REQUESTER_MODE, PolicyMode
 from governance.proof import chain_hash, chained_decision
 from governance.rules import Applied, decide
-from tests.integration.test_trust_schema import connect_as, login_role
+from tests.integration.test_trust_schema import connect_as, login_role, worker_role
 
 #: The row columns a revision changes (as the worker's own update writes them).
 _UPDATED = (
@@ -65,7 +65,7 @@ def as_worker_role(
     db: psycopg.Connection[Any], database_url: str
 ) -> Iterator[psycopg.Connection[Any]]:
     """A connection with the least privilege a deployment gives its workers."""
-    with login_role(db, "governance_worker") as role, connect_as(database_url, role) as worker:
+    with login_role(db, worker_role(db)) as role, connect_as(database_url, role) as worker:
         yield worker
 
 

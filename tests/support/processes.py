@@ -61,7 +61,12 @@ def run_governance(
 
 
 class WorkerProcess:
-    """One ``celery -A worker worker`` process (a main process and its pool children)."""
+    """One ``celery -A worker worker`` process (a main process and its pool children).
+
+    It connects as a member of the database's worker role, as a deployment's workers do
+    (:func:`tests.support.database_logins.worker_login_url`): a privilege the worker lacks
+    fails the test. ``as_owner`` connects as ``database_url`` says instead.
+    """
 
     def __init__(
         self,
@@ -73,7 +78,11 @@ class WorkerProcess:
         log_path: Path | None = None,
         extra_env: dict[str, str] | None = None,
         extra_args: tuple[str, ...] = (),
+        as_owner: bool = False,
     ) -> None:
+        from tests.support.database_logins import worker_login_url
+
+        self.database_url = database_url if as_owner else worker_login_url(database_url)
         self.log_path = log_path
         self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -94,7 +103,7 @@ class WorkerProcess:
                 *extra_args,
             ],
             cwd=PROJECT_ROOT,
-            env=service_env(database_url, broker_url, **(extra_env or {})),
+            env=service_env(self.database_url, broker_url, **(extra_env or {})),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -176,7 +176,10 @@ def _private_vhost(stack: contextlib.ExitStack) -> str | None:
 
 @contextlib.contextmanager
 def fresh_database(server_url: str) -> Iterator[str]:
-    """A new, empty database on ``server_url`` for this test run, dropped afterwards."""
+    """A new, empty database on ``server_url`` for this test run, dropped afterwards with the
+    roles named after it (its worker and reader roles and their test logins)."""
+    from tests.support.database_logins import drop_database_roles
+
     name = f"governance_test_{os.getpid()}_{os.urandom(3).hex()}"
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -186,6 +189,7 @@ def fresh_database(server_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            drop_database_roles(admin, name)
 
 
 def _with_database(url: str, database: str) -> str:

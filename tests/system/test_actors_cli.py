@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import stat
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from producer.keys import load_key_file
 from tests.support.commands import new_id
+from tests.support.database_logins import reader_login_url
 from tests.support.processes import PROJECT_ROOT, service_env
 from tests.support.services import fresh_database
 
@@ -251,28 +248,12 @@ def test_a_bad_or_unreachable_database_is_a_one_line_error() -> None:
 
 
 def test_a_login_without_write_access_to_the_registry_is_told_so(database_url: str) -> None:
-    # Given a login that is a member of the readers' role only
-    name = f"gov_test_{secrets.token_hex(6)}"
-    password = secrets.token_hex(16)
-    with psycopg.connect(database_url, autocommit=True) as db:
-        db.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE governance_reader").format(
-                sql.Identifier(name), sql.Literal(password)
-            )
-        )
-        try:
-            parts = urlsplit(database_url)
-            host = parts.hostname or "127.0.0.1"
-            port = f":{parts.port}" if parts.port else ""
-            url = urlunsplit(
-                (parts.scheme, f"{name}:{password}@{host}{port}", parts.path, parts.query, "")
-            )
+    # Given a login that is a member of the database's reader role only
+    url = reader_login_url(database_url)
 
-            # When it reads and then tries to register an actor
-            listed = run_cli(url, "actors", "list")
-            added = run_cli(url, "actors", "add", new_id("mallory"), "--role", "operator")
-        finally:
-            db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+    # When it reads and then tries to register an actor
+    listed = run_cli(url, "actors", "list")
+    added = run_cli(url, "actors", "add", new_id("mallory"), "--role", "operator")
 
     # Then it may read, and the database refused the write
     assert listed.returncode == 0, listed.stderr
