@@ -638,7 +638,9 @@ def deployment_problem_at_start(settings: Settings) -> str | None:
     try:
         with psycopg.connect(database.conninfo(settings), autocommit=True) as conn:
             return startup.deployment_problem(conn, settings.auth)
-    except psycopg.Error as exc:
+    except psycopg.errors.InsufficientPrivilege as exc:
+        return startup.privilege_problem(exc)
+    except psycopg.OperationalError as exc:
         log.warning("could not check the database before starting (checked on connect): %s", exc)
         return None
 

@@ -68,7 +68,8 @@ WORKER_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "policy_versions": ("SELECT",),
     "deployment_settings": ("SELECT",),
     "registry_audit": (),
-    "alembic_version": (),
+    # A worker starts only on the schema revision its release migrates to.
+    "alembic_version": ("SELECT",),
 }
 
 

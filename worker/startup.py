@@ -88,6 +88,16 @@ def trust_problem(recorded: str | None, auth: str) -> str | None:
     )
 
 
+def privilege_problem(exc: psycopg.errors.InsufficientPrivilege) -> str:
+    """The one line for a database login that may not read what a worker checks at start."""
+    reason = str(exc).strip().splitlines()[0]
+    return (
+        f"the database login of GOVERNANCE_DATABASE_URL may not read the deployment's schema "
+        f"({reason}): {_MIGRATE} with this release (it grants the worker role what it needs) "
+        "and connect as a member of the worker role"
+    )
+
+
 def deployment_problem(conn: psycopg.Connection[Any], auth: str) -> str | None:
     """Why the database behind ``conn`` does not fit a worker with ``GOVERNANCE_AUTH=auth``
     that is about to start, or None. Raises :class:`psycopg.Error` when it cannot be read."""

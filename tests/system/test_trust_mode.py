@@ -28,12 +28,16 @@ def recorded_mode(database_url: str) -> str:
     return str(row[0])
 
 
-def refusal(database_url: str, broker_url: str, tmp_path: Path, **env: str) -> tuple[int, str]:
+def refusal(
+    database_url: str, broker_url: str, tmp_path: Path, *, as_owner: bool = False, **env: str
+) -> tuple[int, str]:
     """Start a worker with ``env`` on a virtual host of its own (were it to start, it would
     take no other test's commands); its exit code and log once it has stopped."""
     log_path = tmp_path / "worker.log"
     with spare_vhost(broker_url) as url:
-        worker = WorkerProcess(database_url, url, concurrency=1, log_path=log_path, extra_env=env)
+        worker = WorkerProcess(
+            database_url, url, concurrency=1, log_path=log_path, extra_env=env, as_owner=as_owner
+        )
         try:
             code = worker.process.wait(EXIT_WAIT)
         finally:
@@ -104,8 +108,9 @@ def test_a_worker_refuses_to_start_on_a_schema_of_an_older_release_saying_to_mig
 ) -> None:
     # Given a database an older release left (a revision before this release's)
     older = upgrade_to(empty_database, "0010")
-    # When a worker of this release starts on it
-    code, log = refusal(empty_database, broker_url, tmp_path)
+    # When a worker of this release starts on it (as the owner: the worker role of this
+    # release is granted by this release's migrate)
+    code, log = refusal(empty_database, broker_url, tmp_path, as_owner=True)
     # Then it stops, naming both revisions and the way out
     assert code != 0
     expected = (
@@ -157,3 +162,17 @@ def test_an_unknown_mode_is_refused_and_nothing_is_recorded(
 
     assert done.returncode == 2
     assert recorded_mode(empty_database) == "signed"
+
+
+def test_a_worker_whose_login_may_not_read_the_schema_refuses_to_start_saying_why(
+    empty_database: str, broker_url: str, tmp_path: Path
+) -> None:
+    # Given a database an older release left, whose worker role this release has not granted
+    upgrade_to(empty_database, "0010")
+    # When a worker of this release starts on it as a member of the worker role
+    code, log = refusal(empty_database, broker_url, tmp_path)
+    # Then it stops with one line saying what to do, instead of starting unchecked
+    assert code != 0
+    assert "may not read the deployment's schema" in log, log[-2000:]
+    assert "run `governance migrate` with this release" in log
+    assert "ready." not in log
