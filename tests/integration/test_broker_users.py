@@ -1,0 +1,218 @@
+"""The deployment's broker users (``deploy/rabbitmq/users.sh``) against RabbitMQ's own
+permission checks: each may do what its part needs, and the broker refuses the rest.
+
+Every test runs on a virtual host of its module, with the users made by the deployment's
+script, and a real worker connected as the worker user.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import kombu
+import pytest
+from amqp import Message
+from amqp.exceptions import AccessRefused, ChannelError
+
+from governance.commands import Command
+from governance.topology import (
+    COMMANDS_QUEUE,
+    DEAD_LETTER_QUEUE,
+    EVENTS_EXCHANGE,
+    subscription_arguments,
+)
+from producer import GovernanceClient
+from producer.deadletters import DeadLetterQueue
+from producer.subscriptions import EventFilter, Subscription, delete_subscription
+from tests.support.commands import new_id, submit
+from tests.support.events import EventListener
+from tests.support.identities import Keyring, sign
+from tests.support.processes import WorkerProcess, run_governance
+from tests.support.services import deployment_broker_users, spare_vhost
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+INTENT = {"operation_name": "raise-limit", "risk_level": "high"}
+
+
+@pytest.fixture(scope="module")
+def vhost_url(broker_url: str) -> Iterator[str]:
+    """A virtual host of this module, as the test broker's administrator."""
+    with spare_vhost(broker_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def users(vhost_url: str) -> Iterator[dict[str, str]]:
+    """The vhost as each broker user of the deployment (role → URL)."""
+    with deployment_broker_users(vhost_url) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def worker(
+    users: dict[str, str], database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """A real worker connected as the worker user (it declares the topology)."""
+    log_path = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
+    process = WorkerProcess(database_url, users["worker"], log_path=log_path)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def producer(users: dict[str, str], database_url: str) -> Iterator[GovernanceClient]:
+    with GovernanceClient(
+        users["producer"], database_url, timeout=30, signing_key=Keyring()
+    ) as client:
+        yield client
+
+
+def refusal(url: str, action: str) -> AccessRefused:
+    """What the broker answers ``action`` (``publish:EXCHANGE:KEY`` or ``get:QUEUE``) done as
+    the user of ``url``: a channel error (the broker closes the channel, the connection
+    stays)."""
+    with kombu.Connection(url, connect_timeout=10) as connection:
+        channel = connection.channel()
+        verb, _, target = action.partition(":")
+        with pytest.raises(AccessRefused) as refused:
+            if verb == "publish":
+                exchange, _, routing_key = target.partition(":")
+                # Confirmed, so that the refusal is seen on this call.
+                channel.basic_publish_confirm(
+                    Message("{}"), exchange=exchange, routing_key=routing_key, confirm_timeout=30
+                )
+            else:
+                channel.basic_get(target)
+        assert isinstance(refused.value, ChannelError)
+        assert connection.connected
+        return refused.value
+
+
+def a_submit(client: GovernanceClient) -> Command:
+    return client.submit(
+        new_id(),
+        state_id="cfg-1",
+        state_type="config",
+        mutation_type="update",
+        intent=INTENT,
+        actor="ci",
+    )
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_producer_is_refused_publishing_to_the_events_exchange(users: dict[str, str]) -> None:
+    refused = refusal(users["producer"], f"publish:{EVENTS_EXCHANGE}:transition.applied.submit")
+    assert refused.reply_code == 403
+    assert EVENTS_EXCHANGE in str(refused)
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_producer_is_refused_reading_the_command_queue(users: dict[str, str]) -> None:
+    refused = refusal(users["producer"], f"get:{COMMANDS_QUEUE}")
+    assert refused.reply_code == 403
+    assert COMMANDS_QUEUE in str(refused)
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_producer_is_refused_publishing_to_the_default_exchange(users: dict[str, str]) -> None:
+    refused = refusal(users["producer"], f"publish::{COMMANDS_QUEUE}")
+    assert refused.reply_code == 403
+    assert "amq.default" in str(refused)
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_command_sent_as_the_producer_is_applied_by_the_worker_user_and_answered(
+    producer: GovernanceClient,
+) -> None:
+    command = a_submit(producer)
+    event = producer.send_and_wait(command)
+    assert event["event_type"] == "transition.applied", event
+    assert event["command_id"] == command.command_id
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_subscriber_creates_and_reads_its_own_subscription(
+    users: dict[str, str], producer: GovernanceClient
+) -> None:
+    name = f"audit-{uuid.uuid4().hex[:8]}"
+    subscription = Subscription(
+        users["subscriber"], EventFilter(), name=name, verifier=producer.event_verifier
+    )
+    try:
+        command = a_submit(producer)
+        producer.send(command)
+        event = subscription.get(timeout=30)
+        assert event is not None
+        assert event["command_id"] == command.command_id
+    finally:
+        subscription.close()
+        assert delete_subscription(users["subscriber"], name)
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_subscriber_is_refused_reading_the_command_queue(users: dict[str, str]) -> None:
+    refused = refusal(users["subscriber"], f"get:{COMMANDS_QUEUE}")
+    assert refused.reply_code == 403
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_subscriber_is_refused_publishing_commands(users: dict[str, str]) -> None:
+    refused = refusal(users["subscriber"], f"publish:{COMMANDS_QUEUE}:{COMMANDS_QUEUE}")
+    assert refused.reply_code == 403
+    assert COMMANDS_QUEUE in str(refused)
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_subscriber_is_refused_a_queue_outside_its_subscriptions(users: dict[str, str]) -> None:
+    with kombu.Connection(users["subscriber"], connect_timeout=10) as connection:
+        channel = connection.channel()
+        with pytest.raises(AccessRefused):
+            channel.queue_declare("somebody-else", durable=True, arguments=subscription_arguments())
+
+
+@pytest.mark.usefixtures("worker")
+def test_an_operator_replays_a_dead_letter_and_the_worker_applies_it(
+    users: dict[str, str], vhost_url: str
+) -> None:
+    # Given a signed command parked in the dead-letter queue (as a worker parks one)
+    command = sign(submit(new_id(), actor="ci"))
+    with kombu.Connection(users["worker"], connect_timeout=10) as connection:
+        kombu.Producer(connection.channel()).publish(
+            json.dumps(command),
+            exchange="",
+            routing_key=DEAD_LETTER_QUEUE,
+            content_type="application/json",
+            content_encoding="utf-8",
+        )
+    events = EventListener(vhost_url)
+    try:
+        # When the operator lists and replays it
+        letters = DeadLetterQueue(users["operator"])
+        assert [letter.key for letter in letters.list()] == [command["command_id"]]
+        replay = letters.replay([command["command_id"]])
+        # Then it is gone from the queue and the worker applied it
+        assert [letter.key for letter in replay.replayed] == [command["command_id"]]
+        outcome = events.wait_for([command["command_id"]])[command["command_id"]]
+        assert outcome["event_type"] == "transition.applied", outcome
+    finally:
+        events.close()
+
+
+def test_an_operator_reads_the_status_of_the_workers_and_their_queues(
+    users: dict[str, str], database_url: str, worker: WorkerProcess
+) -> None:
+    done = run_governance(
+        database_url, users["operator"], "status", "--json", "--inspect-timeout", "5"
+    )
+    assert done.returncode in (0, 8), done.stderr
+    status = json.loads(done.stdout)
+    assert [w["name"] for w in status["workers"]], status
+    depths = {queue["name"]: queue["exists"] for queue in status["queues"]}
+    assert depths[COMMANDS_QUEUE] is True
