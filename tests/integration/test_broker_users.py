@@ -216,3 +216,23 @@ def test_an_operator_reads_the_status_of_the_workers_and_their_queues(
     assert [w["name"] for w in status["workers"]], status
     depths = {queue["name"]: queue["exists"] for queue in status["queues"]}
     assert depths[COMMANDS_QUEUE] is True
+
+
+@pytest.mark.usefixtures("worker")
+def test_an_operator_is_refused_reading_the_command_queue(users: dict[str, str]) -> None:
+    refused = refusal(users["operator"], f"get:{COMMANDS_QUEUE}")
+    assert refused.reply_code == 403
+
+
+def test_the_cli_on_a_broker_no_worker_has_prepared_says_to_start_a_worker(
+    broker_url: str, database_url: str
+) -> None:
+    # Given a virtual host with the users but no worker yet (no dead-letter queue)
+    with spare_vhost(broker_url) as empty, deployment_broker_users(empty) as fresh:
+        # When the operator lists the dead letters
+        done = run_governance(database_url, fresh["operator"], "dlq", "list")
+    # Then the broker's refusal is explained, not taken for a wrong password
+    assert done.returncode == 7, done.stderr
+    assert "governance.commands.dead" in done.stderr
+    assert "start one first" in done.stderr
+    assert "refused the login" not in done.stderr
