@@ -436,6 +436,8 @@ class GovernanceClient(Closing):
         if self._intake_found:
             return
         with self._app.connection_for_write() as connection:
+            # Each failed attempt moves on to the next broker of a failover list.
+            connection.ensure_connection(max_retries=PUBLISH_ATTEMPTS)
             ensure_declared(connection, self._intake)
         self._intake_found = True
 
