@@ -8,9 +8,12 @@ script, and a real worker connected as the worker user.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import kombu
 import pytest
@@ -31,7 +34,12 @@ from tests.support.commands import new_id, submit
 from tests.support.events import EventListener
 from tests.support.identities import Keyring, sign
 from tests.support.processes import WorkerProcess, run_governance
-from tests.support.services import deployment_broker_users, spare_vhost
+from tests.support.services import (
+    BROKER_ROLES,
+    BROKER_USERS_SCRIPT,
+    deployment_broker_users,
+    spare_vhost,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -238,3 +246,48 @@ def test_the_cli_on_a_broker_no_worker_has_prepared_says_to_start_a_worker(
     assert "governance.commands.dead" in done.stderr
     assert "start one first" in done.stderr
     assert "refused the login" not in done.stderr
+
+
+def test_the_script_takes_passwords_from_files_and_sets_them_again_when_rerun(
+    vhost_url: str, tmp_path: Path
+) -> None:
+    prefix = f"governance-test-{uuid.uuid4().hex[:8]}-"
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "GOVERNANCE_MQ_VHOST": urlsplit(vhost_url).path.lstrip("/"),
+        "GOVERNANCE_MQ_USER_PREFIX": prefix,
+    }
+    for role in BROKER_ROLES:
+        environment[f"GOVERNANCE_MQ_{role.upper()}_PASSWORD_FILE"] = str(tmp_path / role)
+
+    def run_with(password: str) -> None:
+        for role in BROKER_ROLES:
+            (tmp_path / role).write_text(password)
+        done = subprocess.run(
+            ["sh", str(BROKER_USERS_SCRIPT)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+
+    try:
+        # Given the users made once, then again with other passwords
+        run_with("first-password")
+        run_with("second-password")
+        # Then the producer logs in with the second password
+        parts = urlsplit(vhost_url)
+        login = f"{prefix}producer:second-password@{parts.hostname}:{parts.port or 5672}"
+        with kombu.Connection(urlunsplit(parts._replace(netloc=login))) as connection:
+            connection.ensure_connection(max_retries=1)
+            assert connection.connected
+    finally:
+        for role in BROKER_ROLES:
+            subprocess.run(
+                ["rabbitmqctl", "delete_user", f"{prefix}{role}"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
