@@ -13,6 +13,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import kombu
@@ -30,6 +31,7 @@ from governance.topology import (
 from producer import GovernanceClient
 from producer.deadletters import DeadLetterQueue
 from producer.subscriptions import EventFilter, Subscription, delete_subscription
+from tests.deployment.test_readme import marked_block
 from tests.support.commands import new_id, submit
 from tests.support.events import EventListener
 from tests.support.identities import Keyring, sign
@@ -143,6 +145,27 @@ def test_a_command_sent_as_the_producer_is_applied_by_the_worker_user_and_answer
     event = producer.send_and_wait(command)
     assert event["event_type"] == "transition.applied", event
     assert event["command_id"] == command.command_id
+
+
+@pytest.mark.usefixtures("worker")
+def test_the_readmes_plain_celery_client_sends_as_the_producer_user(
+    users: dict[str, str], vhost_url: str
+) -> None:
+    # Given the README's recipe for any Celery client, exactly as written, as the producer
+    recipe = marked_block("plain-celery-client")
+    payload = sign(submit(new_id("plain"), actor="ci"))
+    scope: dict[str, Any] = {"BROKER_URL": users["producer"], "command": payload}
+    events = EventListener(vhost_url)
+    try:
+        # When it runs
+        exec(compile(recipe, "README.md", "exec"), scope)
+        # Then the worker applies the command
+        outcome = events.wait_for([payload["command_id"]])[payload["command_id"]]
+    finally:
+        events.close()
+        if "celery_app" in scope:
+            scope["celery_app"].close()
+    assert outcome["event_type"] == "transition.applied", outcome
 
 
 @pytest.mark.usefixtures("worker")
