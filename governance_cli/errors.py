@@ -166,6 +166,12 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return found
 
 
+def _refused_resource(exc: BaseException) -> bool:
+    """Whether a refusal is of a queue or exchange the user has no permission for ("access to
+    queue 'x' ... refused for user 'y'"), not of the login."""
+    return "access to " in str(getattr(exc, "reply_text", "") or exc)
+
+
 def _explain(exc: BaseException, ctx: click.Context) -> ServiceUnavailable | None:
     if isinstance(exc, _NOT_MIGRATED):
         where = _setting(ctx, "database")
@@ -176,6 +182,14 @@ def _explain(exc: BaseException, ctx: click.Context) -> ServiceUnavailable | Non
     if isinstance(exc, psycopg.OperationalError):
         where = _setting(ctx, "database")
         return _unreachable(where, _first_line(str(exc)))
+    if isinstance(exc, amqp.exceptions.AccessRefused) and _refused_resource(exc):
+        where = _setting(ctx, "broker")
+        reply = " ".join(str(getattr(exc, "reply_text", "") or exc).split())
+        return ServiceUnavailable(
+            f"the broker {_at(where)}({where.name}) refused this user ({reply}): each broker "
+            "user may only do its part; what only the workers declare (their queues, "
+            "governance.events) exists once a worker has started, so start one first"
+        )
     if isinstance(exc, amqp.exceptions.AccessRefused):
         where = _setting(ctx, "broker")
         return ServiceUnavailable(

@@ -38,7 +38,14 @@ from governance.codec import command_to_dict, timestamp_to_wire
 from governance.commands import Command, check_timestamp, parse_command
 from governance.model import Actor
 from governance.topology import APPLY_COMMAND_TASK, COMMANDS_QUEUE, DEFAULT_AUDIENCE
-from producer._amqp import ALL_OUTCOMES, EVENTS, decode_event, worker_queue
+from producer._amqp import (
+    ALL_OUTCOMES,
+    EVENTS,
+    EVENTS_TO_BIND,
+    decode_event,
+    ensure_declared,
+    worker_queue,
+)
 from producer._closing import Closing
 from producer.event_proof import EventVerifier
 from producer.keys import SigningKey, load_key_file
@@ -161,9 +168,13 @@ class OutcomeListener:
         while not self._stop.is_set():
             try:
                 with kombu.Connection(self._broker_url) as connection:
+                    # Only looked up where it exists: a producer may bind to the worker's
+                    # exchange but not declare it.
+                    ensure_declared(connection, EVENTS)
                     queue = kombu.Queue(
+                        # A name of the prefix a producer's broker user may declare.
                         f"governance.producer.{uuid.uuid4().hex}",
-                        EVENTS,
+                        EVENTS_TO_BIND,
                         routing_key=ALL_OUTCOMES,
                         exclusive=True,
                         auto_delete=True,
@@ -330,16 +341,18 @@ class GovernanceClient(Closing):
         # A Celery app used purely as a client: it writes the Celery protocol message the
         # worker expects, and with confirm_publish a publish returns only once the broker has
         # taken responsibility for the message.
-        # The command queue is declared as the worker declares it (its type and arguments
-        # from GOVERNANCE_QUEUE_TYPE / GOVERNANCE_DELIVERY_LIMIT): RabbitMQ refuses a
-        # publisher's declaration that differs from the worker's.
+        # Where the command queue is missing it is declared as the worker declares it (its
+        # type and arguments from GOVERNANCE_QUEUE_TYPE / GOVERNANCE_DELIVERY_LIMIT): RabbitMQ
+        # refuses a publisher's declaration that differs from the worker's.
+        self._intake = worker_queue(COMMANDS_QUEUE)
+        self._intake_found = False
         self._app = Celery("governance-producer", broker=self.broker_url, set_as_current=False)
         self._app.conf.update(
             broker_transport_options={"confirm_publish": True},
             task_serializer="json",
             accept_content=["json"],
             broker_connection_retry_on_startup=True,
-            task_queues=[worker_queue(COMMANDS_QUEUE)],
+            task_queues=[self._intake],
         )
         self._listener: OutcomeListener | None = None
         self._listener_lock = threading.Lock()
@@ -394,12 +407,19 @@ class GovernanceClient(Closing):
         to retry (on the next node of a URL list); a publish the broker nacks, as a quorum
         queue does while it elects a new leader, is sent again here (it is the same command,
         so it is applied once)."""
+        self._find_intake()
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
                 self._app.send_task(
                     APPLY_COMMAND_TASK,
                     args=[payload],
                     queue=COMMANDS_QUEUE,
+                    # Through the intake's own direct exchange: Celery would otherwise turn a
+                    # direct route into the default exchange, which a producer's broker user
+                    # may not write to. Declared once by _find_intake, not on every publish.
+                    exchange=COMMANDS_QUEUE,
+                    routing_key=COMMANDS_QUEUE,
+                    declare=[],
                     task_id=str(uuid.uuid4()),
                     headers=headers or None,
                 )
@@ -409,6 +429,17 @@ class GovernanceClient(Closing):
                     raise
                 log.warning("publish not confirmed (%s); sending again", exc)
                 time.sleep(min(0.2 * 2**attempt, 3.0))
+
+    def _find_intake(self) -> None:
+        """Make sure the command queue exists before the first publish (an unrouted command
+        would be confirmed and lost): looked up, declared only where it is missing."""
+        if self._intake_found:
+            return
+        with self._app.connection_for_write() as connection:
+            # Each failed attempt moves on to the next broker of a failover list.
+            connection.ensure_connection(max_retries=PUBLISH_ATTEMPTS)
+            ensure_declared(connection, self._intake)
+        self._intake_found = True
 
     def wire_form(self, command: CommandLike) -> dict[str, Any]:
         """The command object exactly as :meth:`send` would publish it now (signed when the

@@ -31,7 +31,7 @@ from governance.topology import (
     DEAD_LETTER_QUEUE,
     DEAD_LETTER_REASON_HEADER,
 )
-from producer._amqp import worker_queue
+from producer._amqp import ensure_declared, worker_queue
 
 DEAD_LETTERS = worker_queue(DEAD_LETTER_QUEUE)
 COMMANDS = worker_queue(COMMANDS_QUEUE)
@@ -192,9 +192,11 @@ class DeadLetterQueue:
         with kombu.Connection(
             self.broker_url, connect_timeout=10, transport_options={"confirm_publish": True}
         ) as connection:
+            # Looked up, declared only where no worker has yet: an operator's broker user
+            # may read the queue, not declare it.
+            ensure_declared(connection, DEAD_LETTERS)
             channel = connection.channel()
             queue = DEAD_LETTERS(channel)
-            queue.declare()
             held: list[tuple[Any, DeadLetter]] = []
             try:
                 while (message := queue.get(no_ack=False, accept=None)) is not None:
@@ -234,8 +236,8 @@ class DeadLetterQueue:
                     "not a command object, cannot be replayed: "
                     + ", ".join(letter.key for letter in skipped)
                 )
+            ensure_declared(connection, COMMANDS)
             producer = kombu.Producer(connection.channel())
-            COMMANDS(producer.channel).declare()
             replayed = []
             for message, letter in chosen:
                 command = letter.carried

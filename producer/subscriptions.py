@@ -56,7 +56,7 @@ from governance.topology import (
     queue_type_from,
     subscription_arguments,
 )
-from producer._amqp import EVENTS, decode_event
+from producer._amqp import EVENTS, EVENTS_TO_BIND, decode_event, ensure_declared
 from producer._closing import Closing
 from producer.event_proof import EventVerifier
 from producer.queries import read_event_log
@@ -215,7 +215,11 @@ class Subscription(Closing):
             if name is not None
             else f"governance.watch.{uuid.uuid4().hex}"
         )
-        bindings = [kombu.binding(EVENTS, routing_key=key) for key in event_filter.binding_keys()]
+        # Bound to the worker's exchange, which a subscriber's broker user may read but not
+        # declare: looked up (see ensure_declared in _consume), never redeclared.
+        bindings = [
+            kombu.binding(EVENTS_TO_BIND, routing_key=key) for key in event_filter.binding_keys()
+        ]
         arguments = (
             subscription_arguments(
                 queue_type_from(os.environ) if queue_type is None else queue_type,
@@ -246,6 +250,7 @@ class Subscription(Closing):
         self._consumer = self._consume()
 
     def _consume(self) -> kombu.Consumer:
+        ensure_declared(self._connection, EVENTS)
         channel = self._connection.channel()
         channel.basic_qos(0, self._prefetch, False)
         consumer = kombu.Consumer(

@@ -43,7 +43,7 @@ from governance.topology import (
     RETRY_QUEUE,
     queue_arguments,
 )
-from worker import batching, database, deadletter, event_signing, policy, runtime, startup
+from worker import batching, database, deadletter, event_signing, outbox, policy, runtime, startup
 from worker.config import ConfigurationError, Settings
 from worker.errors import InfrastructureError
 from worker.observability import observer
@@ -559,8 +559,10 @@ def _check_broker_topology(**_: Any) -> None:
 
 def _declare_or_explain(broker_url: str, queues: list[Queue]) -> str | None:
     """Declare the worker's queues (the dead-letter queue first: the others dead-letter into
-    it); the one-line explanation when the broker refuses one as declared otherwise. A broker
-    that cannot be reached is left to Celery's own reconnection."""
+    it) and the events exchange; the one-line explanation when the broker refuses one as
+    declared otherwise. A broker that cannot be reached is left to Celery's own
+    reconnection. Producers and subscribers only look the topology up (their broker users
+    may not declare it): the worker declares all of it before it consumes."""
     try:
         with Connection(broker_url, connect_timeout=5) as connection:
             connection.ensure_connection(max_retries=2)
@@ -569,6 +571,7 @@ def _declare_or_explain(broker_url: str, queues: list[Queue]) -> str | None:
                     queue(connection.channel()).declare()
                 except PreconditionFailed as exc:
                     return _inequivalent_queue_line(queue, exc)
+            outbox.EVENTS(connection.channel()).declare()
     except (OperationalError, OSError, AMQPError) as exc:
         log.warning("could not check the broker's queues before starting: %s", exc)
     return None

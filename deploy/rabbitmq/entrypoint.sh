@@ -4,7 +4,7 @@
 # by the server's account only, before the image's own entrypoint takes over.
 set -eu
 
-: "${GOVERNANCE_RABBITMQ_COOKIE:?set GOVERNANCE_RABBITMQ_COOKIE (see .env.ha.example)}"
+: "${GOVERNANCE_RABBITMQ_COOKIE:?set GOVERNANCE_RABBITMQ_COOKIE (see .env.example or .env.ha.example)}"
 cookie=/var/lib/rabbitmq/.erlang.cookie
 umask 077
 printf '%s' "$GOVERNANCE_RABBITMQ_COOKIE" > "$cookie"

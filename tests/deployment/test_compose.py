@@ -24,6 +24,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 LOCK = ROOT / "requirements.lock"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+#: The broker's users, one per part of the deployment (deploy/rabbitmq/users.sh).
+BROKER_ROLES = ("worker", "producer", "subscriber", "operator")
 #: The variables compose must be given, each spelled ``${NAME:?message}`` in the file.
 REQUIRED = re.compile(r"\$\{(\w+):\?[^}]*\}")
 
@@ -206,6 +208,8 @@ def test_every_password_is_required_from_the_environment(compose: dict[str, Any]
         "GOVERNANCE_DB_PASSWORD",
         "GOVERNANCE_DB_WORKER_PASSWORD",
         "GOVERNANCE_MQ_PASSWORD",
+        *(f"GOVERNANCE_MQ_{role.upper()}_PASSWORD" for role in BROKER_ROLES),
+        "GOVERNANCE_RABBITMQ_COOKIE",
     }
     # No default to fall back on: ${NAME:-value} and ${NAME-value} would be one.
     assert not re.search(r"\$\{\w+:?-", text)
@@ -246,6 +250,55 @@ def test_the_worker_is_healthy_while_it_answers_a_ping(compose: dict[str, Any]) 
     assert '-d "celery@$$HOSTNAME"' in test[1]
 
 
+def broker_user(service: dict[str, Any]) -> str:
+    """The user a service connects to the broker as (from its ``GOVERNANCE_BROKER_URL``)."""
+    url = service["environment"]["GOVERNANCE_BROKER_URL"]
+    return str(url.split("://", 1)[1].split(":", 1)[0])
+
+
+@pytest.mark.parametrize(
+    ("name", "user"),
+    [
+        ("worker", "governance-worker"),
+        ("beat", "governance-worker"),
+        ("cli", "governance-operator"),
+    ],
+)
+def test_each_service_connects_to_the_broker_as_its_own_user(
+    compose: dict[str, Any], name: str, user: str
+) -> None:
+    service = compose["services"][name]
+    assert broker_user(service) == user
+    password = f"GOVERNANCE_MQ_{user.removeprefix('governance-').upper()}_PASSWORD"
+    assert f"${{{password}:?" in service["environment"]["GOVERNANCE_BROKER_URL"]
+    # ...once the users are made
+    assert service["depends_on"]["broker-users"]["condition"] == "service_completed_successfully"
+
+
+def test_the_broker_users_are_made_by_the_deployment_script_on_the_broker_node(
+    compose: dict[str, Any],
+) -> None:
+    users = compose["services"]["broker-users"]
+    rabbitmq = compose["services"]["rabbitmq"]
+    assert users["restart"] == "no"
+    assert users["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    # The script of the README's by-hand setup, run by rabbitmqctl against the named node
+    script = users["command"][-1]
+    assert f"./deploy/rabbitmq/users.sh:{script}:ro" in users["volumes"]
+    assert users["environment"]["GOVERNANCE_RABBITMQCTL"] == "rabbitmqctl -n rabbit@rabbitmq"
+    assert rabbitmq["hostname"] == "rabbitmq"
+    # ...which trusts it by the Erlang cookie both are given
+    assert users["entrypoint"] == rabbitmq["entrypoint"]
+    assert (
+        users["environment"]["GOVERNANCE_RABBITMQ_COOKIE"]
+        == rabbitmq["environment"]["GOVERNANCE_RABBITMQ_COOKIE"]
+    )
+    # Every user's password, from the environment
+    for role in BROKER_ROLES:
+        variable = f"GOVERNANCE_MQ_{role.upper()}_PASSWORD"
+        assert REQUIRED.fullmatch(users["environment"][variable]), variable
+
+
 def test_services_reach_each_other_by_service_name(compose: dict[str, Any]) -> None:
     env = compose["services"]["worker"]["environment"]
     assert "@postgres:5432/" in env["GOVERNANCE_DATABASE_URL"]
@@ -268,8 +321,10 @@ def test_the_image_carries_neither_the_benchmark_nor_the_tests() -> None:
 
 def test_the_image_installs_the_lock_then_the_project_without_dependencies() -> None:
     runs = re.findall(r"^RUN (.+)", (ROOT / "Dockerfile").read_text(), re.M)
-    assert runs[0].startswith("pip install --require-hashes --no-deps -r requirements.lock")
-    assert runs[1].startswith("pip install --no-deps .")
+    assert runs[0].startswith(
+        "pip install --require-hashes --no-deps -r requirements.lock -r build-requirements.lock"
+    )
+    assert runs[1].startswith("pip install --no-deps --no-build-isolation .")
 
 
 @dataclass(frozen=True)

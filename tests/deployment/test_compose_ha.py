@@ -28,6 +28,10 @@ SECRETS = (
     "GOVERNANCE_MQ_PASSWORD",
     "GOVERNANCE_REPLICATION_PASSWORD",
     "GOVERNANCE_RABBITMQ_COOKIE",
+    "GOVERNANCE_MQ_WORKER_PASSWORD",
+    "GOVERNANCE_MQ_PRODUCER_PASSWORD",
+    "GOVERNANCE_MQ_SUBSCRIBER_PASSWORD",
+    "GOVERNANCE_MQ_OPERATOR_PASSWORD",
 )
 _VARIABLE = re.compile(r"\$\{(\w+)(?::?[?-][^}]*)?\}")
 
@@ -244,3 +248,36 @@ def test_worker_and_beat_start_after_the_migration_and_the_whole_cluster(
     assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     for node in RABBIT_NODES:
         assert service["depends_on"][node]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize(
+    ("name", "user"),
+    [
+        ("worker", "governance-worker"),
+        ("beat", "governance-worker"),
+        ("cli", "governance-operator"),
+    ],
+)
+def test_each_service_connects_to_every_broker_node_as_its_own_user(
+    compose: dict[str, Any], name: str, user: str
+) -> None:
+    service = compose["services"][name]
+    brokers = service["environment"]["GOVERNANCE_BROKER_URL"].split(";")
+    assert [b.split("://", 1)[1].split(":", 1)[0] for b in brokers] == [user] * len(RABBIT_NODES)
+    assert service["depends_on"]["broker-users"]["condition"] == "service_completed_successfully"
+
+
+def test_the_broker_users_are_made_once_for_the_whole_cluster(compose: dict[str, Any]) -> None:
+    users = compose["services"]["broker-users"]
+    script = users["command"][-1]
+    assert f"./deploy/rabbitmq/users.sh:{script}:ro" in users["volumes"]
+    # Users are the cluster's: one node is told, once all three are up
+    assert users["environment"]["GOVERNANCE_RABBITMQCTL"] == "rabbitmqctl -n rabbit@rabbit1"
+    for node in RABBIT_NODES:
+        assert users["depends_on"][node]["condition"] == "service_healthy"
+    cookie = compose["services"]["rabbit1"]["environment"]["GOVERNANCE_RABBITMQ_COOKIE"]
+    assert users["environment"]["GOVERNANCE_RABBITMQ_COOKIE"] == cookie
+    assert (
+        users["environment"]["GOVERNANCE_MQ_WORKER_PASSWORD"]
+        == (example_values()["GOVERNANCE_MQ_WORKER_PASSWORD"])
+    )

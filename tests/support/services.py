@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -256,3 +257,50 @@ def owner_bypassing_guards(conn: psycopg.Connection[Any]) -> Iterator[None]:
         yield
     finally:
         conn.execute("RESET session_replication_role")
+
+
+#: The deployment's own setup of the broker users (what the compose files run).
+BROKER_USERS_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "rabbitmq" / "users.sh"
+BROKER_ROLES = ("worker", "producer", "subscriber", "operator")
+
+
+@contextlib.contextmanager
+def deployment_broker_users(broker_url: str) -> Iterator[dict[str, str]]:
+    """``broker_url`` as each of the deployment's broker users (role → URL), made on its
+    virtual host by ``deploy/rabbitmq/users.sh`` exactly as a deployment makes them, under
+    names of this run's own; deleted afterwards."""
+    if shutil.which("rabbitmqctl") is None:
+        unavailable("rabbitmqctl is not installed: cannot make the broker users")
+    parts = urlsplit(broker_url)
+    prefix = f"governance-test-{os.urandom(4).hex()}-"
+    passwords = {role: os.urandom(16).hex() for role in BROKER_ROLES}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "GOVERNANCE_MQ_VHOST": parts.path.lstrip("/") or "/",
+        "GOVERNANCE_MQ_USER_PREFIX": prefix,
+        **{f"GOVERNANCE_MQ_{role.upper()}_PASSWORD": passwords[role] for role in BROKER_ROLES},
+    }
+    try:
+        done = subprocess.run(
+            ["sh", str(BROKER_USERS_SCRIPT)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            unavailable(f"deploy/rabbitmq/users.sh failed: {done.stderr}")
+        host = f"{parts.hostname}:{parts.port or 5672}"
+        yield {
+            role: urlunsplit(parts._replace(netloc=f"{prefix}{role}:{passwords[role]}@{host}"))
+            for role in BROKER_ROLES
+        }
+    finally:
+        for role in BROKER_ROLES:
+            subprocess.run(
+                ["rabbitmqctl", "delete_user", f"{prefix}{role}"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
