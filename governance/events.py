@@ -285,8 +285,10 @@ def rejected_event(
     """The ``transition.rejected`` body.
 
     The command parts are plain values because a command that failed validation has only
-    what could be read from its message. ``authenticated`` says whether the deployment
-    verifies signatures (False in development mode), as in :func:`applied_event`.
+    what could be read from its message. ``authenticated`` says whether the sender was
+    proved (its signature verified; False in development mode), as in :func:`applied_event`.
+    ``command_sha256``, given for an answer to a sender who was not proved, names the message
+    it answers (see :func:`governance.proof.command_sha256`).
     """
     body = {
         "event_id": event_id,

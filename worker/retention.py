@@ -83,6 +83,9 @@ _CLOCK = "SELECT now()"
 class RetentionPolicy:
     """How long each table keeps its rows; None keeps them forever.
 
+    ``ledger_window`` None keeps the ledger whole; otherwise retention forgets the entries
+    past their ``keep_until``, which the worker set when it recorded them (from the window it
+    had then: :attr:`governance.authentication.Trust.ledger_window`).
     ``log_retention`` shorter than ``ledger_window`` would leave ledger rows pointing at
     events that are gone: it is refused.
     """
