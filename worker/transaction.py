@@ -6,6 +6,11 @@ the core's pure rule → guarded write (request, chained decisions, the command'
 row, outbox row) → commit. The keys and actors are read in the first round trip, beside the
 locks.
 
+The ledger belongs to its signer: a ``command_id`` is looked up and recorded in the namespace
+of the actor that signed it (:func:`namespace_of`), and only a command whose signature
+verified claims its entry, or its place among the commands of its run; a proved signer's
+refusal is recorded like any outcome, so the same command sent again is answered the same.
+
 It takes a list of commands: a single command is a list of one, and batch mode hands it
 many, which then share the transaction's two round trips and its one commit. Each command is
 decided against the request as the previous command of the same list left it, exactly as if
