@@ -102,7 +102,8 @@ def test_an_unsigned_copy_ahead_of_the_genuine_command_in_one_run_does_not_take_
 def ahead_of_the_clock(
     database_url: str, db: psycopg.Connection[Any], request_id: str
 ) -> tuple[dict[str, Any], Callable[[], None]]:
-    issued_at = database_now(db) + MAX_CLOCK_SKEW + timedelta(seconds=2)
+    # Far enough ahead that the refusal comes before the clock catches up, however busy
+    issued_at = database_now(db) + MAX_CLOCK_SKEW + timedelta(seconds=10)
     payload = sign(command("approve", request_id, 1, actor="alice"), issued_at=issued_at)
 
     def clock_catches_up() -> None:
