@@ -555,9 +555,9 @@ def grow_history(requests: int, events: int) -> Callable[[str], dict[str, Any]]:
                 (max(requests, 1), events),
             )
             conn.execute(
-                "INSERT INTO processed_commands (command_id, payload_hash, event_sequence, "
-                "request_id, outcome) "
-                "SELECT command_id, md5(command_id), sequence, request_id, event_type "
+                "INSERT INTO processed_commands (namespace, command_id, payload_hash, "
+                "event_sequence, request_id, outcome) "
+                "SELECT 'grown', command_id, md5(command_id), sequence, request_id, event_type "
                 "FROM outbox_events WHERE command_id LIKE 'grown-%%'"
             )
             for table in ("mutation_requests", "outbox_events", "processed_commands"):

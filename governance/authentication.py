@@ -50,6 +50,7 @@ class Policy:
 
 DEFAULT_AUDIENCE = "governance"
 DEFAULT_MAX_AGE = timedelta(hours=24)
+DEFAULT_LEDGER_WINDOW = timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,10 @@ class Trust:
     #: (the default; refused while none is applied) or from its requester alone (requester
     #: mode, for development).
     policy_required: bool = True
+    #: How long the ledger keeps a command's outcome at least (None: forever); a signed
+    #: command is kept besides until it is too old to be accepted (``issued_at`` plus the
+    #: maximum age), so no re-send of it can ever be judged as new.
+    ledger_window: timedelta | None = DEFAULT_LEDGER_WINDOW
 
 
 #: The default: commands signed, judged by this deployment's default policy.
@@ -102,11 +107,31 @@ def authenticate(
     ``key`` is the registry's row for the command's ``auth.key_id`` (None when unknown),
     ``principal`` the registry's row for ``actor.id`` (None when unregistered).
     """
+    signer = prove_signer(payload, command, key, principal, policy, now)
+    if isinstance(signer, Rejection):
+        return signer
+    return refuse_standing(command, signer, now) or signer
+
+
+def prove_signer(
+    payload: Mapping[str, Any],
+    command: Command,
+    key: KeyRecord | None,
+    principal: Principal | None,
+    policy: Policy,
+    now: datetime,
+) -> Rejection | Principal:
+    """The registered principal whose unrevoked key signed ``payload`` for this deployment
+    within the maximum age, or why the signature proves nobody.
+
+    Only what no later change can make good is checked here: a command this refuses never
+    proves its sender, whenever it is sent again. Whether the proved signer may act *now* is
+    :func:`refuse_standing`'s (its refusals can change: the actor reactivated, the clock
+    catching up with ``issued_at``).
+    """
 
     def refuse(message: str) -> Rejection:
-        return Rejection(
-            RejectionCode.UNAUTHENTICATED, message, expected_revision=command.expected_revision
-        )
+        return _unauthenticated(command, message)
 
     auth = payload.get("auth")
     if not isinstance(auth, Mapping):
@@ -128,8 +153,6 @@ def authenticate(
             f"expired: issued at {command.issued_at.isoformat()}, more than "
             f"{int(policy.max_age.total_seconds())} s before now"
         )
-    if command.issued_at > now + MAX_CLOCK_SKEW:
-        return refuse(f"issued_at {command.issued_at.isoformat()} is in the future")
     if key is None:
         return refuse(f"unknown key {key_id}")
     if key.actor_id != command.actor.id:
@@ -138,8 +161,6 @@ def authenticate(
         return refuse(f"key {key_id} was revoked at {key.revoked_at.isoformat()}")
     if principal is None:
         return refuse(f"actor {command.actor.id} is not registered")
-    if not principal.active:
-        return refuse(f"actor {command.actor.id} is not active")
     try:
         raw_signature = b64url_decode(signature)
     except ValueError:
@@ -160,3 +181,22 @@ def authenticate(
     except ValueError:
         return refuse(f"key {key_id} is not a usable Ed25519 public key")
     return principal
+
+
+def refuse_standing(command: Command, signer: Principal, now: datetime) -> Rejection | None:
+    """Why the proved ``signer`` may not act at ``now`` (None: it may): a deactivated actor,
+    or a command issued ahead of the clock. Both can change, so the worker records such a
+    refusal: the command, sent again once they have, is answered the same."""
+    if not signer.active:
+        return _unauthenticated(command, f"actor {command.actor.id} is not active")
+    if command.issued_at is not None and command.issued_at > now + MAX_CLOCK_SKEW:
+        return _unauthenticated(
+            command, f"issued_at {command.issued_at.isoformat()} is in the future"
+        )
+    return None
+
+
+def _unauthenticated(command: Command, message: str) -> Rejection:
+    return Rejection(
+        RejectionCode.UNAUTHENTICATED, message, expected_revision=command.expected_revision
+    )

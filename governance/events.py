@@ -39,10 +39,24 @@ APPLIED = "transition.applied"
 REJECTED = "transition.rejected"
 
 Sequence = Annotated[int, Meta(ge=1, description="the event's position in the event log")]
+CommandSha256 = Annotated[
+    str,
+    Meta(
+        pattern="^[0-9a-f]{64}$",
+        description=(
+            "on an answer to a command whose sender was not proved (authenticated false) "
+            "only: the SHA-256 (hex) of the RFC 8785 canonical JSON of the command message "
+            "as received, auth included; a client takes as the answer to its command only "
+            "an event for its command_id and actor that is authenticated or carries the "
+            "command_sha256 of a message it sent"
+        ),
+    ),
+]
 
 
 class _Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Every member is always present (``null`` when it has no value)."""
+    """Every member is always present (``null`` when it has no value), but for the ones
+    with a default, which are optional (added to the contract later)."""
 
 
 class EventActor(_Body, frozen=True):
@@ -156,7 +170,7 @@ class EventProof(_Body, frozen=True):
     signature: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{86}$")]
 
 
-class AppliedEvent(_Body, frozen=True):
+class AppliedEvent(_Body, frozen=True, omit_defaults=True):
     """``transition.applied``: a command moved its request on (routing key
     ``transition.applied.<command_type>``)."""
 
@@ -175,9 +189,14 @@ class AppliedEvent(_Body, frozen=True):
     request: EventRequest
     sequence: Sequence
     proof: EventProof | None
+    #: Only on an answer to a command whose sender was not proved (``authenticated``
+    #: false): the SHA-256 (hex) of the RFC 8785 canonical JSON of the command message as
+    #: received, ``auth`` included. A client takes as the answer to its command only an event
+    #: for its ``command_id`` and actor that is authenticated or names a message it sent.
+    command_sha256: CommandSha256 | None = None
 
 
-class RejectedEvent(_Body, frozen=True):
+class RejectedEvent(_Body, frozen=True, omit_defaults=True):
     """``transition.rejected``: a command was answered but not applied (routing key
     ``transition.rejected.<code>``). A command that failed validation has only what could be
     read from its message: its type, request and actor may be missing or as sent."""
@@ -194,6 +213,11 @@ class RejectedEvent(_Body, frozen=True):
     request: EventRequest | None
     sequence: Sequence
     proof: EventProof | None
+    #: Only on an answer to a command whose sender was not proved (``authenticated``
+    #: false): the SHA-256 (hex) of the RFC 8785 canonical JSON of the command message as
+    #: received, ``auth`` included. A client takes as the answer to its command only an event
+    #: for its ``command_id`` and actor that is authenticated or names a message it sent.
+    command_sha256: CommandSha256 | None = None
 
 
 #: The model of each event, by its type.
@@ -218,6 +242,7 @@ def applied_event(
     occurred_at: datetime,
     authenticated: bool = True,
     actor: Actor | None = None,
+    command_sha256: str | None = None,
 ) -> dict[str, Any]:
     """The ``transition.applied`` body for a command that moved its request on.
 
@@ -226,7 +251,7 @@ def applied_event(
     ``command.actor``: the registry's record of the sender, whose name and type the
     message itself cannot be trusted for.
     """
-    return {
+    body = {
         "event_id": event_id,
         "event_type": APPLIED,
         "occurred_at": timestamp_to_wire(occurred_at),
@@ -241,6 +266,7 @@ def applied_event(
         "decisions": [decision_to_dict(d) for d in applied.decisions],
         "request": request_to_dict(applied.request),
     }
+    return _naming_the_message(body, command_sha256)
 
 
 def rejected_event(
@@ -254,14 +280,17 @@ def rejected_event(
     event_id: str,
     occurred_at: datetime,
     authenticated: bool = True,
+    command_sha256: str | None = None,
 ) -> dict[str, Any]:
     """The ``transition.rejected`` body.
 
     The command parts are plain values because a command that failed validation has only
-    what could be read from its message. ``authenticated`` says whether the deployment
-    verifies signatures (False in development mode), as in :func:`applied_event`.
+    what could be read from its message. ``authenticated`` says whether the sender was
+    proved (its signature verified; False in development mode), as in :func:`applied_event`.
+    ``command_sha256``, given for an answer to a sender who was not proved, names the message
+    it answers (see :func:`governance.proof.command_sha256`).
     """
-    return {
+    body = {
         "event_id": event_id,
         "event_type": REJECTED,
         "occurred_at": timestamp_to_wire(occurred_at),
@@ -279,6 +308,15 @@ def rejected_event(
         },
         "request": request_to_dict(current) if current is not None else None,
     }
+    return _naming_the_message(body, command_sha256)
+
+
+def _naming_the_message(body: dict[str, Any], command_sha256: str | None) -> dict[str, Any]:
+    """``body`` with the ``command_sha256`` of the message it answers, when given (an answer
+    to a sender who was not proved)."""
+    if command_sha256 is not None:
+        body["command_sha256"] = command_sha256
+    return body
 
 
 def with_sequence(body: Mapping[str, Any], sequence: int) -> dict[str, Any]:

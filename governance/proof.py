@@ -131,6 +131,21 @@ def signed_bytes(command: Mapping[str, Any]) -> bytes:
     return _jcs(unsigned, "the command")
 
 
+def command_sha256(command: Mapping[str, Any]) -> str | None:
+    """The fingerprint of a command message as sent or received: the SHA-256 (hex) of the
+    RFC 8785 canonical JSON (UTF-8) of the whole object, ``auth`` included; None when it
+    cannot be canonicalised.
+
+    An answer to a command whose sender was not proved carries it (``command_sha256``), so
+    that the sender of that very message can tell its answer from the answer to another
+    message claiming the same ``command_id`` and actor.
+    """
+    try:
+        return hashlib.sha256(_jcs(dict(command), "the command")).hexdigest()
+    except (ValueError, TypeError):
+        return None
+
+
 def event_signed_bytes(event: Mapping[str, Any]) -> bytes:
     """The bytes an outcome event's ``proof`` signature covers: the RFC 8785 canonical JSON
     (UTF-8) of the event as published (``sequence`` included), without its ``proof`` member.

@@ -49,7 +49,7 @@ from producer._amqp import (
 from producer._closing import Closing
 from producer.event_proof import EventVerifier
 from producer.keys import SigningKey, load_key_file
-from producer.outcomes import OutcomeTimeout
+from producer.outcomes import AwaitedCommand, OutcomeTimeout
 from producer.queries import Queries
 from producer.signing import sign_command
 
@@ -100,9 +100,12 @@ def as_command(command: CommandLike) -> Command:
 class _Waiter:
     """One awaited command: the outcome lands here and its index is put on ``arrivals``."""
 
-    __slots__ = ("arrivals", "event", "index")
+    __slots__ = ("arrivals", "awaited", "event", "index")
 
-    def __init__(self, index: int, arrivals: queue.SimpleQueue[int]) -> None:
+    def __init__(
+        self, awaited: AwaitedCommand, index: int, arrivals: queue.SimpleQueue[int]
+    ) -> None:
+        self.awaited = awaited
         self.index = index
         self.arrivals = arrivals
         self.event: dict[str, Any] | None = None
@@ -112,7 +115,9 @@ class OutcomeListener:
     """One consumer thread that hands outcome events to the threads awaiting them.
 
     It listens on an exclusive, auto-delete queue bound to every outcome (``transition.#``)
-    and dispatches by ``command_id``. The queue is bound before :meth:`start` returns, so a
+    and hands each event to the waiters it answers (:class:`producer.outcomes.AwaitedCommand`:
+    by ``command_id`` and actor, and only an authenticated event or one naming a message the
+    waiter sent). The queue is bound before :meth:`start` returns, so a
     waiter registered before its command is sent cannot miss the outcome. If the broker
     connection drops, the queue is re-declared on reconnection; an outcome published in
     between is recovered by the caller's re-send (the worker re-publishes the recorded
@@ -137,10 +142,15 @@ class OutcomeListener:
         if self._error is not None:
             raise self._error
 
-    def register(self, command_id: str, index: int, arrivals: queue.SimpleQueue[int]) -> _Waiter:
-        waiter = _Waiter(index, arrivals)
+    def register(
+        self, awaited: AwaitedCommand, index: int, arrivals: queue.SimpleQueue[int]
+    ) -> _Waiter:
+        """Await the outcome of ``awaited`` (note each message sent for it with its
+        :meth:`~producer.outcomes.AwaitedCommand.sending`): once it arrives, the waiter holds
+        it and ``index`` is put on ``arrivals``."""
+        waiter = _Waiter(awaited, index, arrivals)
         with self._lock:
-            self._waiters.setdefault(command_id, []).append(waiter)
+            self._waiters.setdefault(awaited.command_id, []).append(waiter)
         return waiter
 
     def unregister(self, command_id: str, waiter: _Waiter) -> None:
@@ -158,9 +168,19 @@ class OutcomeListener:
         # one may still come.
         if event is None or not self.verifier.admit(event):
             return
+        command_id = str(event.get("command_id"))
         with self._lock:
-            waiters = self._waiters.pop(str(event.get("command_id")), [])
-        for waiter in waiters:
+            waiting = self._waiters.get(command_id, [])
+            # Another actor's command with the same command_id, or an unproved copy, answers
+            # nobody here: its waiters keep waiting for their own outcome.
+            answered = [w for w in waiting if w.awaited.answered_by(event)]
+            if answered:
+                left = [w for w in waiting if w not in answered]
+                if left:
+                    self._waiters[command_id] = left
+                else:
+                    del self._waiters[command_id]
+        for waiter in answered:
             waiter.event = event
             waiter.arrivals.put(waiter.index)
 
@@ -515,13 +535,21 @@ class GovernanceClient(Closing):
         # Register before sending: an outcome can never arrive before its waiter exists.
         arrivals: queue.SimpleQueue[int] = queue.SimpleQueue()
         waiters = [
-            (c, listener.register(c.command_id, index, arrivals))
+            (c, listener.register(AwaitedCommand(c.command_id, c.actor.id), index, arrivals))
             for index, c in enumerate(validated)
         ]
         results: dict[int, dict[str, Any]] = {}
+
+        def send(index: int) -> None:
+            # Sent as noted: an answer to a sender the worker did not prove counts only when
+            # it names a message this client sent.
+            message = self.wire_form(originals[index])
+            waiters[index][1].awaited.sending(message)
+            self.send(message)
+
         try:
-            for original in originals:
-                self.send(original)
+            for index in range(len(originals)):
+                send(index)
             start = time.monotonic()
             slice_ = budget / (resends + 1)
             attempts = 1
@@ -545,7 +573,7 @@ class GovernanceClient(Closing):
                 for index, (command, _) in enumerate(waiters):
                     if index not in results:
                         log.info("no outcome yet for %s; re-sending", command.command_id)
-                        self.send(originals[index])
+                        send(index)
         finally:
             for command, waiter in waiters:
                 listener.unregister(command.command_id, waiter)

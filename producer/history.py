@@ -147,14 +147,18 @@ def _outbox_by_event_id(
     return {row[0]: (int(row[1]), str(row[2])) for row in rows}
 
 
-def _ledger_events(conn: psycopg.Connection[Any], command_ids: list[str]) -> dict[str, str]:
+def _ledger_events(conn: psycopg.Connection[Any], command_ids: list[str]) -> dict[str, set[str]]:
+    """The recorded outcome events of each command_id, in every signer's namespace."""
     rows = conn.execute(
         "SELECT p.command_id, o.event_id::text FROM processed_commands AS p "
         "JOIN outbox_events AS o ON o.sequence = p.event_sequence "
         "WHERE p.command_id = ANY(%s)",
         (command_ids,),
     ).fetchall()
-    return {str(row[0]): str(row[1]) for row in rows}
+    recorded: dict[str, set[str]] = {}
+    for command_id, event_id in rows:
+        recorded.setdefault(str(command_id), set()).add(str(event_id))
+    return recorded
 
 
 def _check_outcomes(
@@ -162,7 +166,7 @@ def _check_outcomes(
     by_command: Mapping[str, Mapping[str, Mapping[str, Any]]],
     letters: Mapping[str, list[DeadLetterRecord]],
     outbox: Mapping[str, tuple[int, str]],
-    ledger: Mapping[str, str],
+    ledger: Mapping[str, set[str]],
 ) -> list[Violation]:
     found: list[Violation] = []
     for command_id, command in sent.items():
@@ -216,7 +220,7 @@ def _check_event_against_log(
     event_id: str,
     event: Mapping[str, Any],
     outbox: Mapping[str, tuple[int, str]],
-    ledger: Mapping[str, str],
+    ledger: Mapping[str, set[str]],
 ) -> list[Violation]:
     """An event must be the outbox's, with the outbox's sequence, and be the ledger's answer."""
     row = outbox.get(event_id)
@@ -243,11 +247,12 @@ def _check_event_against_log(
         )
     code = (event.get("rejection") or {}).get("code")
     recorded = ledger.get(command_id)
-    if recorded is not None and recorded != event_id and code not in _UNRECORDED_CODES:
+    if recorded and event_id not in recorded and code not in _UNRECORDED_CODES:
         found.append(
             Violation(
                 "not_the_ledgers_outcome",
-                f"command {command_id} got event {event_id}, but the ledger records {recorded}",
+                f"command {command_id} got event {event_id}, but the ledger records "
+                f"{', '.join(sorted(recorded))}",
                 command_id,
                 request_id,
             )

@@ -7,10 +7,12 @@ return, so that a pipeline can branch on them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from governance.events import APPLIED
+from governance.proof import command_sha256
 
 EXIT_APPLIED = 0
 EXIT_USAGE = 2
@@ -41,6 +43,43 @@ class OutcomeTimeout(TimeoutError):
         self.command_id = command_id
         self.timeout = timeout
         self.attempts = attempts
+
+
+class AwaitedCommand:
+    """A command whose outcome is awaited: which events may answer it.
+
+    Its answer is an event for its ``command_id`` and its actor that is either
+    ``authenticated`` (the worker proved the actor sent the command it answers, and in
+    signed mode a ``command_id`` is the actor's own) or carries the ``command_sha256`` of a
+    message sent for it (an answer to a sender who was not proved: this very message's, say
+    refused because its key was revoked). So neither another actor's command with the same
+    ``command_id`` nor an unsigned copy claiming this actor can answer it. Thread-safe.
+    """
+
+    def __init__(self, command_id: str, actor_id: str) -> None:
+        self.command_id = command_id
+        self.actor_id = actor_id
+        self._sent: set[str] = set()
+        self._lock = threading.Lock()
+
+    def sending(self, message: Mapping[str, Any]) -> None:
+        """Note a message about to be sent for this command (each send is signed afresh)."""
+        fingerprint = command_sha256(message)
+        if fingerprint is not None:
+            with self._lock:
+                self._sent.add(fingerprint)
+
+    def answered_by(self, event: Mapping[str, Any]) -> bool:
+        """Whether ``event`` (verified as a worker's already) is this command's outcome."""
+        actor = event.get("actor")
+        if event.get("command_id") != self.command_id or not isinstance(actor, Mapping):
+            return False
+        if actor.get("id") != self.actor_id:
+            return False
+        if event.get("authenticated") is True:
+            return True
+        with self._lock:
+            return event.get("command_sha256") in self._sent
 
 
 def is_applied(event: Mapping[str, Any]) -> bool:

@@ -9,11 +9,12 @@ the sweep's commit (and loses with ``concurrency_conflict``) or holds the row an
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 
-from governance.authentication import Trust
+from governance.authentication import DEFAULT_LEDGER_WINDOW, Trust
 from governance.codec import actor_to_dict
 from governance.model import SYSTEM_ACTOR
 from worker import sql
@@ -39,7 +40,11 @@ def expire_command(request_id: str, revision: int) -> dict[str, Any]:
 
 
 def expire_due(
-    conn: psycopg.Connection[Any], *, batch_size: int = 200, signed: bool = True
+    conn: psycopg.Connection[Any],
+    *,
+    batch_size: int = 200,
+    signed: bool = True,
+    ledger_window: timedelta | None = DEFAULT_LEDGER_WINDOW,
 ) -> list[StoredOutcome]:
     """Expire up to ``batch_size`` due requests in one transaction; return their outcomes.
 
@@ -51,5 +56,7 @@ def expire_due(
             sql.CLAIM_DUE, {"batch_size": batch_size, "scan_size": batch_size * 4}
         ).fetchall()
         commands = [expire_command(rid, revision) for rid, revision in due]
-        results = apply_commands(conn, commands, Trust(signed=signed, internal=True))
+        results = apply_commands(
+            conn, commands, Trust(signed=signed, internal=True, ledger_window=ledger_window)
+        )
     return [result for result in results if isinstance(result, StoredOutcome)]

@@ -5,7 +5,10 @@ id) and the outbox, which is also the event log subscribers replay. Each is prun
 batches, each batch its own short transaction, so pruning never holds a lock for long nor
 stands in a command's way:
 
-- the ledger forgets a command once it is older than the **idempotency window**. A re-send
+- the ledger forgets a command once it is older than the **idempotency window** (the window
+  the worker had when it recorded the command, kept on the entry as ``keep_until``, and for a
+  signed command never before it is too old to be accepted; the database refuses to delete
+  an entry before its ``keep_until``). A re-send
   after that is judged as a new command, and the revision guard answers it: a stale
   ``expected_revision`` is a ``concurrency_conflict``, a re-sent ``submit`` is
   ``already_exists``. Nothing is applied twice; only the original outcome is no longer
@@ -28,15 +31,18 @@ from typing import Any
 
 import psycopg
 
-#: The ledger's oldest rows first, through the ``processed_at`` index.
+#: The ledger's entries past the instant each was to be kept until (set when it was written:
+#: the window then, or longer for a command issued ahead of the clock), soonest first,
+#: through the ``keep_until`` index. The database refuses to delete any other.
 _PRUNE_LEDGER = """
 WITH doomed AS (
-    SELECT command_id FROM processed_commands
-    WHERE processed_at < %(cutoff)s
-    ORDER BY processed_at
+    SELECT namespace, command_id FROM processed_commands
+    WHERE keep_until <= now()
+    ORDER BY keep_until
     LIMIT %(batch_size)s
 )
-DELETE FROM processed_commands WHERE command_id IN (SELECT command_id FROM doomed)
+DELETE FROM processed_commands
+WHERE (namespace, command_id) IN (SELECT namespace, command_id FROM doomed)
 """
 
 #: The oldest row the ledger keeps: the log must keep that row's event.
@@ -77,6 +83,9 @@ _CLOCK = "SELECT now()"
 class RetentionPolicy:
     """How long each table keeps its rows; None keeps them forever.
 
+    ``ledger_window`` None keeps the ledger whole; otherwise retention forgets the entries
+    past their ``keep_until``, which the worker set when it recorded them (from the window it
+    had then: :attr:`governance.authentication.Trust.ledger_window`).
     ``log_retention`` shorter than ``ledger_window`` would leave ledger rows pointing at
     events that are gone: it is refused.
     """
@@ -119,9 +128,7 @@ def apply_retention(conn: psycopg.Connection[Any], policy: RetentionPolicy) -> R
     now = _scalar(conn, _CLOCK, {})
     ledger_rows, ledger_unfinished = 0, False
     if policy.ledger_window is not None:
-        ledger_rows, ledger_unfinished = _in_batches(
-            conn, _PRUNE_LEDGER, {"cutoff": now - policy.ledger_window}, policy
-        )
+        ledger_rows, ledger_unfinished = _in_batches(conn, _PRUNE_LEDGER, {}, policy)
     log_events, log_unfinished = 0, False
     if policy.log_retention is not None:
         cutoff = now - policy.log_retention

@@ -35,6 +35,7 @@ class Runtime:
             signed=settings.auth == "signed",
             policy=Policy(settings.audience, timedelta(seconds=settings.max_command_age)),
             policy_required=settings.approval_policy == "required",
+            ledger_window=settings.retention_policy().ledger_window,
         )
 
     def handle(self, payload: object) -> StoredOutcome:
@@ -69,6 +70,7 @@ class Runtime:
                     conn,
                     batch_size=self.settings.expiry_batch_size,
                     signed=self.trust.signed,
+                    ledger_window=self.trust.ledger_window,
                 )
                 outbox.publish_outcomes(conn, self.publisher, outcomes)
         except psycopg.Error as exc:

@@ -92,12 +92,15 @@ ACTIVE_POLICY = "SELECT version, sha256 FROM policy_versions ORDER BY version DE
 
 POLICY_DOCUMENT = "SELECT document FROM policy_versions WHERE version = %(version)s"
 
-#: What the idempotency ledger knows of the commands: their payload hash and outcome event.
+#: What the idempotency ledger knows of the commands, each looked up in the namespace it
+#: would be recorded in (its signer's, see :func:`worker.transaction.namespace_of`): their
+#: payload hash and outcome event.
 LOOKUP = """
-SELECT p.command_id, p.payload_hash, o.sequence, o.routing_key, o.body, o.request_id
-FROM processed_commands AS p
+SELECT p.namespace, p.command_id, p.payload_hash, o.sequence, o.routing_key, o.body,
+       o.request_id
+FROM unnest(%(namespaces)s::text[], %(command_ids)s::text[]) AS q(namespace, command_id)
+JOIN processed_commands AS p ON p.namespace = q.namespace AND p.command_id = q.command_id
 JOIN outbox_events AS o ON o.sequence = p.event_sequence
-WHERE p.command_id = ANY(%(command_ids)s::text[])
 """
 
 
@@ -172,7 +175,7 @@ WITH request_rows AS (
     SELECT * FROM jsonb_to_recordset(%(events)s::jsonb) AS e(
         position integer, sequence bigint, event_id uuid, event_type text, command_id text,
         request_id text, routing_key text, body jsonb, payload_hash text, record boolean,
-        guarded boolean, trace_context text)
+        namespace text, keep_until timestamptz, guarded boolean, trace_context text)
 ), event_write AS (
     INSERT INTO outbox_events (
         sequence, event_id, event_type, command_id, request_id, routing_key, body,
@@ -184,8 +187,10 @@ WITH request_rows AS (
     ORDER BY position
     RETURNING event_id, sequence
 ), ledger_write AS (
-    INSERT INTO processed_commands (command_id, payload_hash, event_sequence, request_id, outcome)
-    SELECT e.command_id, e.payload_hash, w.sequence, e.request_id, e.event_type
+    INSERT INTO processed_commands (
+        namespace, command_id, payload_hash, event_sequence, request_id, outcome, keep_until)
+    SELECT e.namespace, e.command_id, e.payload_hash, w.sequence, e.request_id, e.event_type,
+           coalesce(e.keep_until, 'infinity')
     FROM event_write AS w JOIN event_rows AS e ON e.event_id = w.event_id
     WHERE e.record
 )

@@ -6,6 +6,11 @@ the core's pure rule → guarded write (request, chained decisions, the command'
 row, outbox row) → commit. The keys and actors are read in the first round trip, beside the
 locks.
 
+The ledger belongs to its signer: a ``command_id`` is looked up and recorded in the namespace
+of the actor that signed it (:func:`namespace_of`), and only a command whose signature
+verified claims its entry, or its place among the commands of its run; a proved signer's
+refusal is recorded like any outcome, so the same command sent again is answered the same.
+
 It takes a list of commands: a single command is a list of one, and batch mode hands it
 many, which then share the transaction's two round trips and its one commit. Each command is
 decided against the request as the previous command of the same list left it, exactly as if
@@ -26,7 +31,14 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from governance.authentication import SIGNED, KeyRecord, Trust, authenticate, principal_from_row
+from governance.authentication import (
+    SIGNED,
+    KeyRecord,
+    Trust,
+    principal_from_row,
+    prove_signer,
+    refuse_standing,
+)
 from governance.codec import (
     actor_from_dict,
     actor_to_dict,
@@ -59,17 +71,23 @@ from governance.policy import (
     PolicyMode,
 )
 from governance.policy_document import policy_from_document
+from governance.proof import command_sha256
 from governance.rules import Applied, Rejection, RejectionCode, decide, requests_to_lock
 from governance.trust import Principal, authorize, void_grant_reason
 from worker import sql
 from worker.errors import InfrastructureError, TransientConflict, translate
-from worker.writes import EventWrite, RunWrites
+from worker.writes import EventWrite, LedgerEntry, RunWrites
 
 #: Reruns of a transaction that lost a benign race (see ``TransientConflict``).
 MAX_ATTEMPTS = 5
 
 #: The worker's own actor: its commands (expiry) are built inside the worker, never sent.
 SYSTEM_ACTOR_ID = "system"
+
+#: The ledger's namespace of every sent command in development mode: an asserted actor
+#: proves nothing, so all senders share one. (Signed mode: the proved signer's actor id; the
+#: worker's own commands: :data:`SYSTEM_ACTOR_ID`, which no sender can prove.)
+SHARED_NAMESPACE = ""
 
 
 class NotACommand(ValueError):
@@ -217,7 +235,18 @@ def _run(
                 backlog = conn.execute(sql.WITH_BACKLOG, {"request_ids": request_ids})
             # After the locks: the run's events are numbered (and signed) as they are built.
             drawn = conn.execute(sql.DRAW_SEQUENCES, {"count": len(commands)})
-            ledger = conn.execute(sql.LOOKUP, {"command_ids": [p.command_id for p in commands]})
+            claims = [
+                (namespace, p.command_id)
+                for p in commands
+                if (namespace := namespace_of(p, trust)) is not None
+            ]
+            ledger = conn.execute(
+                sql.LOOKUP,
+                {
+                    "namespaces": [namespace for namespace, _ in claims],
+                    "command_ids": [command_id for _, command_id in claims],
+                },
+            )
             reads_policy = trust.policy_required and any(
                 c.type is CommandType.SUBMIT for c in valid
             )
@@ -244,7 +273,7 @@ def _run(
                     requests[row[0]] = request_from_row(row[:-1])
                     heads[row[0]] = row[-1]
                 behind = {row[0] for row in backlog.fetchall()}
-            known = {row[0]: row[1:] for row in ledger.fetchall()}
+            known = {(row[0], row[1]): row[2:] for row in ledger.fetchall()}
             keys: dict[str, KeyRecord] = {}
             principals: dict[str, Principal] = {}
             for row in registered.fetchall() if identities else ():
@@ -274,6 +303,19 @@ def _run(
         _undo(conn, boundary)
         raise
     return plan.results(sequences)
+
+
+def namespace_of(item: _Prepared, trust: Trust) -> str | None:
+    """The ledger namespace a message would claim its ``command_id`` in, if its sender is
+    proved (None: a message that can never be recorded, one that failed validation in signed
+    mode). In signed mode a ``command_id`` is unique per signer, so nobody can occupy
+    another actor's: the namespace is the actor the command names, which is who signed it
+    whenever it is recorded at all."""
+    if trust.internal:
+        return SYSTEM_ACTOR_ID
+    if not trust.signed:
+        return SHARED_NAMESPACE
+    return None if item.command is None else item.command.actor.id
 
 
 def _void_grants(
@@ -345,7 +387,7 @@ class _Plan:
         now: datetime,
         requests: dict[str, MutationRequest | None],
         behind: set[str],
-        known: dict[str, tuple[Any, ...]],
+        known: dict[tuple[str, str], tuple[Any, ...]],
         trust: Trust,
         keys: dict[str, KeyRecord],
         principals: dict[str, Principal],
@@ -369,18 +411,22 @@ class _Plan:
         self.writes = RunWrites()
         #: Per input: a ready result, a write of this run, or a repeat of an earlier input.
         self._slots: list[Result | _Pending | _SameAs] = []
-        #: command_id → (digest, slot) of its first appearance in this run.
-        self._seen: dict[str, tuple[str, int]] = {}
+        #: (namespace, command_id) → (digest, slot) of the command of this run that claimed
+        #: it: only a command whose sender is proved claims one.
+        self._seen: dict[tuple[str, str], tuple[str, int]] = {}
 
     def decide(self, item: _Prepared | NotACommand) -> None:
         if isinstance(item, NotACommand):
             self._slots.append(item)
             return
-        seen = self._seen.get(item.command_id)
+        namespace = namespace_of(item, self.trust)
+        claim = None if namespace is None else (namespace, item.command_id)
+        seen = None if claim is None else self._seen.get(claim)
+        recorded = None if claim is None else self.known.get(claim)
+        # The same command again (by meaning) is answered as it was, whoever re-sends it.
         if seen is not None and seen[0] == item.digest:
             self._slots.append(_SameAs(seen[1]))
             return
-        recorded = self.known.get(item.command_id)
         if seen is None and recorded is not None and recorded[0] == item.digest:
             _, sequence, routing_key, body, request_id = recorded
             self._slots.append(
@@ -395,30 +441,21 @@ class _Plan:
             )
             return
         id_taken = seen is not None or recorded is not None
-        if seen is None:
-            self._seen[item.command_id] = (item.digest, len(self._slots))
         readable = _readable_request_id(item.payload)
-        # In signed mode only a command whose signature verified may occupy its command_id
-        # in the ledger: anything else is answered but not recorded.
-        record_unproved = not self.trust.signed or self.trust.internal
         if item.invalid is not None:
-            # Recorded, so a redelivery gets the same answer; unless the id is taken by
-            # another command, which keeps its own record.
+            # Recorded where senders are not proved (development mode), so a redelivery gets
+            # the same answer; unless the id is taken by another command, which keeps its own
+            # record. In signed mode nothing proves who sent it: answered, never recorded.
             rejection = Rejection(RejectionCode.INVALID_COMMAND, item.invalid.message)
-            self._reject(item, readable, rejection, record=record_unproved and not id_taken)
-            return
-        if id_taken:
-            rejection = Rejection(
-                RejectionCode.DUPLICATE_COMMAND,
-                f"command_id {item.command_id} was already used for a different command",
-            )
-            self._reject(item, readable, rejection, record=False)
+            record = claim is not None and not id_taken
+            self._reject(item, readable, rejection, record=record, claim=claim)
             return
         command = item.command
         assert command is not None
         principal = self.principals.get(command.actor.id)
+        standing: Rejection | None = None
         if self.trust.signed and not self.trust.internal:
-            proved = authenticate(
+            proved = prove_signer(
                 item.payload,
                 command,
                 self.keys.get(command.auth.key_id) if command.auth is not None else None,
@@ -427,6 +464,8 @@ class _Plan:
                 self.now,
             )
             if isinstance(proved, Rejection):
+                # Its signature proves nobody: it claims neither the ledger entry nor this
+                # run's slot, so a genuine command with its command_id still applies.
                 self._reject(item, readable, proved, record=False)
                 return
             principal = proved
@@ -434,8 +473,35 @@ class _Plan:
             command = replace(
                 command, actor=Actor(proved.actor_id, name=proved.name, type=proved.type)
             )
+            standing = refuse_standing(command, proved, self.now)
+        if id_taken:
+            rejection = Rejection(
+                RejectionCode.DUPLICATE_COMMAND,
+                f"command_id {item.command_id} was already used for a different command",
+            )
+            event = self._rejection(
+                item,
+                self._clock(readable),
+                None,
+                rejection,
+                record=False,
+                authenticated=self._proved,
+                actor=command.actor,
+            )
+            self._slots.append(_Pending(event))
+            return
+        assert claim is not None
+        self._seen[claim] = (item.digest, len(self._slots))
         current = self.requests.get(command.request_id)
         now = self._clock(command.request_id)
+        if standing is not None:
+            # Signed by its actor, refused for what may change (a deactivated actor, a clock
+            # behind its issued_at): recorded, so sending it again later is answered the same.
+            event = self._rejection(
+                item, now, None, standing, record=True, authenticated=True, actor=command.actor
+            )
+            self._slots.append(_Pending(event))
+            return
         outcome = self._authorize(command, principal, current) or decide(
             current,
             command,
@@ -456,6 +522,8 @@ class _Plan:
                 locked=current,
                 chain_head=self.heads.get(command.request_id),
                 signed_command=item.payload,
+                ledger=self._ledger_entry(claim, command),
+                command_sha256=None if self._proved else command_sha256(item.payload),
             )
         else:
             event = self._rejection(
@@ -469,17 +537,39 @@ class _Plan:
             )
         self._slots.append(_Pending(event))
 
+    def _ledger_entry(self, claim: tuple[str, str], command: Command | None) -> LedgerEntry:
+        """Where a recorded outcome is kept, and until when at least: the ledger window from
+        now, and for a command that says when it was issued, until it is too old to be
+        accepted (one issued ahead of the clock outlives the window by as much)."""
+        window = self.trust.ledger_window
+        keep_until: datetime | None = None
+        if window is not None:
+            keep_until = self.now + window
+            issued_at = command.issued_at if command is not None else None
+            if issued_at is not None:
+                keep_until = max(keep_until, issued_at + self.trust.policy.max_age)
+        return LedgerEntry(namespace=claim[0], keep_until=keep_until)
+
     @property
     def _proved(self) -> bool:
         """Whether this run's applied outcomes are of commands whose authors are proved."""
         return self.trust.signed
 
     def _reject(
-        self, item: _Prepared, request_id: str | None, rejection: Rejection, *, record: bool
+        self,
+        item: _Prepared,
+        request_id: str | None,
+        rejection: Rejection,
+        *,
+        record: bool,
+        claim: tuple[str, str] | None = None,
     ) -> None:
-        """Answer a command that never reached the rules (invalid, duplicate, unproved): its
-        author was not proved, whatever the mode."""
+        """Answer a command that never reached the rules (invalid, unproved): its author was
+        not proved, whatever the mode. A recorded one claims its ``command_id``."""
         now = self._clock(request_id)
+        if record:
+            assert claim is not None
+            self._seen[claim] = (item.digest, len(self._slots))
         event = self._rejection(item, now, None, rejection, record=record, authenticated=False)
         self._slots.append(_Pending(event))
 
@@ -498,6 +588,7 @@ class _Plan:
         knows (the registry's actor, once authenticated); otherwise what can be read of the
         message."""
         command_type, request_id, readable_actor = _readable_parts(item.payload)
+        namespace = namespace_of(item, self.trust)
         return self.writes.rejected(
             command_id=item.command_id,
             digest=item.digest,
@@ -508,7 +599,11 @@ class _Plan:
             current=current,
             now=now,
             authenticated=authenticated,
-            record=record,
+            ledger=self._ledger_entry((namespace, item.command_id), item.command)
+            if record and namespace is not None
+            else None,
+            # Whoever sent it was not proved: its answer names the very message it answers.
+            command_sha256=None if authenticated else command_sha256(item.payload),
         )
 
     def _authorize(

@@ -51,6 +51,16 @@ class EventWrite:
     request_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """Where the ledger records an outcome: the namespace its ``command_id`` is unique in
+    (the proved signer's), and the instant before which the database refuses to forget it
+    (None: never)."""
+
+    namespace: str
+    keep_until: datetime | None
+
+
 @dataclass(slots=True)
 class RunWrites:
     """Everything a run writes, in the order it decided it."""
@@ -77,6 +87,8 @@ class RunWrites:
         locked: MutationRequest | None,
         chain_head: str | None,
         signed_command: dict[str, Any],
+        ledger: LedgerEntry,
+        command_sha256: str | None = None,
     ) -> tuple[EventWrite, str | None]:
         """Add an applied command: its event, ledger row, decisions chained on from
         ``chain_head``, proof and request state. Returns the event and the new chain head.
@@ -90,6 +102,7 @@ class RunWrites:
             event_id=str(uuid.uuid4()),
             occurred_at=now,
             authenticated=authenticated,
+            command_sha256=command_sha256,
         )
         head = chain_head
         for position, decision in enumerate(body["decisions"], start=1):
@@ -129,7 +142,7 @@ class RunWrites:
             request.request_id,
             body,
             applied_routing_key(command.type.value),
-            record=True,
+            ledger=ledger,
             guarded=True,
         )
         return event, head
@@ -146,9 +159,11 @@ class RunWrites:
         current: MutationRequest | None,
         now: datetime,
         authenticated: bool,
-        record: bool,
+        ledger: LedgerEntry | None,
+        command_sha256: str | None = None,
     ) -> EventWrite:
-        """Add a rejection: its event, and its ledger row when ``record``."""
+        """Add a rejection: its event, and its ledger row where ``ledger`` says (None: not
+        recorded)."""
         body = rejected_event(
             command_id=command_id,
             command_type=command_type,
@@ -159,6 +174,7 @@ class RunWrites:
             event_id=str(uuid.uuid4()),
             occurred_at=now,
             authenticated=authenticated,
+            command_sha256=command_sha256,
         )
         return self._event(
             command_id,
@@ -166,7 +182,7 @@ class RunWrites:
             request_id,
             body,
             rejected_routing_key(rejection.code.value),
-            record=record,
+            ledger=ledger,
             guarded=False,
         )
 
@@ -189,7 +205,7 @@ class RunWrites:
         body: dict[str, Any],
         routing_key: str,
         *,
-        record: bool,
+        ledger: LedgerEntry | None,
         guarded: bool,
     ) -> EventWrite:
         position = len(self._event_rows)
@@ -211,7 +227,9 @@ class RunWrites:
                 "routing_key": routing_key,
                 "body": body,
                 "payload_hash": digest,
-                "record": record,
+                "record": ledger is not None,
+                "namespace": None if ledger is None else ledger.namespace,
+                "keep_until": None if ledger is None else ledger.keep_until,
                 # Written only if its request write matched its guard.
                 "guarded": guarded,
                 # The worker span's traceparent (None untraced), published with the event.

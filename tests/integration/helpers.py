@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import kombu
@@ -336,3 +337,36 @@ def flush(listener: EventListener, publisher: EventPublisher) -> None:
     wait_for_events(
         listener, lambda events: any(e["command_id"] == marker for e in events), "the marker"
     )
+
+
+# --------------------------------------------------------------------------- raw sends
+
+
+def send_raw(sender: Sender, payload: dict[str, Any]) -> None:
+    """Publish ``payload`` exactly as given (no signing on the way)."""
+    sender.client.send_task(APPLY_COMMAND_TASK, args=[payload], queue=COMMANDS_QUEUE)
+
+
+def answers(
+    events: EventListener, command_id: str, actor_id: str, at_least: int = 1
+) -> list[dict[str, Any]]:
+    """The outcome events naming ``command_id`` and ``actor_id``, once there are
+    ``at_least``."""
+
+    def mine(seen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in seen
+            if e["command_id"] == command_id and (e.get("actor") or {}).get("id") == actor_id
+        ]
+
+    wait_for_events(
+        events, lambda seen: len(mine(seen)) >= at_least, f"{at_least} answer(s) to {command_id}"
+    )
+    return mine(events.events)
+
+
+def database_now(db: psycopg.Connection[Any]) -> datetime:
+    row = db.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]

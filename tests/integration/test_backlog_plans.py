@@ -100,7 +100,10 @@ def test_the_per_command_statements_touch_only_the_command_s_own_rows(conn: Any)
             {"request_id": request_id, "sequence": stored.sequence},
         ),
         "mark published": (sql.MARK_PUBLISHED, {"sequences": [stored.sequence]}),
-        "ledger lookup": (sql.LOOKUP, {"command_ids": [approve["command_id"]]}),
+        "ledger lookup": (
+            sql.LOOKUP,
+            {"namespaces": ["operator"], "command_ids": [approve["command_id"]]},
+        ),
         "principals and keys": (
             sql.PRINCIPALS_AND_KEYS,
             {"actor_ids": ["operator"], "key_ids": ["test-operator"]},

@@ -39,9 +39,14 @@ def db(postgres_server_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def age(conn: psycopg.Connection[Any], days: int) -> None:
-    """Move every ledger row and event written so far ``days`` into the past."""
+    """Move every ledger row (with the instant it is kept until) and event written so far
+    ``days`` into the past."""
     shift = timedelta(days=days)
-    conn.execute("UPDATE processed_commands SET processed_at = processed_at - %s", [shift])
+    conn.execute(
+        "UPDATE processed_commands "
+        "SET processed_at = processed_at - %s, keep_until = keep_until - %s",
+        [shift, shift],
+    )
     conn.execute("UPDATE outbox_events SET created_at = created_at - %s", [shift])
 
 

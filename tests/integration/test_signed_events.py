@@ -15,6 +15,7 @@ from governance.events import with_sequence
 from producer.client import OutcomeListener
 from producer.event_proof import BAD_SIGNATURE, UNSIGNED, EventVerifier
 from producer.keys import generate
+from producer.outcomes import AwaitedCommand
 from producer.signing import sign_event
 from producer.subscriptions import EventFilter, Subscription
 from tests.support.commands import command, new_id, submit
@@ -125,6 +126,7 @@ def applied_event(request_id: str, command_id: str, to_status: str) -> dict[str,
             "command_id": command_id,
             "command_type": "approve",
             "request_id": request_id,
+            "actor": {"id": "alice", "name": "Alice", "type": "user"},
             "authenticated": True,
             "to_status": to_status,
             "revision": 2,
@@ -142,7 +144,7 @@ def test_send_and_wait_is_answered_by_the_genuine_outcome_not_a_forged_one(
     try:
         command_id = new_id("cmd")
         arrivals: queue.SimpleQueue[int] = queue.SimpleQueue()
-        waiter = listener.register(command_id, 0, arrivals)
+        waiter = listener.register(AwaitedCommand(command_id, "alice"), 0, arrivals)
 
         # When a forged (unsigned) outcome arrives first, then the worker's signed one
         forged = {**applied_event("req", command_id, "approved"), "proof": None}
