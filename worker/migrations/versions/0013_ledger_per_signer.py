@@ -15,7 +15,7 @@ shared one (development mode), and are kept 30 days (the default window) from wh
 were written.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 """
 
 from alembic import op
