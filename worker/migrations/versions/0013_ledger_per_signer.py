@@ -42,7 +42,13 @@ FROM outbox_events AS o
 WHERE o.sequence = p.event_sequence;
 UPDATE processed_commands SET namespace = '' WHERE namespace IS NULL;
 
-ALTER TABLE processed_commands ALTER COLUMN namespace SET NOT NULL;
+-- A worker of the previous release, still running while this migration is rolled out, writes
+-- entries without either column: they take the shared namespace and the default window, so
+-- its commands are neither refused nor parked (a re-send of one is then judged by the
+-- revision guard in signed mode, as after the window).
+ALTER TABLE processed_commands ALTER COLUMN namespace SET NOT NULL,
+    ALTER COLUMN namespace SET DEFAULT '',
+    ALTER COLUMN keep_until SET DEFAULT now() + interval '30 days';
 ALTER TABLE processed_commands DROP CONSTRAINT processed_commands_pkey;
 ALTER TABLE processed_commands ADD PRIMARY KEY (namespace, command_id);
 -- Retention reads the entries it may forget, oldest first, and only those.
