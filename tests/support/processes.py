@@ -79,7 +79,10 @@ class WorkerProcess:
         extra_env: dict[str, str] | None = None,
         extra_args: tuple[str, ...] = (),
         as_owner: bool = False,
+        release: Path = PROJECT_ROOT,
     ) -> None:
+        """``release`` is the checkout whose code the worker runs (another release's
+        worktree, for a rolling upgrade); this one by default."""
         from tests.support.database_logins import worker_login_url
 
         self.database_url = database_url if as_owner else worker_login_url(database_url)
@@ -102,8 +105,13 @@ class WorkerProcess:
                 "--without-heartbeat",
                 *extra_args,
             ],
-            cwd=PROJECT_ROOT,
-            env=service_env(self.database_url, broker_url, **(extra_env or {})),
+            cwd=release,
+            env=service_env(
+                self.database_url,
+                broker_url,
+                **({"PYTHONPATH": str(release)} if release != PROJECT_ROOT else {}),
+                **(extra_env or {}),
+            ),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
