@@ -284,6 +284,31 @@ def show(database_url: str, actor_id: str, as_json: bool) -> None:
 @actors.command()
 @database_url_option
 @click.argument("actor_id")
+@click.option(
+    "--origin",
+    # governance.passkeys.DEFAULT_ORIGIN, spelled out: the CLI loads no WebAuthn code to start.
+    default="http://localhost:8080",
+    envvar="GOVERNANCE_CONSOLE_ORIGIN",
+    show_default=True,
+    help="The console's public origin, where the link leads [env GOVERNANCE_CONSOLE_ORIGIN].",
+)
+def enroll(database_url: str, actor_id: str, origin: str) -> None:
+    """Print a one-time link that enrolls a passkey for ACTOR_ID in the console (valid 15
+    minutes, used once). Give it to that person only: whoever opens it first enrolls."""
+    from worker import enrollment
+
+    with registry_connection(database_url) as conn:
+        link = enrollment.issue_link(conn, actor_id)
+    click.echo(f"{origin.rstrip('/')}/enroll/{link.token}")
+    click.echo(
+        f"one-time link for {link.actor_id}, valid until {timestamp_to_wire(link.expires_at)}",
+        err=True,
+    )
+
+
+@actors.command()
+@database_url_option
+@click.argument("actor_id")
 @force_option
 def deactivate(database_url: str, actor_id: str, force: bool) -> None:
     """Deactivate an actor: its commands are refused, whichever key signs them.

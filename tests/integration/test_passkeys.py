@@ -133,3 +133,25 @@ def test_a_passkey_is_never_deleted(database_url: str, db: psycopg.Connection[An
 
     with pytest.raises(psycopg.errors.RaiseException, match="never deleted"):
         db.execute("DELETE FROM actor_keys WHERE key_id = %s", (passkey.credential_id,))
+
+
+def test_actors_enroll_prints_a_one_time_link_to_the_console_origin(
+    database_url: str, db: psycopg.Connection[Any]
+) -> None:
+    from click.testing import CliRunner
+
+    from governance_cli.actors import actors
+
+    actor_id = new_id("approver")
+    register(database_url, actor_id, roles=("approver",))
+
+    result = CliRunner().invoke(
+        actors,
+        ["enroll", actor_id, "--database-url", database_url, "--origin", "https://ok.example"],
+    )
+
+    assert result.exit_code == 0, result.output
+    link = result.stdout.strip()
+    assert link.startswith("https://ok.example/enroll/")
+    pending_for = enrollment.pending_enrollment(db, link.rsplit("/", 1)[1])
+    assert pending_for.actor_id == actor_id
