@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -274,3 +275,80 @@ def test_an_export_of_a_passkey_approved_request_verifies_with_no_database(
     )
 
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_the_session_cookie_is_http_only_and_same_site_strict(
+    deployment: Deployment, browser: Any, approvers: list[Approver]
+) -> None:
+    _, alice = signed_in_approver(deployment, browser, approvers)
+
+    (cookie,) = [c for c in alice.context.cookies() if c["name"] == "governance_session"]
+
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+    # Served on localhost, where browsers allow passkeys without TLS: Secure is off there only.
+    assert cookie["secure"] is False
+
+
+def test_every_page_carries_a_content_security_policy_without_inline_script(
+    deployment: Deployment,
+) -> None:
+    with urllib.request.urlopen(f"{deployment.origin}/signin", timeout=30) as response:
+        policy = response.headers["Content-Security-Policy"]
+        page = response.read().decode()
+
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    assert "<script>" not in page and "<script " in page  # only the console's own file
+
+
+def test_a_relay_without_the_csrf_token_is_refused(
+    deployment: Deployment, browser: Any, approvers: list[Approver]
+) -> None:
+    _, alice = signed_in_approver(deployment, browser, approvers)
+
+    answer = alice.page.evaluate(
+        """async () => {
+            const r = await fetch('/relay', {method: 'POST', body: '{}',
+                headers: {'Content-Type': 'application/json'}});
+            return r.status;
+        }"""
+    )
+
+    assert answer == 403
+
+
+def test_an_enrollment_link_opened_a_second_time_enrolls_nothing(
+    deployment: Deployment, browser: Any, approvers: list[Approver]
+) -> None:
+    actor_id = new_id("approver")
+    register(deployment.database_url, actor_id, roles=("approver",))
+    with psycopg.connect(deployment.database_url, autocommit=True) as conn:
+        link = enrollment.issue_link(conn, actor_id)
+    first = Approver(browser, deployment.origin)
+    approvers.append(first)
+    first.enroll(f"{deployment.origin}/enroll/{link.token}")
+
+    first.page.goto(f"{deployment.origin}/enroll/{link.token}")
+
+    assert "already used" in first.page.get_by_role("alert").inner_text()
+
+
+def test_the_approve_flow_works_with_the_keyboard_alone(
+    deployment: Deployment, browser: Any, approvers: list[Approver]
+) -> None:
+    actor_id, alice = signed_in_approver(deployment, browser, approvers)
+    request_id = pending_request(
+        deployment.database_url, [{"approval_id": "ap-1", "approver_id": actor_id}]
+    )
+    alice.open_request(request_id)
+    page = alice.page
+
+    page.get_by_label("Reason (optional)").focus()
+    page.keyboard.type("checked the plan")
+    page.keyboard.press("Tab")  # to Approve
+    page.keyboard.press("Enter")
+    # The review takes the focus to its own button: Enter signs and sends.
+    page.keyboard.press("Enter")
+
+    assert "applied" in alice.outcome("applied")
