@@ -352,3 +352,60 @@ def test_the_approve_flow_works_with_the_keyboard_alone(
     page.keyboard.press("Enter")
 
     assert "applied" in alice.outcome("applied")
+
+
+def test_an_approver_rejects_and_the_request_is_rejected_live(
+    deployment: Deployment, browser: Any, approvers: list[Approver]
+) -> None:
+    actor_id, alice = signed_in_approver(deployment, browser, approvers)
+    request_id = pending_request(
+        deployment.database_url, [{"approval_id": "ap-1", "approver_id": actor_id}]
+    )
+
+    alice.open_request(request_id)
+    shown = json.loads(alice.review("Reject"))
+    alice.sign_and_send()
+
+    assert shown["type"] == "reject_requirement"
+    assert "the request is rejected" in alice.outcome("applied")
+
+
+def test_governance_console_serves_the_console_on_its_bind_address(
+    deployment: Deployment,
+) -> None:
+    port = reserve_port()
+    console = subprocess.Popen(
+        [sys.executable, "-m", "governance_cli.main", "console"],
+        cwd=PROJECT_ROOT,
+        env=service_env(
+            deployment.database_url,
+            deployment.broker_url,
+            GOVERNANCE_CONSOLE_BIND=f"127.0.0.1:{port}",
+            GOVERNANCE_CONSOLE_ORIGIN=f"http://localhost:{port}",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        page = _first_answer(f"http://127.0.0.1:{port}/signin", console)
+    finally:
+        console.terminate()
+        console.wait(30)
+
+    assert "Sign in with passkey" in page
+
+
+def _first_answer(url: str, process: subprocess.Popen[bytes]) -> str:
+    """The page at ``url`` once the process serves it (bounded by the process's start)."""
+    import time
+    import urllib.error
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr and process.stderr.read().decode()
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return str(response.read().decode())
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing answered at {url}")
