@@ -392,9 +392,13 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         if session is None:
             return refuse(403, "sign in first")
         request_id = request.path_params["request_id"]
+        # Watching before the response starts: once the page sees the stream open, no
+        # outcome of this request can pass unseen (the page relays only then).
+        watching = outcomes.watch(request_id)
+        queue = watching.__enter__()
 
         async def stream() -> AsyncIterator[bytes]:
-            with outcomes.watch(request_id) as queue:
+            try:
                 yield b": watching\n\n"
                 while True:
                     try:
@@ -403,6 +407,8 @@ def create_app(settings: ConsoleSettings) -> Starlette:
                         yield b": keep-alive\n\n"
                         continue
                     yield f"data: {json.dumps(_shown_event(event))}\n\n".encode()
+            finally:
+                watching.__exit__(None, None, None)
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 

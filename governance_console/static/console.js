@@ -109,7 +109,8 @@ async function signAndSend() {
       client_data_json: b64url(assertion.response.clientDataJSON),
       signature: b64url(assertion.response.signature),
     } });
-    watch(form.dataset.requestId, command.command_id);
+    // The outcome stream is open before the command leaves: its outcome cannot pass unseen.
+    await watch(form.dataset.requestId, command.command_id);
     say("outcome", "Sent; waiting for the outcome…");
     await post("/relay", signed, true);
   } catch (error) {
@@ -127,6 +128,10 @@ let source = null;
 function watch(requestId, commandId) {
   if (source) source.close();
   source = new EventSource(`/requests/${encodeURIComponent(requestId)}/events`);
+  const opened = new Promise((resolve, reject) => {
+    source.onopen = resolve;
+    source.onerror = () => reject(new Error("the outcome stream did not open"));
+  });
   source.onmessage = (message) => {
     const event = JSON.parse(message.data);
     if (event.command_id !== commandId) return;
@@ -145,6 +150,7 @@ function watch(requestId, commandId) {
       say("outcome", `${event.code}: ${event.message}`);
     }
   };
+  return opened;
 }
 
 async function signout() {
