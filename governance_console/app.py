@@ -70,7 +70,19 @@ class ConsoleSettings:
     broker_url: str
     origin: str = DEFAULT_ORIGIN
     audience: str = "governance"
+    #: The origins the deployment's workers accept passkey proofs from, for the request
+    #: page's verification (as ``governance verify`` would judge it); default: this origin.
+    webauthn_origins: frozenset[str] | None = None
     alter_before_relay: Alteration | None = None
+
+    @property
+    def deployment(self) -> Any:
+        """How the request page verifies a history: signed, this audience and origins."""
+        from governance.authentication import DEFAULT_MAX_AGE, Policy
+        from governance.replay import Deployment
+
+        origins = self.webauthn_origins or frozenset({self.origin.rstrip("/")})
+        return Deployment(commands=Policy(self.audience, DEFAULT_MAX_AGE, origins))
 
     @property
     def rp_id(self) -> str:
@@ -151,15 +163,18 @@ def create_app(settings: ConsoleSettings) -> Starlette:
     queries = Queries(settings.database_url)
     outcomes = Outcomes(settings.broker_url, settings.database_url)
     client_holder: list[GovernanceClient] = []
+    client_lock = threading.Lock()
 
     def client() -> GovernanceClient:
-        if not client_holder:
-            client_holder.append(
-                GovernanceClient(
-                    settings.broker_url, settings.database_url, audience=settings.audience
+        # Made on the first relay (from a worker thread), once.
+        with client_lock:
+            if not client_holder:
+                client_holder.append(
+                    GovernanceClient(
+                        settings.broker_url, settings.database_url, audience=settings.audience
+                    )
                 )
-            )
-        return client_holder[0]
+            return client_holder[0]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -191,8 +206,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
 
         token = request.path_params["token"]
         try:
-            with psycopg.connect(settings.database_url, autocommit=True) as conn:
-                pending = enrollment.pending_enrollment(conn, token)
+            pending = await asyncio.to_thread(_pending_enrollment, settings.database_url, token)
         except enrollment.EnrollmentError as exc:
             return HTMLResponse(pages.message("Enrollment", str(exc)), status_code=410)
         return HTMLResponse(pages.enroll(pending.actor_id, pending.name))
@@ -204,8 +218,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             return refuse(403, "cross-origin request refused")
         token = request.path_params["token"]
         try:
-            with psycopg.connect(settings.database_url, autocommit=True) as conn:
-                pending = enrollment.pending_enrollment(conn, token)
+            pending = await asyncio.to_thread(_pending_enrollment, settings.database_url, token)
         except enrollment.EnrollmentError as exc:
             return refuse(410, str(exc))
         options = generate_registration_options(
@@ -254,14 +267,14 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             return refuse(400, f"the passkey was not accepted: {exc}")
         algorithm = int(decode_credential_public_key(verified.credential_public_key).alg)
         try:
-            with psycopg.connect(settings.database_url, autocommit=True) as conn:
-                key = enrollment.enroll_passkey(
-                    conn,
-                    token,
-                    bytes_to_base64url(verified.credential_id),
-                    bytes_to_base64url(verified.credential_public_key),
-                    algorithm,
-                )
+            key = await asyncio.to_thread(
+                _enroll,
+                settings.database_url,
+                token,
+                bytes_to_base64url(verified.credential_id),
+                bytes_to_base64url(verified.credential_public_key),
+                algorithm,
+            )
         except registry.RegistryError as exc:
             return refuse(409, str(exc))
         log.info("enrolled passkey %s of %s", key.key_id, key.actor_id)
@@ -290,14 +303,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         if challenge is None or not isinstance(credential, dict):
             return refuse(400, "the sign-in ceremony expired; try again")
         key_id = str(credential.get("id"))
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT k.actor_id, k.public_key FROM actor_keys AS k"
-                " JOIN actors AS a USING (actor_id)"
-                " WHERE k.key_id = %s AND k.scheme = 'webauthn' AND k.revoked_at IS NULL"
-                " AND a.active",
-                (key_id,),
-            ).fetchone()
+        row = await asyncio.to_thread(_passkey, settings.database_url, key_id)
         if row is None:
             return refuse(403, "this passkey is not a registered key of an active actor")
         try:
@@ -357,7 +363,9 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         may_decide = next(
             (d.approval_ids for d in decidable if d.request.request_id == request_id), ()
         )
-        verified = await asyncio.to_thread(_verify, settings.database_url, request_id)
+        verified = await asyncio.to_thread(
+            _verify, settings.database_url, request_id, settings.deployment
+        )
         return HTMLResponse(
             pages.request_page(session, view, may_decide, verified, settings.audience)
         )
@@ -472,12 +480,40 @@ class SecurityHeaders:
 STATIC = {"console.js": "text/javascript", "console.css": "text/css"}
 
 
-def _verify(database_url: str, request_id: str) -> tuple[bool, list[str]]:
+def _pending_enrollment(database_url: str, token: str) -> Any:
+    from worker import enrollment
+
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
+        return enrollment.pending_enrollment(conn, token)
+
+
+def _enroll(database_url: str, token: str, credential_id: str, cose_key: str, alg: int) -> Any:
+    from worker import enrollment
+
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
+        return enrollment.enroll_passkey(conn, token, credential_id, cose_key, alg)
+
+
+def _passkey(database_url: str, key_id: str) -> tuple[str, str] | None:
+    """The actor and COSE key of passkey ``key_id``: registered, not revoked, its actor
+    active (None otherwise)."""
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute(
+            "SELECT k.actor_id, k.public_key FROM actor_keys AS k"
+            " JOIN actors AS a USING (actor_id)"
+            " WHERE k.key_id = %s AND k.scheme = 'webauthn' AND k.revoked_at IS NULL"
+            " AND a.active",
+            (key_id,),
+        ).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
+def _verify(database_url: str, request_id: str, deployment: Any) -> tuple[bool, list[str]]:
     """``governance verify`` of the request: whether it holds, and what it found."""
     from producer import audit
 
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        findings = audit.verify_request(conn, request_id)
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
+        findings = audit.verify_request(conn, request_id, deployment=deployment)
     if findings is None:
         return False, ["no such request"]
     return findings.ok, findings.lines()

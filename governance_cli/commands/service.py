@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from governance_cli.options import audience_option, broker_url_option, database_url_option
@@ -74,7 +76,14 @@ def console(database_url: str, broker_url: str, audience: str, bind: str, origin
         (checked,) = origins_from(origin)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--origin") from None
-    settings = ConsoleSettings(database_url, broker_url, origin=checked, audience=audience)
+    accepted = os.environ.get("GOVERNANCE_WEBAUTHN_ORIGINS")
+    try:
+        origins = origins_from(accepted) if accepted else None
+    except ValueError as exc:
+        raise click.ClickException(f"GOVERNANCE_WEBAUTHN_ORIGINS: {exc}") from None
+    settings = ConsoleSettings(
+        database_url, broker_url, origin=checked, audience=audience, webauthn_origins=origins
+    )
     click.echo(f"console on http://{bind}, for browsers at {checked}", err=True)
     uvicorn.run(create_app(settings), host=host.strip("[]"), port=int(port), log_level="warning")
 

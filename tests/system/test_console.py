@@ -161,6 +161,8 @@ def test_an_approver_enrolls_signs_in_approves_from_the_inbox_and_the_decision_v
     assert "applied" in alice.outcome("applied")
     verified = governance(deployment, "verify", request_id, "--require-signed")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    alice.page.reload()
+    assert alice.page.locator("#verify").inner_text() == "verified: every decision holds"
 
 
 def test_the_inbox_lists_what_the_approver_may_decide_now(
