@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
 import uvicorn
 
 from governance_console.app import ConsoleSettings, create_app
+from tests.support.services import unavailable
 
 #: Bounds every wait on a page (milliseconds, as Playwright counts).
 PAGE_PATIENCE_MS = 30_000
@@ -27,7 +27,8 @@ def chromium_path() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    unavailable("Debian's chromium is not installed (apt-get install -y chromium)")
+    raise AssertionError("unreachable")
 
 
 @contextmanager
