@@ -93,6 +93,18 @@ def _key_state(key: Any) -> str:
     return f"revoked {timestamp_to_wire(key.revoked_at)}" if key.revoked else "active"
 
 
+#: The COSE algorithms of passkeys, by number (governance.passkeys.ALGORITHMS, spelled out:
+#: the CLI loads no WebAuthn code to start).
+_PASSKEY_ALGORITHMS = {-7: "ES256", -8: "EdDSA"}
+
+
+def _shown_key(key: Any) -> str:
+    """An Ed25519 key as itself; a passkey (a long COSE key) by what it is."""
+    if key.scheme == "ed25519":
+        return str(key.public_key)
+    return f"passkey, {_PASSKEY_ALGORITHMS.get(key.algorithm, key.algorithm)}"
+
+
 def _echo_actor(actor: Any) -> None:
     from governance_cli.client_format import table
 
@@ -107,7 +119,7 @@ def _echo_actor(actor: Any) -> None:
         return
     click.echo("keys:")
     rows = [
-        (key.key_id, key.public_key, timestamp_to_wire(key.created_at), _key_state(key))
+        (key.key_id, _shown_key(key), timestamp_to_wire(key.created_at), _key_state(key))
         for key in actor.keys
     ]
     for line in table(["key_id", "public_key", "created_at", "state"], rows).splitlines():

@@ -155,3 +155,19 @@ def test_actors_enroll_prints_a_one_time_link_to_the_console_origin(
     assert link.startswith("https://ok.example/enroll/")
     pending_for = enrollment.pending_enrollment(db, link.rsplit("/", 1)[1])
     assert pending_for.actor_id == actor_id
+
+
+def test_actors_show_names_a_passkey_by_its_algorithm(
+    database_url: str, db: psycopg.Connection[Any]
+) -> None:
+    from click.testing import CliRunner
+
+    from governance_cli.actors import actors
+
+    passkey = enrolled(database_url, db, EDDSA)
+
+    result = CliRunner().invoke(actors, ["show", passkey.actor_id, "--database-url", database_url])
+
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if passkey.credential_id in line]
+    assert "passkey, EdDSA" in line
