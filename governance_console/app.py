@@ -120,6 +120,16 @@ class Outcomes:
         self._thread.start()
 
     def _run(self) -> None:
+        # A lost broker connection is an infrastructure fault: logged, and the subscription
+        # made again after a pause, for as long as the console runs.
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except Exception:
+                log.exception("the outcome subscription failed; subscribing again in 2 s")
+                self._stop.wait(2)
+
+    def _follow(self) -> None:
         from producer.event_proof import EventVerifier
         from producer.subscriptions import Subscription
 
