@@ -98,6 +98,10 @@ class ConsoleSettings:
         return urlsplit(self.origin).hostname not in LOCAL_HOSTS
 
 
+#: What the inbox watches: the outcomes of every request.
+EVERY_REQUEST = "*"
+
+
 @dataclass
 class Outcomes:
     """Outcome events of ``governance.events``, handed to the pages that watch a request.
@@ -146,7 +150,8 @@ class Outcomes:
             subscription.close()
 
     def _deliver(self, event: dict[str, Any]) -> None:
-        for queue in list(self._watchers.get(str(event.get("request_id")), ())):
+        watching = self._watchers.get(str(event.get("request_id")), set())
+        for queue in [*watching, *self._watchers.get(EVERY_REQUEST, ())]:
             queue.put_nowait(event)
 
     def stop(self) -> None:
@@ -409,7 +414,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         session = session_of(request)
         if session is None:
             return refuse(403, "sign in first")
-        request_id = request.path_params["request_id"]
+        request_id = request.path_params.get("request_id", EVERY_REQUEST)
         # Watching before the response starts: once the page sees the stream open, no
         # outcome of this request can pass unseen (the page relays only then).
         watching = outcomes.watch(request_id)
@@ -448,6 +453,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route("/enroll/{token}/finish", enroll_finish, methods=["POST"]),
         Route("/requests/{request_id}", request_page),
         Route("/requests/{request_id}/events", events),
+        Route("/events", events),
         Route("/relay", relay, methods=["POST"]),
         Route("/static/{name}", static),
     ]
@@ -535,6 +541,7 @@ def _shown_event(event: Mapping[str, Any]) -> dict[str, Any]:
     request = event.get("request") or {}
     return {
         "command_id": event.get("command_id"),
+        "request_id": event.get("request_id"),
         "event_type": event.get("event_type"),
         "to_status": event.get("to_status") or request.get("status"),
         "revision": event.get("revision") or request.get("revision"),

@@ -111,6 +111,9 @@ def inbox(session: Any, decidable: Sequence[Any], now: datetime) -> str:
             '<th scope="col">Age</th><th scope="col">Steps and grants</th></tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>"
         )
+    # The inbox follows every outcome and redraws itself: decided requests leave it, new
+    # ones come, with no reload.
+    body = f'<div id="inbox-live" aria-live="polite">{body}</div>'
     return _page("Inbox", body, csrf=session.csrf, actor=session.actor_id)
 
 

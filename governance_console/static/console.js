@@ -153,12 +153,41 @@ function watch(requestId, commandId) {
   return opened;
 }
 
+// The inbox redraws itself from the server whenever an outcome is published.
+function followInbox() {
+  const live = $("inbox-live");
+  if (!live) return;
+  const stream = new EventSource("/events");
+  let drawing = false;
+  let again = false;
+  const redraw = async () => {
+    // One redraw at a time; an outcome during one asks for another after it.
+    if (drawing) { again = true; return; }
+    drawing = true;
+    try {
+      do {
+        again = false;
+        const response = await fetch("/", { credentials: "same-origin" });
+        const page = new DOMParser().parseFromString(await response.text(), "text/html");
+        const fresh = page.getElementById("inbox-live");
+        if (fresh) live.replaceChildren(...fresh.childNodes);
+      } while (again);
+    } finally {
+      drawing = false;
+    }
+  };
+  // Once the stream is open nothing passes unseen; what happened before it, a redraw shows.
+  stream.onopen = () => { live.dataset.live = "open"; redraw(); };
+  stream.onmessage = redraw;
+}
+
 async function signout() {
   try { await post("/signout", {}, true); } finally { location.assign("/signin"); }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   const on = (id, handler) => { const el = $(id); if (el) el.addEventListener("click", handler); };
+  followInbox();
   on("enroll", enroll);
   on("signin", signin);
   on("signout", signout);

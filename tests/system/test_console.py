@@ -411,3 +411,27 @@ def _first_answer(url: str, process: subprocess.Popen[bytes]) -> str:
         except (urllib.error.URLError, OSError):
             time.sleep(0.1)
     raise TimeoutError(f"nothing answered at {url}")
+
+
+def test_the_inbox_drops_a_request_decided_elsewhere_without_a_reload(
+    deployment: Deployment, browser: Any, approvers: list[Approver]
+) -> None:
+    group = new_id("cab")
+    _, alice = signed_in_approver(deployment, browser, approvers, groups=(group,))
+    _, bob = signed_in_approver(deployment, browser, approvers, groups=(group,))
+    request_id = pending_request(
+        deployment.database_url,
+        [{"approval_id": "ap-1", "approver_group": group, "min_approvals": 1}],
+    )
+    alice.page.goto(f"{deployment.origin}/")
+    listed = alice.page.get_by_role("link", name=request_id)
+    listed.wait_for()
+    alice.page.locator('#inbox-live[data-live="open"]').wait_for()
+
+    bob.open_request(request_id)
+    bob.review("Approve")
+    bob.sign_and_send()
+    bob.outcome("applied")
+
+    listed.wait_for(state="detached")
+    assert alice.page.locator("#empty").inner_text() == "Nothing waits for your decision."
