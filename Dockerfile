@@ -21,6 +21,7 @@ COPY governance ./governance
 COPY governance_cli ./governance_cli
 COPY worker ./worker
 COPY producer ./producer
+COPY governance_console ./governance_console
 # The project itself adds no dependency the lock did not pin; pip check proves the lock whole.
 # Built with the locked backend (no build isolation: nothing is fetched unpinned).
 # /keys: where the worker key lives (a volume in docker compose, which takes this directory's

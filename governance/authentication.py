@@ -5,8 +5,10 @@ and ``governance verify`` runs it again with the registry as it stood at the dec
 A signed command carries ``auth = {"key_id", "signature"}``: an Ed25519 signature over the
 RFC 8785 canonical JSON of the command as received without ``auth``
 (:func:`governance.proof.signed_bytes`), plus the ``audience`` it is meant for and the
-``issued_at`` instant it was signed at. Anything that does not hold is an ``unauthenticated``
-rejection that says which check failed; nothing here raises.
+``issued_at`` instant it was signed at. With ``auth.scheme = "webauthn"`` the proof is a
+passkey's assertion over the SHA-256 of those same bytes (:mod:`governance.passkeys`); the
+key it names must be a passkey of the same actor. Anything that does not hold is an
+``unauthenticated`` rejection that says which check failed; nothing here raises.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from governance.commands import Command
 from governance.model import ActorType
+from governance.passkeys import (
+    DEFAULT_ORIGINS,
+    SCHEME_ED25519,
+    SCHEME_WEBAUTHN,
+    SCHEMES,
+    assertion_problem,
+)
 from governance.proof import b64url_decode, signed_bytes
 from governance.rules import Rejection, RejectionCode
 from governance.trust import Principal
@@ -38,14 +47,20 @@ class KeyRecord:
     actor_id: str
     public_key: str
     revoked_at: datetime | None
+    #: ``ed25519`` (``public_key`` is the raw key) or ``webauthn`` (a passkey:
+    #: ``public_key`` is its COSE key, ``algorithm`` its COSE algorithm).
+    scheme: str = SCHEME_ED25519
+    algorithm: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """What this deployment accepts: its audience and the age limit of a signed command."""
+    """What this deployment accepts: its audience, the age limit of a signed command, and
+    the console origins a passkey's assertion may come from."""
 
     audience: str
     max_age: timedelta
+    webauthn_origins: frozenset[str] = DEFAULT_ORIGINS
 
 
 DEFAULT_AUDIENCE = "governance"
@@ -137,6 +152,9 @@ def prove_signer(
     if not isinstance(auth, Mapping):
         return refuse("auth: a signed command is required (auth with key_id and signature)")
     key_id, signature = auth.get("key_id"), auth.get("signature")
+    scheme = auth.get("scheme") or SCHEME_ED25519
+    if scheme not in SCHEMES:
+        return refuse(f"auth.scheme: unknown scheme {scheme!r} (ed25519 or webauthn)")
     if not isinstance(key_id, str) or not key_id:
         return refuse("auth.key_id: missing")
     if not isinstance(signature, str) or not signature:
@@ -161,6 +179,9 @@ def prove_signer(
         return refuse(f"key {key_id} was revoked at {key.revoked_at.isoformat()}")
     if principal is None:
         return refuse(f"actor {command.actor.id} is not registered")
+    if scheme == SCHEME_WEBAUTHN or key.scheme == SCHEME_WEBAUTHN:
+        problem = passkey_proof_problem(payload, key, policy.webauthn_origins)
+        return principal if problem is None else refuse(problem)
     try:
         raw_signature = b64url_decode(signature)
     except ValueError:
@@ -199,4 +220,26 @@ def refuse_standing(command: Command, signer: Principal, now: datetime) -> Rejec
 def _unauthenticated(command: Command, message: str) -> Rejection:
     return Rejection(
         RejectionCode.UNAUTHENTICATED, message, expected_revision=command.expected_revision
+    )
+
+
+def passkey_proof_problem(
+    payload: Mapping[str, Any], key: KeyRecord, origins: frozenset[str]
+) -> str | None:
+    """Why ``payload``'s passkey proof does not verify with the registered ``key``, or None.
+
+    The one check of a ``webauthn`` proof, shared by the worker (through
+    :func:`authenticate`) and ``governance verify``'s form checks: the command's scheme and
+    the key's must agree, then :func:`governance.passkeys.assertion_problem`.
+    """
+    auth = payload.get("auth")
+    scheme = (auth.get("scheme") if isinstance(auth, Mapping) else None) or SCHEME_ED25519
+    if key.scheme != scheme:
+        return f"key {key.key_id} is a {key.scheme} key, the command's auth.scheme is {scheme}"
+    return assertion_problem(
+        payload,
+        key_id=key.key_id,
+        cose_key=key.public_key,
+        algorithm=key.algorithm,
+        origins=origins,
     )

@@ -51,6 +51,8 @@ MAX_MIN_APPROVALS = 100
 #: An Ed25519 signature is 86 characters of base64url; the room above that is for a
 #: malformed one to be refused by verification (``unauthenticated``), not by size.
 MAX_SIGNATURE_LENGTH = 512
+#: A passkey assertion's authenticator data and client data JSON, in base64url.
+MAX_BLOB_LENGTH = 4_096
 MAX_TAGS = 64
 MAX_REVISION = 2**63 - 1
 #: The largest integer RFC 8785 (IEEE 754 doubles) represents exactly.
@@ -234,6 +236,9 @@ StateVersion = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH, patte
 Signature = Annotated[
     str, Meta(min_length=1, max_length=MAX_SIGNATURE_LENGTH, pattern=NAME_PATTERN)
 ]
+#: Bytes in base64url, as a passkey's assertion carries them (its authenticator data and
+#: client data JSON): the room is for well-formed ones; verification judges their content.
+Blob = Annotated[str, Meta(min_length=1, max_length=MAX_BLOB_LENGTH, pattern=NAME_PATTERN)]
 #: Free text, possibly empty, without NUL characters.
 Label = Annotated[str, Meta(max_length=MAX_NAME_LENGTH, pattern=TEXT_PATTERN)]
 Prose = Annotated[str, Meta(max_length=MAX_TEXT_LENGTH, pattern=TEXT_PATTERN)]
@@ -342,10 +347,16 @@ class ResolveVersionArgs(_Wire, frozen=True, kw_only=False):
 
 class CommandAuth(_Wire, frozen=True, kw_only=False):
     """A command's signature: which registered key, and the signature (base64url). A member
-    left out is for authentication to refuse (as empty), not for validation."""
+    left out is for authentication to refuse (as empty), not for validation.
+
+    ``scheme`` absent is ``ed25519``; ``webauthn`` is a passkey's assertion, which carries
+    the authenticator data and the client data JSON it signed (base64url)."""
 
     key_id: Identifier = ""
     signature: Signature = ""
+    scheme: Identifier | None = None
+    authenticator_data: Blob | None = None
+    client_data_json: Blob | None = None
 
 
 class WireEnvelope(_Wire, frozen=True, tag_field="type"):

@@ -33,6 +33,7 @@ from governance.codec import request_to_dict, timestamp_from_wire
 from governance.commands import Command, CommandType, InvalidCommand, parse_command
 from governance.events import applied_event
 from governance.model import Actor, ActorType, ApprovalStatus, MutationRequest, Status
+from governance.passkeys import SCHEME_ED25519
 from governance.policy import (
     NO_POLICY_APPLIED,
     REQUESTER_MODE,
@@ -126,8 +127,14 @@ class RegistryHistory:
             elif change.action == "actor_deleted" and change.actor_id is not None:
                 states[change.actor_id] = None
             elif change.action == "key_added" and change.key_id and change.actor_id:
+                algorithm = change.details.get("algorithm")
                 keys[change.key_id] = KeyRecord(
-                    change.key_id, change.actor_id, str(change.details.get("public_key")), None
+                    change.key_id,
+                    change.actor_id,
+                    str(change.details.get("public_key")),
+                    None,
+                    str(change.details.get("scheme") or SCHEME_ED25519),
+                    algorithm if isinstance(algorithm, int) else None,
                 )
             elif change.action == "key_revoked" and change.key_id in keys:
                 keys[change.key_id] = replace(keys[change.key_id], revoked_at=change.at)

@@ -93,6 +93,18 @@ def _key_state(key: Any) -> str:
     return f"revoked {timestamp_to_wire(key.revoked_at)}" if key.revoked else "active"
 
 
+#: The COSE algorithms of passkeys, by number (governance.passkeys.ALGORITHMS, spelled out:
+#: the CLI loads no WebAuthn code to start).
+_PASSKEY_ALGORITHMS = {-7: "ES256", -8: "EdDSA"}
+
+
+def _shown_key(key: Any) -> str:
+    """An Ed25519 key as itself; a passkey (a long COSE key) by what it is."""
+    if key.scheme == "ed25519":
+        return str(key.public_key)
+    return f"passkey, {_PASSKEY_ALGORITHMS.get(key.algorithm, key.algorithm)}"
+
+
 def _echo_actor(actor: Any) -> None:
     from governance_cli.client_format import table
 
@@ -107,7 +119,7 @@ def _echo_actor(actor: Any) -> None:
         return
     click.echo("keys:")
     rows = [
-        (key.key_id, key.public_key, timestamp_to_wire(key.created_at), _key_state(key))
+        (key.key_id, _shown_key(key), timestamp_to_wire(key.created_at), _key_state(key))
         for key in actor.keys
     ]
     for line in table(["key_id", "public_key", "created_at", "state"], rows).splitlines():
@@ -279,6 +291,31 @@ def show(database_url: str, actor_id: str, as_json: bool) -> None:
         click.echo(json.dumps(actor.to_dict(), indent=2, ensure_ascii=False))
     else:
         _echo_actor(actor)
+
+
+@actors.command()
+@database_url_option
+@click.argument("actor_id")
+@click.option(
+    "--origin",
+    # governance.passkeys.DEFAULT_ORIGIN, spelled out: the CLI loads no WebAuthn code to start.
+    default="http://localhost:8080",
+    envvar="GOVERNANCE_CONSOLE_ORIGIN",
+    show_default=True,
+    help="The console's public origin, where the link leads [env GOVERNANCE_CONSOLE_ORIGIN].",
+)
+def enroll(database_url: str, actor_id: str, origin: str) -> None:
+    """Print a one-time link that enrolls a passkey for ACTOR_ID in the console (valid 15
+    minutes, used once). Give it to that person only: whoever opens it first enrolls."""
+    from worker import enrollment
+
+    with registry_connection(database_url) as conn:
+        link = enrollment.issue_link(conn, actor_id)
+    click.echo(f"{origin.rstrip('/')}/enroll/{link.token}")
+    click.echo(
+        f"one-time link for {link.actor_id}, valid until {timestamp_to_wire(link.expires_at)}",
+        err=True,
+    )
 
 
 @actors.command()

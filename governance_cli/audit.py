@@ -119,18 +119,27 @@ def _verify_file(
     _finish(findings, as_json, {"file": path, "keys": keys})
 
 
-def _deployment(auth: str, policy_mode: str, audience: str, max_command_age: float) -> Deployment:
+def _deployment(
+    auth: str, policy_mode: str, audience: str, max_command_age: float, origins: str
+) -> Deployment:
     from datetime import timedelta
 
     from governance.authentication import Policy
+    from governance.passkeys import origins_from
     from governance.replay import Deployment
 
     if max_command_age <= 0:
         _usage_error("--max-command-age must be a positive number of seconds")
+    try:
+        accepted = origins_from(origins)
+    except ValueError as exc:
+        _usage_error(f"--webauthn-origins: {exc}")
+    if not accepted:
+        _usage_error("--webauthn-origins names no origin")
     return Deployment(
         signed=auth == "signed",
         policy_required=policy_mode == "required",
-        commands=Policy(audience, timedelta(seconds=max_command_age)),
+        commands=Policy(audience, timedelta(seconds=max_command_age), accepted),
     )
 
 
@@ -355,6 +364,15 @@ def _verify_all(
     help="Seconds a signed command could be old when applied [env GOVERNANCE_MAX_COMMAND_AGE].",
 )
 @click.option(
+    "--webauthn-origins",
+    "webauthn_origins",
+    default="http://localhost:8080",
+    envvar="GOVERNANCE_WEBAUTHN_ORIGINS",
+    show_default=True,
+    help="The console origins passkey-signed commands could come from, comma-separated "
+    "[env GOVERNANCE_WEBAUTHN_ORIGINS].",
+)
+@click.option(
     "--keys",
     "keys_path",
     type=click.Path(dir_okay=False, allow_dash=True),
@@ -391,6 +409,7 @@ def verify(
     policy_mode: str,
     audience: str,
     max_command_age: float,
+    webauthn_origins: str,
     keys_path: str | None,
     jobs: int,
     page_size: int,
@@ -420,7 +439,7 @@ def verify(
     """
     from producer.audit import verify_request
 
-    deployment = _deployment(auth, policy_mode, audience, max_command_age)
+    deployment = _deployment(auth, policy_mode, audience, max_command_age, webauthn_origins)
     chosen = sum((request_id is not None, all_requests, export_file is not None))
     if chosen != 1:
         raise click.UsageError("give exactly one of REQUEST_ID, --all or --file F")

@@ -35,7 +35,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 
+from governance.authentication import KeyRecord, passkey_proof_problem
 from governance.codec import timestamp_to_wire
+from governance.passkeys import DEFAULT_ORIGINS, SCHEME_ED25519, SCHEME_WEBAUTHN
 from governance.proof import AUTH_MEMBER, b64url_decode, b64url_encode, chain_hash, signed_bytes
 from governance.proof import chained_decision as _chained_decision
 from governance.replay import Deployment, KeptCommand, PolicyHistory, RegistryHistory
@@ -302,6 +304,24 @@ def _signature_problem(command: Mapping[str, Any], public_key: object) -> str | 
     return None
 
 
+def _passkey_problem(
+    command: Mapping[str, Any], key: Mapping[str, Any], origins: frozenset[str]
+) -> str | None:
+    """Why ``command``'s passkey proof does not verify with the registered ``key`` (a key
+    row: ``key_id``, ``actor_id``, ``public_key``, ``scheme``, ``algorithm``), or None: the
+    worker's own check (:func:`governance.authentication.passkey_proof_problem`)."""
+    algorithm = key.get("algorithm")
+    record = KeyRecord(
+        str(key.get("key_id")),
+        str(key.get("actor_id")),
+        str(key.get("public_key")),
+        None,
+        str(key.get("scheme") or SCHEME_ED25519),
+        algorithm if isinstance(algorithm, int) and not isinstance(algorithm, bool) else None,
+    )
+    return passkey_proof_problem(command, record, origins)
+
+
 class _Report:
     """Findings of one request, each naming it."""
 
@@ -337,6 +357,7 @@ def verify_history(
     require_signed: bool = False,
     revision: int | None = None,
     signatures: bool = True,
+    origins: frozenset[str] = DEFAULT_ORIGINS,
 ) -> Findings:
     """Everything wrong with one request's history, over plain data.
 
@@ -385,6 +406,7 @@ def verify_history(
             keys,
             require_signed=require_signed,
             signatures=signatures,
+            origins=origins,
         )
     chained = [row for row in rows if row.revision not in legacy]
     _check_chain(report, chained)
@@ -507,6 +529,7 @@ def _check_revision(
     *,
     require_signed: bool,
     signatures: bool = True,
+    origins: frozenset[str] = DEFAULT_ORIGINS,
 ) -> None:
     """The kept command of ``revision`` against its decisions and its key (its signature
     too, unless ``signatures`` is False: re-execution checks it)."""
@@ -586,7 +609,7 @@ def _check_revision(
             )
         return
     if signatures:
-        _check_signature(report, revision, named, command, key_id, keys)
+        _check_signature(report, revision, named, command, key_id, keys, origins)
 
 
 def _command_problems(
@@ -625,6 +648,7 @@ def _check_signature(
     command: Mapping[str, Any],
     key_id: object,
     keys: Mapping[str, Mapping[str, Any]],
+    origins: frozenset[str] = DEFAULT_ORIGINS,
 ) -> None:
     auth = command.get(AUTH_MEMBER)
     if not isinstance(auth, Mapping):
@@ -659,7 +683,10 @@ def _check_signature(
             None,
             command_id,
         )
-    problem = _signature_problem(command, key.get("public_key"))
+    if auth.get("scheme") == SCHEME_WEBAUTHN or key.get("scheme") == SCHEME_WEBAUTHN:
+        problem = _passkey_problem(command, key, origins)
+    else:
+        problem = _signature_problem(command, key.get("public_key"))
     if problem is not None:
         report.add(Kind.SIGNATURE, f"{problem} (key {key_id})", revision, None, command_id)
 
@@ -801,9 +828,20 @@ _PROOFS = (
     " WHERE request_id = %s ORDER BY revision"
 )
 _KEYS = (
-    "SELECT key_id, actor_id, public_key, created_at, revoked_at FROM actor_keys"
+    "SELECT key_id, actor_id, public_key, created_at, revoked_at, scheme, algorithm"
+    " FROM actor_keys"
     " WHERE key_id = ANY(%s) ORDER BY key_id"
 )
+
+
+def _key_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A key row in wire spelling; its scheme and algorithm named for passkeys only (a key
+    with neither is an Ed25519 key, as every key of an earlier export)."""
+    key = _wire_row(row)
+    if key.get("scheme") == SCHEME_ED25519:
+        key.pop("scheme", None)
+        key.pop("algorithm", None)
+    return key
 
 
 @dataclass(frozen=True)
@@ -838,6 +876,11 @@ class RequestHistory:
             # registered at the decision: checking each signature here too would double the
             # cost of the dearest step for nothing.
             signatures=not reexecuted,
+            origins=(
+                reexecution.deployment.commands.webauthn_origins
+                if reexecution is not None
+                else DEFAULT_ORIGINS
+            ),
         )
         if reexecution is not None:
             findings.items.extend(substance_findings(self, reexecution))
@@ -940,7 +983,7 @@ def read_request_history(conn: psycopg.Connection[Any], request_id: str) -> Requ
             return None
         decisions = [_decision_row(row) for row in cur.execute(_DECISIONS, (request_id,))]
         proofs = [dict(row) for row in cur.execute(_PROOFS, (request_id,))]
-        keys = {row["key_id"]: _wire_row(row) for row in cur.execute(_KEYS, (_key_ids(proofs),))}
+        keys = {row["key_id"]: _key_row(row) for row in cur.execute(_KEYS, (_key_ids(proofs),))}
     return RequestHistory(request_id, _wire_row(request), decisions, proofs, keys)
 
 
@@ -970,7 +1013,7 @@ def read_request_histories(
             request_id = row.pop("request_id")
             proofs.setdefault(request_id, []).append(dict(row))
         key_ids = _key_ids(proof for rows in proofs.values() for proof in rows)
-        keys = {row["key_id"]: _wire_row(row) for row in cur.execute(_KEYS, (key_ids,))}
+        keys = {row["key_id"]: _key_row(row) for row in cur.execute(_KEYS, (key_ids,))}
     histories = []
     for request in requests:
         request_id = request["request_id"]
@@ -1203,6 +1246,7 @@ def verify_export(
         chain_head=request.get("chain_head"),
         require_signed=require_signed,
         revision=revision if _is_int(revision) else None,
+        origins=(deployment or Deployment()).commands.webauthn_origins,
     )
     findings.merge(formed)
     if reexecutes:

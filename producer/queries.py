@@ -449,7 +449,7 @@ class Queries:
             rows = conn.execute(
                 "SELECT k.key_id, k.public_key, k.actor_id, k.revoked_at"
                 " FROM actor_keys AS k JOIN actors AS a ON a.actor_id = k.actor_id"
-                " WHERE a.active AND 'worker' = ANY(a.roles)"
+                " WHERE a.active AND 'worker' = ANY(a.roles) AND k.scheme = 'ed25519'"
             ).fetchall()
         return [
             TrustedKey(

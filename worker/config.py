@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from governance import urls
+from governance.passkeys import DEFAULT_ORIGINS, origins_from
 from governance.topology import (
     DEFAULT_BROKER_URL,
     DEFAULT_DATABASE_URL,
@@ -60,6 +61,10 @@ class Settings:
     audience: str = "governance"
     #: How old (seconds) a signed command's ``issued_at`` may be.
     max_command_age: float = 86_400.0
+    #: The console origins a passkey-signed command's assertion may come from
+    #: (``GOVERNANCE_WEBAUTHN_ORIGINS``, comma- or space-separated); each one's host is its
+    #: relying-party id.
+    webauthn_origins: frozenset[str] = DEFAULT_ORIGINS
     #: Deliveries of one message during which its worker was lost (killed, never reporting a
     #: failure), past which the message is parked instead of tried again.
     lost_delivery_limit: int = 5
@@ -143,6 +148,7 @@ class Settings:
             ),
             audience=audience_from(env.get("GOVERNANCE_AUDIENCE", "governance")),
             max_command_age=_float(env, "GOVERNANCE_MAX_COMMAND_AGE", 86_400.0),
+            webauthn_origins=webauthn_origins_from(env.get("GOVERNANCE_WEBAUTHN_ORIGINS")),
             lost_delivery_limit=_int(env, "GOVERNANCE_LOST_DELIVERY_LIMIT", 5, minimum=0),
             infrastructure_retry_seconds=_float(
                 env, "GOVERNANCE_INFRASTRUCTURE_RETRY_SECONDS", 5.0
@@ -252,6 +258,21 @@ def _port(env: os._Environ[str] | dict[str, str], name: str) -> int | None:
     if port > 65535:
         raise ConfigurationError(f"{name}={env[name]!r} must be a port (1..65535)")
     return port
+
+
+def webauthn_origins_from(
+    raw: str | None, variable: str = "GOVERNANCE_WEBAUTHN_ORIGINS"
+) -> frozenset[str]:
+    """The console origins a passkey's assertion may come from (the default when unset)."""
+    if raw is None:
+        return DEFAULT_ORIGINS
+    try:
+        origins = origins_from(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{variable}: {exc}") from None
+    if not origins:
+        raise ConfigurationError(f"{variable} names no origin")
+    return origins
 
 
 def audience_from(raw: str, variable: str = "GOVERNANCE_AUDIENCE") -> str:

@@ -68,6 +68,8 @@ WORKER_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "policy_versions": ("SELECT",),
     "deployment_settings": ("SELECT",),
     "registry_audit": (),
+    # One-time passkey enrollment links: the operator's (the console enrolls with its access).
+    "enrollment_links": (),
     # A worker starts only on the schema revision its release migrates to.
     "alembic_version": ("SELECT",),
 }

@@ -35,7 +35,7 @@ KEY_ID_LENGTH = 16
 MAX_GROUPS = 100
 
 ACTOR_COLUMNS = "actor_id, name, type, roles, groups, active, created_at, updated_at"
-KEY_COLUMNS = "key_id, actor_id, public_key, created_at, revoked_at"
+KEY_COLUMNS = "key_id, actor_id, public_key, created_at, revoked_at, scheme, algorithm"
 
 INSERT_ACTOR = f"""
 INSERT INTO actors (actor_id, name, type, roles, groups)
@@ -43,8 +43,8 @@ VALUES (%(actor_id)s, %(name)s, %(type)s, %(roles)s, %(groups)s)
 RETURNING {ACTOR_COLUMNS}
 """
 INSERT_KEY = f"""
-INSERT INTO actor_keys (key_id, actor_id, public_key)
-VALUES (%(key_id)s, %(actor_id)s, %(public_key)s)
+INSERT INTO actor_keys (key_id, actor_id, public_key, scheme, algorithm)
+VALUES (%(key_id)s, %(actor_id)s, %(public_key)s, %(scheme)s, %(algorithm)s)
 RETURNING {KEY_COLUMNS}
 """
 # FOR KEY SHARE: the actor cannot vanish between this check and the key's insert.
@@ -97,6 +97,10 @@ class RegisteredKey:
     public_key: str
     created_at: datetime
     revoked_at: datetime | None
+    #: ``ed25519``, or ``webauthn`` for a passkey (its ``public_key`` is a COSE key, its
+    #: ``key_id`` the credential id, its ``algorithm`` the COSE algorithm).
+    scheme: str = "ed25519"
+    algorithm: int | None = None
 
     @property
     def revoked(self) -> bool:
@@ -111,6 +115,12 @@ class RegisteredKey:
             "public_key": self.public_key,
             "created_at": timestamp_to_wire(self.created_at),
             "revoked_at": timestamp_to_wire(self.revoked_at),
+            # Named for passkeys only, as a command names its auth scheme only for them.
+            **(
+                {"scheme": self.scheme, "algorithm": self.algorithm}
+                if self.scheme != "ed25519"
+                else {}
+            ),
         }
 
 
@@ -250,8 +260,7 @@ def _key_id(key_id: str | None, raw: bytes) -> str:
 
 
 def _key(row: tuple[Any, ...]) -> RegisteredKey:
-    key_id, actor_id, public_key, created_at, revoked_at = row
-    return RegisteredKey(key_id, actor_id, public_key, created_at, revoked_at)
+    return RegisteredKey(*row)
 
 
 def _actor(row: tuple[Any, ...], keys: Iterable[RegisteredKey] = ()) -> RegisteredActor:
@@ -270,14 +279,25 @@ def _actor(row: tuple[Any, ...], keys: Iterable[RegisteredKey] = ()) -> Register
 
 
 def _insert_key(
-    conn: psycopg.Connection[Any], actor_id: str, public_key: str, key_id: str
+    conn: psycopg.Connection[Any],
+    actor_id: str,
+    public_key: str,
+    key_id: str,
+    *,
+    scheme: str = "ed25519",
+    algorithm: int | None = None,
 ) -> RegisteredKey:
+    params = {
+        "key_id": key_id,
+        "actor_id": actor_id,
+        "public_key": public_key,
+        "scheme": scheme,
+        "algorithm": algorithm,
+    }
     try:
         # A savepoint: the caller's transaction survives the duplicate, to say which it is.
         with conn.transaction():
-            row = conn.execute(
-                INSERT_KEY, {"key_id": key_id, "actor_id": actor_id, "public_key": public_key}
-            ).fetchone()
+            row = conn.execute(INSERT_KEY, params).fetchone()
     except psycopg.errors.UniqueViolation:
         # The same key again (under its default id, too) says whose it is: that is the news.
         holder = conn.execute(

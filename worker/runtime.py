@@ -33,7 +33,11 @@ class Runtime:
         self.publisher = outbox.EventPublisher(settings.broker_url)
         self.trust = Trust(
             signed=settings.auth == "signed",
-            policy=Policy(settings.audience, timedelta(seconds=settings.max_command_age)),
+            policy=Policy(
+                settings.audience,
+                timedelta(seconds=settings.max_command_age),
+                settings.webauthn_origins,
+            ),
             policy_required=settings.approval_policy == "required",
             ledger_window=settings.retention_policy().ledger_window,
         )

@@ -56,7 +56,7 @@ CROSS JOIN LATERAL (
 #: so checking who sent a command costs neither a round trip nor a statement of its own.
 PRINCIPALS_AND_KEYS = """
 SELECT q.actor_id, a.actor_id IS NOT NULL, a.name, a.type, a.roles, a.groups, a.active,
-       k.key_id, k.actor_id, k.public_key, k.revoked_at
+       k.key_id, k.actor_id, k.public_key, k.revoked_at, k.scheme, k.algorithm
 FROM unnest(%(actor_ids)s::text[], %(key_ids)s::text[]) AS q(actor_id, key_id)
 LEFT JOIN actors AS a ON a.actor_id = q.actor_id
 LEFT JOIN actor_keys AS k ON k.key_id = q.key_id

@@ -280,7 +280,7 @@ def _run(
                 if row[1]:
                     principals[row[0]] = principal_from_row((row[0], *row[2:7]))
                 if row[7] is not None:
-                    keys[row[7]] = KeyRecord(*row[7:11])
+                    keys[row[7]] = KeyRecord(*row[7:13])
 
             policy: PolicyMode = REQUESTER_MODE
             if reads_policy:

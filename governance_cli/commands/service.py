@@ -1,13 +1,14 @@
-"""Subcommands that run a piece of the service: ``migrate``."""
+"""Subcommands that run a piece of the service: ``migrate``, ``console``."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import click
 
 from governance_cli.errors import Refused
-from governance_cli.options import database_url_option
+from governance_cli.options import audience_option, broker_url_option, database_url_option
 
 if TYPE_CHECKING:
     from worker.database_roles import DatabaseRoles
@@ -91,4 +92,53 @@ def roles_report(roles: DatabaseRoles) -> list[str]:
     return lines
 
 
-COMMANDS = (migrate,)
+@click.command()
+@database_url_option
+@broker_url_option
+@audience_option
+@click.option(
+    "--bind",
+    default="127.0.0.1:8080",
+    envvar="GOVERNANCE_CONSOLE_BIND",
+    show_default=True,
+    help="HOST:PORT the console listens on [env GOVERNANCE_CONSOLE_BIND].",
+)
+@click.option(
+    "--origin",
+    default="http://localhost:8080",
+    envvar="GOVERNANCE_CONSOLE_ORIGIN",
+    show_default=True,
+    help="The console's public origin, as browsers reach it; its host is the passkeys' "
+    "relying-party id [env GOVERNANCE_CONSOLE_ORIGIN]. Behind TLS, its https:// origin.",
+)
+def console(database_url: str, broker_url: str, audience: str, bind: str, origin: str) -> None:
+    """Serve the approver console: approvers enroll a passkey by a one-time link
+    (`governance actors enroll`), sign in with it, and approve or reject in the browser,
+    each decision signed by their passkey. The console holds no key: it reads, relays what
+    browsers signed, and streams outcomes. Workers must accept its origin
+    (GOVERNANCE_WEBAUTHN_ORIGINS)."""
+    import uvicorn
+
+    from governance.passkeys import origins_from
+    from governance_console.app import ConsoleSettings, create_app
+
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter("HOST:PORT", param_hint="--bind")
+    try:
+        (checked,) = origins_from(origin)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--origin") from None
+    accepted = os.environ.get("GOVERNANCE_WEBAUTHN_ORIGINS")
+    try:
+        origins = origins_from(accepted) if accepted else None
+    except ValueError as exc:
+        raise click.ClickException(f"GOVERNANCE_WEBAUTHN_ORIGINS: {exc}") from None
+    settings = ConsoleSettings(
+        database_url, broker_url, origin=checked, audience=audience, webauthn_origins=origins
+    )
+    click.echo(f"console on http://{bind}, for browsers at {checked}", err=True)
+    uvicorn.run(create_app(settings), host=host.strip("[]"), port=int(port), log_level="warning")
+
+
+COMMANDS = (migrate, console)

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICE_PACKAGES = {"governance", "governance_cli", "producer", "worker"}
+SERVICE_PACKAGES = {"governance", "governance_cli", "governance_console", "producer", "worker"}
 
 
 def test_the_wheel_holds_the_service_packages_only(tmp_path: Path) -> None:
@@ -62,3 +62,9 @@ def test_the_image_runs_the_python_the_lock_is_compiled_for() -> None:
     (image_python,) = re.findall(r"^FROM python:(\d+\.\d+)-", dockerfile, re.MULTILINE)
     (lock_python,) = re.findall(r"--python-version (\d+\.\d+)", lock_header)
     assert image_python == lock_python
+
+
+def test_the_image_copies_every_package_the_wheel_holds() -> None:
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+
+    assert copied == SERVICE_PACKAGES

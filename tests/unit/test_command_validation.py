@@ -823,7 +823,8 @@ BAD_COMMANDS = [
     pytest.param(
         approve("auth", {"key_id": "k-1", "signature": SIGNATURE, "alg": "EdDSA"}),
         "auth.alg",
-        "unknown field; expected one of key_id, signature",
+        "unknown field; expected one of authenticator_data, client_data_json, key_id, scheme, "
+        "signature",
         id="auth-unknown-field",
     ),
     pytest.param(
