@@ -75,6 +75,11 @@ WORKER_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
 }
 
 
+#: The functions the reader role may call besides reading: enrolling a passkey by a one-time
+#: link an operator issued (the function checks the link; the console runs as a reader).
+READER_FUNCTIONS = ("governance_enroll_passkey(text, text, text, integer)",)
+
+
 class DatabaseRoleError(ValueError):
     """Role names ``governance migrate`` cannot use (too long, or a role that must not be
     stripped of its privileges)."""
@@ -153,6 +158,11 @@ def grant(
             _execute(connection, f"GRANT {', '.join(privileges)} ON TABLE %I TO %I", table, worker)
             if "INSERT" in privileges:
                 _grant_sequences(connection, table, worker)
+    for function in READER_FUNCTIONS:
+        if connection.execute(
+            text("SELECT to_regprocedure(:function) IS NOT NULL"), {"function": function}
+        ).scalar_one():
+            _execute(connection, f"GRANT EXECUTE ON FUNCTION {function} TO %I", reader)
     connection.execute(
         text("UPDATE deployment_settings SET worker_role = :worker, reader_role = :reader"),
         {"worker": worker, "reader": reader},
@@ -263,6 +273,7 @@ def _revoke_all(connection: Connection, name: str) -> None:
     for statement in (
         "REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM %I",
         "REVOKE ALL ON ALL SEQUENCES IN SCHEMA %I FROM %I",
+        "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA %I FROM %I",
         "REVOKE ALL ON SCHEMA %I FROM %I",
     ):
         _execute(connection, statement, "current_schema()", name)

@@ -5,7 +5,9 @@ that serves it registers the passkey it creates as a key of that actor. Only the
 the link's token is stored, so a reader of the database cannot enroll with it. Both steps
 are registry changes: the database writes their audit rows and takes the registry's
 exclusive lock (triggers of migration 0014), so a guarded transaction in flight finishes
-under the registry it started with.
+under the registry it started with. The enrollment itself is the database function
+``governance_enroll_passkey``, which the reader role may call: the console enrolls with the
+reader's access, so it can register a key only for a link an operator issued.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from typing import Any
 
 import psycopg
 
-from governance.passkeys import SCHEME_WEBAUTHN, usable_key
+from governance.passkeys import usable_key
 from governance.proof import b64url_decode
 from worker.registry import (
+    KEY_COLUMNS,
     RegisteredKey,
     RegistryError,
     RegistryInputError,
     _identifier,
-    _insert_key,
 )
 
 #: How long a printed link may be used.
@@ -44,11 +46,14 @@ SELECT l.actor_id, a.name, l.expires_at, l.used_at, l.expires_at <= now() AS exp
 FROM enrollment_links AS l JOIN actors AS a USING (actor_id)
 WHERE l.token_hash = %(token_hash)s
 """
-LOCK = f"{LOOKUP} FOR UPDATE OF l"
-USE = """
-UPDATE enrollment_links SET used_at = now(), key_id = %(key_id)s
-WHERE token_hash = %(token_hash)s
+#: The database's one way to enroll by a link (it checks the link, registers the key and uses
+#: the link up, with its owner's rights): the console needs no write on the registry for it.
+ENROLL = f"""
+SELECT {KEY_COLUMNS} FROM governance_enroll_passkey(
+    %(token_hash)s, %(key_id)s, %(public_key)s, %(algorithm)s)
 """
+#: The SQLSTATE with which that function refuses a link (unknown, used, expired, inactive).
+LINK_REFUSED = "GE001"
 
 
 class EnrollmentError(RegistryError):
@@ -131,16 +136,34 @@ def enroll_passkey(
     problem = usable_key(cose_key, algorithm)
     if problem is not None:
         raise RegistryInputError(f"passkey public key: {problem}")
-    hashed = token_hash(token)
-    with conn.transaction():
-        pending = _valid(conn.execute(LOCK, {"token_hash": hashed}).fetchone())
-        key = _insert_key(
-            conn,
-            pending.actor_id,
-            cose_key,
-            credential_id,
-            scheme=SCHEME_WEBAUTHN,
-            algorithm=algorithm,
-        )
-        conn.execute(USE, {"token_hash": hashed, "key_id": key.key_id})
-    return key
+    params = {
+        "token_hash": token_hash(token),
+        "key_id": credential_id,
+        "public_key": cose_key,
+        "algorithm": algorithm,
+    }
+    try:
+        with conn.transaction():
+            row = conn.execute(ENROLL, params).fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise _already_registered(conn, credential_id, cose_key) from None
+    except psycopg.Error as exc:
+        if exc.sqlstate == LINK_REFUSED:
+            raise EnrollmentError(exc.diag.message_primary or str(exc)) from None
+        raise
+    assert row is not None
+    return RegisteredKey(*row)
+
+
+def _already_registered(
+    conn: psycopg.Connection[Any], credential_id: str, cose_key: str
+) -> RegistryError:
+    holder = conn.execute(
+        "SELECT key_id, actor_id FROM actor_keys WHERE public_key = %s OR key_id = %s",
+        (cose_key, credential_id),
+    ).fetchone()
+    if holder is None:
+        return RegistryError(f"key id {credential_id!r} is already registered")
+    return RegistryError(
+        f"this passkey is already registered as key {holder[0]!r} of actor {holder[1]!r}"
+    )

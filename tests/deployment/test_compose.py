@@ -207,6 +207,7 @@ def test_every_password_is_required_from_the_environment(compose: dict[str, Any]
     assert env_names() == {
         "GOVERNANCE_DB_PASSWORD",
         "GOVERNANCE_DB_WORKER_PASSWORD",
+        "GOVERNANCE_DB_CONSOLE_PASSWORD",
         "GOVERNANCE_MQ_PASSWORD",
         *(f"GOVERNANCE_MQ_{role.upper()}_PASSWORD" for role in BROKER_ROLES),
         "GOVERNANCE_RABBITMQ_COOKIE",

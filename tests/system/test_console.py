@@ -19,6 +19,7 @@ import pytest
 from governance_console.app import ConsoleSettings
 from tests.support.commands import new_id, submit
 from tests.support.console import Approver, chromium_path, served_console
+from tests.support.database_logins import reader_login_url
 from tests.support.identities import register
 from tests.support.ports import reserve_port
 from tests.support.processes import PROJECT_ROOT, WorkerProcess, service_env
@@ -60,7 +61,8 @@ def deployment(
             worker.wait_ready()
             found = Deployment(database_url, vhost, origin, port)
             settings = ConsoleSettings(
-                database_url,
+                # As a deployment runs it: a member of the reader role, no registry write.
+                reader_login_url(database_url),
                 vhost,
                 origin=origin,
                 alter_before_relay=lambda command: found.hooks.get("alter", _same)(command),

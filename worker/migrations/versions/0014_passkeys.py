@@ -131,9 +131,47 @@ $$;
 CREATE TRIGGER enrollment_links_audit
     AFTER INSERT OR UPDATE ON enrollment_links
     FOR EACH ROW EXECUTE FUNCTION governance_audit_enrollment_link();
+
+-- The one way to register a passkey by a link: the link must be known, unused, unexpired and
+-- its actor active; the key is registered for the link's actor and the link used up, both or
+-- neither. It runs with its owner's rights, so that the console, which holds the reader's
+-- access and no write on the registry, can enroll only what an operator issued a link for:
+-- never a key for an actor of its choosing.
+CREATE FUNCTION governance_enroll_passkey(
+    link_token_hash text, credential_id text, cose_key text, cose_algorithm integer
+) RETURNS SETOF actor_keys
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    link record;
+    enrolled actor_keys;
+BEGIN
+    SELECT l.actor_id, l.used_at, l.expires_at <= now() AS expired, a.active INTO link
+    FROM enrollment_links AS l JOIN actors AS a USING (actor_id)
+    WHERE l.token_hash = link_token_hash
+    FOR UPDATE OF l;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'this enrollment link is not known' USING ERRCODE = 'GE001';
+    ELSIF link.used_at IS NOT NULL THEN
+        RAISE EXCEPTION 'this enrollment link was already used' USING ERRCODE = 'GE001';
+    ELSIF link.expired THEN
+        RAISE EXCEPTION 'this enrollment link has expired; ask for a new one'
+            USING ERRCODE = 'GE001';
+    ELSIF NOT link.active THEN
+        RAISE EXCEPTION 'actor % is not active', link.actor_id USING ERRCODE = 'GE001';
+    END IF;
+    INSERT INTO actor_keys (key_id, actor_id, public_key, scheme, algorithm)
+    VALUES (credential_id, link.actor_id, cose_key, 'webauthn', cose_algorithm)
+    RETURNING * INTO enrolled;
+    UPDATE enrollment_links SET used_at = now(), key_id = credential_id
+    WHERE token_hash = link_token_hash;
+    RETURN NEXT enrolled;
+END;
+$$;
+REVOKE ALL ON FUNCTION governance_enroll_passkey(text, text, text, integer) FROM PUBLIC;
 """
 
 DOWNGRADE = f"""
+DROP FUNCTION governance_enroll_passkey(text, text, text, integer);
 DROP TABLE enrollment_links;
 DROP FUNCTION governance_audit_enrollment_link();
 DROP FUNCTION governance_guard_enrollment_link();
