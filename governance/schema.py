@@ -191,8 +191,16 @@ def asyncapi_document() -> dict[str, Any]:
             "commands": {
                 "address": COMMANDS_QUEUE,
                 "description": "The queue of transition commands, each a Celery task message "
-                f"(protocol 2) for the task {APPLY_COMMAND_TASK}, on the direct exchange of "
-                "the same name.",
+                f"(protocol 2) for the task {APPLY_COMMAND_TASK}, published to the direct "
+                "exchange of the same name (routing key the same name). In signed mode a "
+                "command carries auth: {key_id, signature}, Ed25519 (base64url, no padding) "
+                "over the UTF-8 RFC 8785 (JCS) canonical JSON of the command object exactly as "
+                "sent, without its auth member, by a key registered for its actor.id; or "
+                "{scheme: webauthn, key_id, authenticator_data, client_data_json, signature}, "
+                "a passkey's assertion whose challenge is the SHA-256 of those same bytes. It "
+                "must carry issued_at and audience. The outcome event answers it by command_id "
+                "and actor; an unauthenticated answer names the message it answers "
+                "(command_sha256).",
                 "messages": {"applyCommand": {"$ref": "#/components/messages/applyCommand"}},
                 "bindings": {"amqp": {"is": "queue", "queue": {"name": COMMANDS_QUEUE}}},
             },
@@ -214,7 +222,12 @@ def asyncapi_document() -> dict[str, Any]:
                 "bindings": {
                     "amqp": {
                         "is": "routingKey",
-                        "exchange": {"name": EVENTS_EXCHANGE, "type": "topic"},
+                        "exchange": {
+                            "name": EVENTS_EXCHANGE,
+                            "type": "topic",
+                            "durable": True,
+                            "autoDelete": False,
+                        },
                     }
                 },
             },
@@ -317,6 +330,25 @@ def _event_message(event: str, suffix: str) -> dict[str, Any]:
     return {
         "name": event,
         "title": f"The {event} event (routing key {event}.{suffix})",
+        "description": "Published persistent (delivery mode 2) with message_id = the event's "
+        "event_id, at least once: a subscriber deduplicates by event_id (a redelivered or "
+        "re-published event keeps its event_id and sequence). sequence orders a request's "
+        "events (revision order); across requests it is the log's order, with gaps.",
         "contentType": CONTENT_TYPE,
+        "headers": {
+            "type": "object",
+            "properties": {
+                "sequence": {
+                    "type": "integer",
+                    "description": "The event's sequence in the log, as in its body: read it "
+                    "without decoding the body.",
+                },
+                "traceparent": {
+                    "type": "string",
+                    "description": "W3C trace context of the command's trace, when traced.",
+                },
+            },
+        },
+        "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": "0.3.0"}},
         "payload": {"$ref": f"#/components/schemas/event.{event}"},
     }

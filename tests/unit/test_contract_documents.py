@@ -328,3 +328,16 @@ def test_governance_schema_refuses_a_type_and_write_together(tmp_path: Path) -> 
 
     assert result.exit_code == 2
     assert len(result.output.splitlines()) == 1
+
+
+def test_the_asyncapi_document_alone_tells_a_subscriber_author_what_the_wire_holds() -> None:
+    document = asyncapi_document()
+    events = document["channels"]["events"]
+    applied = document["components"]["messages"]["transitionApplied"]
+    commands = document["channels"]["commands"]["description"]
+
+    assert events["bindings"]["amqp"]["exchange"]["durable"] is True
+    assert "message_id = the event's event_id" in applied["description"]
+    assert "deduplicates by event_id" in applied["description"]
+    assert "sequence" in applied["headers"]["properties"]
+    assert "RFC 8785" in commands and "Ed25519" in commands and "webauthn" in commands
