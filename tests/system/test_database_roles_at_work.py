@@ -65,7 +65,11 @@ def deployment(
         expired_event = _sequence(owner, old["command_id"])
         mark_published(owner, [expired_event])
         shift = timedelta(days=40)
-        owner.execute("UPDATE processed_commands SET processed_at = processed_at - %s", [shift])
+        owner.execute(
+            "UPDATE processed_commands"
+            " SET processed_at = processed_at - %s, keep_until = keep_until - %s",
+            [shift, shift],
+        )
         owner.execute("UPDATE outbox_events SET created_at = created_at - %s", [shift])
         fresh = submit(new_id())
         apply_command(owner, fresh)
