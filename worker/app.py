@@ -60,6 +60,13 @@ def work_queue(name: str, settings: Settings) -> Queue:
     return Queue(name, Exchange(name, type="direct"), name, queue_arguments=arguments)
 
 
+#: The longest a Celery publish of the worker or beat waits on the broker's socket (a write,
+#: the confirm, the closing handshake), in seconds: well inside the heartbeat, so that a
+#: batch worker's event loop, which sends a failed command to the retry queue, keeps
+#: answering the broker.
+PUBLISH_TIMEOUT = 5.0
+
+
 def configure(app: Celery, settings: Settings) -> None:
     """Apply the governance worker's settings to a Celery app."""
     commands, maintenance, retry = (
@@ -68,8 +75,16 @@ def configure(app: Celery, settings: Settings) -> None:
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
-        # Confirms for everything the worker publishes through Celery (task retries).
-        broker_transport_options={"confirm_publish": True},
+        # Confirms for everything the worker and beat publish through Celery (a command to
+        # the retry queue, the maintenance runs), each wait on the socket bounded: through a
+        # memory or disk alarm (the broker stops reading a publishing connection) a publish,
+        # and closing the connection it failed on, give up instead of waiting the alarm out.
+        # The connection the worker consumes from has neither (see GovernanceConsumer).
+        broker_transport_options={
+            "confirm_publish": True,
+            "read_timeout": PUBLISH_TIMEOUT,
+            "write_timeout": PUBLISH_TIMEOUT,
+        },
         task_serializer="json",
         accept_content=["json"],
         result_backend=None,
@@ -157,6 +172,9 @@ class _CeleryDelivery(Delivery):
             queue=RETRY_QUEUE,
             retries=self.retries + 1,
             countdown=countdown,
+            # Once, within PUBLISH_TIMEOUT: when the broker cannot take it now the pipeline
+            # puts the command back on its queue instead, its count unchanged.
+            retry=False,
         )
         self.ack()
 
@@ -306,6 +324,22 @@ class GovernanceConsumer(Consumer):
             for step in Consumer.Blueprint.default_steps
             if not step.endswith(":DelayedDelivery")
         ]
+
+    def connection_for_read(self, heartbeat: Any = None) -> Any:
+        # Nothing the worker publishes on the connection it consumes from needs a confirm
+        # (replies to control commands such as ``inspect ping``): waiting for one would hold
+        # the event loop for as long as the broker blocks publishing (a whole memory alarm).
+        # Its reads are the event loop's, which polls: no socket timeout either.
+        return self.ensure_connected(
+            self.app.connection_for_read(
+                heartbeat=heartbeat,
+                transport_options={
+                    "confirm_publish": False,
+                    "read_timeout": None,
+                    "write_timeout": None,
+                },
+            )
+        )
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         _park_message(message, ParkCause.UNDECODABLE, f"undecodable message: {exc}")

@@ -99,6 +99,45 @@ class PrivateRabbitMQ:
         self.stop()
         self.start()
 
+    def ctl(self, *args: str) -> str:
+        """Run ``rabbitmqctl`` against this node; its output (raises if it fails)."""
+        done = subprocess.run(
+            ["rabbitmqctl", "-n", self.node, "-q", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    def alarms(self) -> str:
+        """The node's resource alarms in force, as RabbitMQ lists them."""
+        return self.ctl("eval", "rabbit_alarm:get_alarms().")
+
+    @contextlib.contextmanager
+    def memory_alarm(self, timeout: float = 30.0) -> Iterator[None]:
+        """Hold a memory alarm (a high watermark of 0) while the block runs: the node blocks
+        every connection that publishes. Returns once the alarm is in force."""
+        self.ctl("set_vm_memory_high_watermark", "0")
+        try:
+            self._await_alarm("memory", timeout)
+            yield
+        finally:
+            self.ctl("set_vm_memory_high_watermark", "0.4")
+            self._await_alarm(None, timeout)
+
+    def _await_alarm(self, kind: str | None, timeout: float) -> None:
+        """Wait until a ``kind`` alarm is in force, or (``None``) until none is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            alarms = self.alarms()
+            if (kind in alarms) if kind is not None else ("resource_limit" not in alarms):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"alarms still {alarms.strip()!r}, waiting for {kind}")
+            time.sleep(0.2)
+
     def queue_depth(self, name: str) -> tuple[int, int] | None:
         """(ready, unacknowledged) messages of a queue of this node; None when the queue is
         not listed or ``rabbitmqctl`` failed, never "empty": a wait for a drained queue must
