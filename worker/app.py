@@ -111,21 +111,25 @@ def configure(app: Celery, settings: Settings) -> None:
             APPLY_RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},
         },
         worker_consumer="worker.app:GovernanceConsumer",
+        # Maintenance runs carry no expiry. Celery turns ``expires`` into a message TTL, and
+        # the maintenance queue dead-letters what expires in it: with no worker up for a
+        # while, every run beat queued became a dead letter (and ``governance status`` said
+        # "needs attention" until someone purged them). And the worker compared the expiry,
+        # written by beat's clock, with its own: a beat a few seconds behind had its relay
+        # runs discarded as expired, silently. A run queued while no worker was up runs when
+        # one is back; with nothing to do it is one query.
         beat_schedule={
             "expire-due-requests": {
                 "task": EXPIRE_DUE_TASK,
                 "schedule": settings.expiry_interval,
-                "options": {"expires": settings.expiry_interval * 2},
             },
             "relay-outbox": {
                 "task": RELAY_OUTBOX_TASK,
                 "schedule": settings.relay_interval,
-                "options": {"expires": settings.relay_interval * 2},
             },
             "apply-retention": {
                 "task": APPLY_RETENTION_TASK,
                 "schedule": settings.retention_interval,
-                "options": {"expires": settings.retention_interval},
             },
         },
     )
