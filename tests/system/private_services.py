@@ -119,12 +119,25 @@ class PrivateRabbitMQ:
     def memory_alarm(self, timeout: float = 30.0) -> Iterator[None]:
         """Hold a memory alarm (a high watermark of 0) while the block runs: the node blocks
         every connection that publishes. Returns once the alarm is in force."""
-        self.ctl("set_vm_memory_high_watermark", "0")
+        with self._alarm("memory", ("set_vm_memory_high_watermark", "0"), timeout):
+            yield
+
+    @contextlib.contextmanager
+    def disk_alarm(self, timeout: float = 60.0) -> Iterator[None]:
+        """Hold a disk alarm (a free disk limit far above what any disk has) while the block
+        runs. Returns once the alarm is in force."""
+        with self._alarm("disk", ("set_disk_free_limit", "1000000GB"), timeout):
+            yield
+
+    @contextlib.contextmanager
+    def _alarm(self, kind: str, raised: tuple[str, ...], timeout: float) -> Iterator[None]:
+        self.ctl(*raised)
         try:
-            self._await_alarm("memory", timeout)
+            self._await_alarm(kind, timeout)
             yield
         finally:
             self.ctl("set_vm_memory_high_watermark", "0.4")
+            self.ctl("set_disk_free_limit", "50MB")
             self._await_alarm(None, timeout)
 
     def _await_alarm(self, kind: str | None, timeout: float) -> None:

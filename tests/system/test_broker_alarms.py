@@ -78,20 +78,22 @@ def event(number: int) -> dict[str, object]:
     return {"event_id": f"alarm-{number}", "sequence": number}
 
 
+@pytest.mark.parametrize("alarm", ["memory", "disk"])
 def test_an_event_publish_fails_within_its_bound_while_the_broker_blocks(
-    rabbit: PrivateRabbitMQ,
+    rabbit: PrivateRabbitMQ, alarm: str
 ) -> None:
     publisher = EventPublisher(rabbit.url, confirm_timeout=2.0)
+    raised = rabbit.memory_alarm() if alarm == "memory" else rabbit.disk_alarm()
     try:
         publisher.publish(event(1), "transition.applied.submit")  # connected, not blocked
-        # Given a memory alarm on the broker
-        with rabbit.memory_alarm():
+        # Given a memory or disk alarm on the broker
+        with raised:
             # When events are published twice (the second on the connection the first gave up)
             first = outcome_within(lambda: publisher.publish(event(2), "t.a"), GUARD)
             second = outcome_within(lambda: publisher.publish(event(3), "t.a"), GUARD)
             # Then both fail while the alarm still holds: none waits for it to clear
             assert isinstance(first, PublishFailed) and isinstance(second, PublishFailed)
-            assert "memory" in rabbit.alarms()
+            assert alarm in rabbit.alarms()
         # And once it clears the publisher takes events again
         assert outcome_within(lambda: publisher.publish(event(4), "t.a"), GUARD) is None
     finally:
