@@ -25,11 +25,13 @@ from governance.commands import (
     WireCommand,
 )
 from governance.events import APPLIED, EVENT_MODELS, REJECTED
+from governance.parking import ParkCause
 from governance.policy_document import policy_schema
 from governance.task_message import CONTENT_TYPE
 from governance.topology import (
     APPLY_COMMAND_TASK,
     COMMANDS_QUEUE,
+    DEAD_LETTER_CAUSE_HEADER,
     DEAD_LETTER_QUEUE,
     DEAD_LETTER_REASON_HEADER,
     EVENTS_EXCHANGE,
@@ -234,7 +236,8 @@ def asyncapi_document() -> dict[str, Any]:
             "deadLetters": {
                 "address": DEAD_LETTER_QUEUE,
                 "description": "Messages no event could answer, kept with the reason in the "
-                f"{DEAD_LETTER_REASON_HEADER} header: the command object they carried, or "
+                f"{DEAD_LETTER_REASON_HEADER} header and its cause in the "
+                f"{DEAD_LETTER_CAUSE_HEADER} header: the command object they carried, or "
                 "their body as it came.",
                 "messages": {"deadLetter": {"$ref": "#/components/messages/deadLetter"}},
                 "bindings": {"amqp": {"is": "queue", "queue": {"name": DEAD_LETTER_QUEUE}}},
@@ -280,8 +283,15 @@ def asyncapi_document() -> dict[str, Any]:
                             DEAD_LETTER_REASON_HEADER: {
                                 "type": "string",
                                 "maxLength": MAX_DEAD_LETTER_REASON,
-                                "description": "Why the message was dead-lettered.",
-                            }
+                                "description": "Why the message was dead-lettered: a "
+                                "sentence about this message, for people.",
+                            },
+                            DEAD_LETTER_CAUSE_HEADER: {
+                                "type": "string",
+                                "enum": [cause.value for cause in ParkCause],
+                                "description": "The cause it was dead-lettered for, for "
+                                "programs (absent on letters of earlier versions).",
+                            },
                         },
                     },
                     "payload": {

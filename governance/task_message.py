@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from governance.commands import decode_json
+from governance.parking import ParkCause, ParkReason
 from governance.topology import APPLY_COMMAND_TASK
 
 CONTENT_TYPE = "application/json"
@@ -77,6 +78,15 @@ class Decoded:
     command: object = None
     problem: str | None = None
     carried: Mapping[str, Any] | None = None
+    #: With ``problem``: the cause it is parked for.
+    cause: ParkCause | None = None
+
+    @property
+    def park_reason(self) -> ParkReason | None:
+        """Why the message is parked, or None when it carries a command."""
+        if self.problem is None:
+            return None
+        return ParkReason(self.cause or ParkCause.INVALID_TASK, self.problem)
 
 
 def decode_task_message(
@@ -86,23 +96,34 @@ def decode_task_message(
     none."""
     task = (headers or {}).get("task")
     if task is None:
-        return Decoded(problem="not a task message (no task header)")
+        return Decoded(problem="not a task message (no task header)", cause=ParkCause.NOT_A_TASK)
     if task != APPLY_COMMAND_TASK:
-        return Decoded(problem=f"unknown task: {task!r}")
+        return Decoded(problem=f"unknown task: {task!r}", cause=ParkCause.UNKNOWN_TASK)
     if content_type != CONTENT_TYPE:
         return Decoded(
-            problem=f"undecodable message: content type {content_type!r} is not {CONTENT_TYPE}"
+            problem=f"undecodable message: content type {content_type!r} is not {CONTENT_TYPE}",
+            cause=ParkCause.UNDECODABLE,
         )
     try:
         decoded = decode_json(body)
     except (ValueError, RecursionError) as exc:
-        return Decoded(problem=f"undecodable message: {exc}")
+        return Decoded(problem=f"undecodable message: {exc}", cause=ParkCause.UNDECODABLE)
     if not (isinstance(decoded, list) and len(decoded) == 3):
-        return Decoded(problem="invalid task message: the body is not [args, kwargs, embed]")
-    args, kwargs = decoded[0], decoded[1]
+        return Decoded(
+            problem="invalid task message: the body is not [args, kwargs, embed]",
+            cause=ParkCause.INVALID_TASK,
+        )
+    return decode_arguments(decoded[0], decoded[1])
+
+
+def decode_arguments(args: object, kwargs: object) -> Decoded:
+    """The command a task's decoded arguments carry, or why they carry none."""
     problem = arguments_problem(args, kwargs)
     if problem is not None:
-        return Decoded(problem=problem, carried=carried_command(args))
+        return Decoded(
+            problem=problem, carried=carried_command(args), cause=ParkCause.WRONG_ARGUMENTS
+        )
+    assert isinstance(args, list | tuple)
     return Decoded(command=args[0])
 
 

@@ -30,6 +30,9 @@ DEFAULT_AUDIENCE = "governance"
 
 #: Header that carries why a message was dead-lettered.
 DEAD_LETTER_REASON_HEADER = "x-governance-dead-letter-reason"
+#: Header that carries the cause it was dead-lettered for, one of
+#: :class:`governance.parking.ParkCause`'s values.
+DEAD_LETTER_CAUSE_HEADER = "x-governance-dead-letter-cause"
 
 #: Where the docker-compose services listen on localhost; every process's default.
 DEFAULT_DATABASE_URL = "postgresql://governance:governance@localhost:5432/governance"

@@ -39,7 +39,11 @@ def register(cli: click.Group) -> None:
     @broker_url_option
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
     def list_(broker_url: str, as_json: bool) -> None:
-        """List the dead letters, oldest first, with the reason of each."""
+        """List the dead letters, oldest first, with the cause and the reason of each.
+
+        A line: key, command type, request id, cause (not_a_task, unknown_task, undecodable,
+        invalid_task, wrong_arguments, not_a_command, poison or lost_deliveries; "-" for a
+        letter that names none) and the reason."""
         letters = _queue(broker_url).list()
         for letter in letters:
             summary = letter.summary()
@@ -48,7 +52,8 @@ def register(cli: click.Group) -> None:
             else:
                 click.echo(
                     f"{summary['key']}\t{summary['type'] or '-'}\t"
-                    f"{summary['request_id'] or '-'}\t{summary['reason']}"
+                    f"{summary['request_id'] or '-'}\t{summary['cause'] or '-'}\t"
+                    f"{summary['reason']}"
                 )
         if not as_json:
             click.echo(f"{len(letters)} dead letter(s)", err=True)

@@ -66,6 +66,9 @@ DEFAULT_TIMEOUT = 30.0
 #: Publishes of one command before a failure to get it confirmed is raised.
 PUBLISH_ATTEMPTS = 5
 DEFAULT_RESEND_ATTEMPTS = 2
+#: The longest one publish attempt waits to write or to be confirmed, in seconds: through a
+#: broker alarm (or on a paused minority node) a publish fails instead of waiting it out.
+DEFAULT_CONFIRM_TIMEOUT = 10.0
 
 
 def _tracing() -> bool:
@@ -314,7 +317,9 @@ class GovernanceClient(Closing):
 
     ``broker_url`` is the RabbitMQ URL; ``database_url`` is only needed for the read-only
     queries (:attr:`queries`). ``timeout`` and ``resend_attempts`` are the defaults of
-    :meth:`send_and_wait`. The client is thread-safe: many threads may send and await at
+    :meth:`send_and_wait`. ``confirm_timeout`` bounds each publish attempt's wait for the
+    broker (Celery reconnects and tries again a bounded number of times, then the send
+    raises). The client is thread-safe: many threads may send and await at
     once, served by one consumer thread. Use it as a context manager, or call :meth:`close`.
 
     ``signing_key`` signs every command sent (a :class:`producer.keys.SigningKey`, the path
@@ -339,8 +344,11 @@ class GovernanceClient(Closing):
         signing_key: SigningKeyLike | None = None,
         audience: str = DEFAULT_AUDIENCE,
         event_verifier: EventVerifier | None = None,
+        confirm_timeout: float = DEFAULT_CONFIRM_TIMEOUT,
     ) -> None:
         self.broker_url = urls.broker_url(broker_url, "broker_url")
+        #: The bound on each publish attempt's write and confirm wait (seconds).
+        self.confirm_timeout = confirm_timeout
         self.database_url = (
             None if database_url is None else urls.database_url(database_url, "database_url")
         )
@@ -368,7 +376,13 @@ class GovernanceClient(Closing):
         self._intake_found = False
         self._app = Celery("governance-producer", broker=self.broker_url, set_as_current=False)
         self._app.conf.update(
-            broker_transport_options={"confirm_publish": True},
+            # Every wait on the broker's socket bounded (the confirm, and the closing handshake
+            # of a connection given up, which a blocked broker would never answer).
+            broker_transport_options={
+                "confirm_publish": True,
+                "read_timeout": confirm_timeout,
+                "write_timeout": confirm_timeout,
+            },
             task_serializer="json",
             accept_content=["json"],
             broker_connection_retry_on_startup=True,
@@ -442,6 +456,8 @@ class GovernanceClient(Closing):
                     declare=[],
                     task_id=str(uuid.uuid4()),
                     headers=headers or None,
+                    timeout=self.confirm_timeout,
+                    confirm_timeout=self.confirm_timeout,
                 )
                 return
             except MessageNacked as exc:

@@ -1,8 +1,10 @@
 """The dead-letter queue ``governance.commands.dead``: list, show, replay and purge.
 
 A message lands there when no event can answer it (it is not a command, or its handler
-kept failing). Each carries the reason in the ``x-governance-dead-letter-reason`` header
-and its body as it arrived (for a task whose handler failed: the command object as JSON).
+kept failing). Each carries its cause (one of :class:`governance.parking.ParkCause`'s values)
+in the ``x-governance-dead-letter-cause`` header, the reason (a sentence about this message)
+in the ``x-governance-dead-letter-reason`` header, and its body as it arrived (for a task
+whose handler failed: the command object as JSON).
 
 Reading is non-destructive: messages are fetched unacknowledged and returned to the queue
 when the channel closes, so RabbitMQ puts them back where they were. Replay republishes a
@@ -25,9 +27,11 @@ from typing import Any
 import kombu
 
 from governance.commands import command_id_of, decode_json
+from governance.parking import ParkCause, cause_from_header
 from governance.task_message import encode_task_message
 from governance.topology import (
     COMMANDS_QUEUE,
+    DEAD_LETTER_CAUSE_HEADER,
     DEAD_LETTER_QUEUE,
     DEAD_LETTER_REASON_HEADER,
 )
@@ -53,6 +57,9 @@ class DeadLetter:
     body: bytes
     content_type: str | None
     headers: dict[str, Any] = field(default_factory=dict)
+    #: Why it was parked, from its cause header; None for a letter that names none (parked
+    #: by an earlier version, or put there by hand).
+    cause: ParkCause | None = None
 
     @property
     def command(self) -> dict[str, Any] | None:
@@ -89,6 +96,7 @@ class DeadLetter:
             "request_id": command.get("request_id")
             if isinstance(command.get("request_id"), str)
             else None,
+            "cause": self.cause.value if self.cause is not None else None,
             "reason": self.reason,
             "size": len(self.body),
         }
@@ -168,6 +176,7 @@ def _to_dead_letter(message: Any) -> DeadLetter:
         body=body,
         content_type=message.content_type,
         headers=headers,
+        cause=cause_from_header(headers.get(DEAD_LETTER_CAUSE_HEADER)),
     )
 
 

@@ -6,7 +6,8 @@ the service's guarantees:
 
 - every command has exactly one outcome: one event (duplicates of the *same* ``event_id``
   are fine, delivery is at least once) or a dead letter with a reason, never both, never
-  two different events;
+  two different events; and a command the ledger records as committed is never
+  dead-lettered, whether or not its event was received;
 - no ``command_id`` was applied twice (outbox and decision history);
 - each request's revision equals the number of its applied events, and its applied events
   arrived in revision order;
@@ -195,6 +196,18 @@ def _check_outcomes(
                     "event_and_dead_letter",
                     f"command {command_id} has an outcome event and was also dead-lettered "
                     f"({dead[0].reason!r})",
+                    command_id,
+                    rid,
+                )
+            )
+        if dead and not outcomes and command_id in ledger:
+            # Its event may not have reached this producer (yet): the ledger says the
+            # command was committed all the same, and nothing committed may be parked.
+            found.append(
+                Violation(
+                    "committed_and_dead_lettered",
+                    f"command {command_id} was committed (its outcome is recorded) and was "
+                    f"also dead-lettered ({dead[0].reason!r})",
                     command_id,
                     rid,
                 )

@@ -1,17 +1,16 @@
 """The Celery wiring: the app, its queues, the tasks, and dead-lettering of what isn't a command.
 
 ``celery -A worker worker`` and ``celery -A worker beat`` find ``app`` here with no other
-flags. Tasks only decode and call the per-process runtime.
+flags. Tasks and the batch consumer hand their messages to the one delivery pipeline
+(:mod:`worker.delivery`); what is here is how Celery's messages are settled.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import random
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import psycopg
 from amqp.exceptions import AMQPError, PreconditionFailed
@@ -24,11 +23,12 @@ from kombu import Consumer as Consumer_
 from kombu.exceptions import OperationalError
 from kombu.utils import json as kombu_json
 
-from governance.commands import decode_json, duplicate_key
+from governance.commands import decode_json
+from governance.parking import ParkCause, ParkReason
 from governance.task_message import (
     CONTENT_TYPE,
     Decoded,
-    arguments_problem,
+    decode_arguments,
     decode_task_message,
 )
 from governance.topology import (
@@ -43,12 +43,11 @@ from governance.topology import (
     RETRY_QUEUE,
     queue_arguments,
 )
-from worker import batching, database, deadletter, event_signing, outbox, policy, runtime, startup
+from worker import database, deadletter, event_signing, outbox, runtime, startup
 from worker.config import ConfigurationError, Settings
-from worker.errors import InfrastructureError
+from worker.delivery import Delivery, Pipeline, park_message, task_headers
 from worker.observability import observer
-from worker.policy import Action, Verdict
-from worker.transaction import NotACommand
+from worker.observability.tracing import TRACEPARENT
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,11 @@ def work_queue(name: str, settings: Settings) -> Queue:
     return Queue(name, Exchange(name, type="direct"), name, queue_arguments=arguments)
 
 
-#: In-process waits before a command hit by an infrastructure fault goes back to the broker;
-#: the total is also bounded by ``GOVERNANCE_INFRASTRUCTURE_RETRY_SECONDS``.
-INFRASTRUCTURE_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
-
-T = TypeVar("T")
+#: The longest a Celery publish of the worker or beat waits on the broker's socket (a write,
+#: the confirm, the closing handshake), in seconds: well inside the heartbeat, so that a
+#: batch worker's event loop, which sends a failed command to the retry queue, keeps
+#: answering the broker.
+PUBLISH_TIMEOUT = 5.0
 
 
 def configure(app: Celery, settings: Settings) -> None:
@@ -76,8 +75,16 @@ def configure(app: Celery, settings: Settings) -> None:
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
-        # Confirms for everything the worker publishes through Celery (task retries).
-        broker_transport_options={"confirm_publish": True},
+        # Confirms for everything the worker and beat publish through Celery (a command to
+        # the retry queue, the maintenance runs), each wait on the socket bounded: through a
+        # memory or disk alarm (the broker stops reading a publishing connection) a publish,
+        # and closing the connection it failed on, give up instead of waiting the alarm out.
+        # The connection the worker consumes from has neither (see GovernanceConsumer).
+        broker_transport_options={
+            "confirm_publish": True,
+            "read_timeout": PUBLISH_TIMEOUT,
+            "write_timeout": PUBLISH_TIMEOUT,
+        },
         task_serializer="json",
         accept_content=["json"],
         result_backend=None,
@@ -104,21 +111,25 @@ def configure(app: Celery, settings: Settings) -> None:
             APPLY_RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},
         },
         worker_consumer="worker.app:GovernanceConsumer",
+        # Maintenance runs carry no expiry. Celery turns ``expires`` into a message TTL, and
+        # the maintenance queue dead-letters what expires in it: with no worker up for a
+        # while, every run beat queued became a dead letter (and ``governance status`` said
+        # "needs attention" until someone purged them). And the worker compared the expiry,
+        # written by beat's clock, with its own: a beat a few seconds behind had its relay
+        # runs discarded as expired, silently. A run queued while no worker was up runs when
+        # one is back; with nothing to do it is one query.
         beat_schedule={
             "expire-due-requests": {
                 "task": EXPIRE_DUE_TASK,
                 "schedule": settings.expiry_interval,
-                "options": {"expires": settings.expiry_interval * 2},
             },
             "relay-outbox": {
                 "task": RELAY_OUTBOX_TASK,
                 "schedule": settings.relay_interval,
-                "options": {"expires": settings.relay_interval * 2},
             },
             "apply-retention": {
                 "task": APPLY_RETENTION_TASK,
                 "schedule": settings.retention_interval,
-                "options": {"expires": settings.retention_interval},
             },
         },
     )
@@ -150,35 +161,110 @@ observer.install(settings)
 COMMANDS = work_queue(COMMANDS_QUEUE, settings)
 
 
-def _with_backoff(operation: Callable[[], T]) -> T:
-    """Run ``operation``, waiting and rerunning while infrastructure faults last a little.
-
-    Bounded in time, not only in attempts: past the budget the fault is raised and the message
-    goes back to the broker, so a worker never sits on a command (or, in batch mode, blocks its
-    event loop) for longer than the budget plus one attempt's own timeouts.
-    """
-    deadline = time.monotonic() + settings.infrastructure_retry_seconds
-    for delay in INFRASTRUCTURE_BACKOFF:
-        try:
-            return operation()
-        except InfrastructureError as exc:
-            wait = delay * (0.5 + random.random())
-            if time.monotonic() + wait > deadline:
-                raise
-            observer.infrastructure_retry(exc, "backoff")
-            log.warning("infrastructure fault, retrying in %.2fs: %s", wait, exc)
-            time.sleep(wait)
-    return operation()
+TASKS = Pipeline(settings, batch=False)
+BATCHES = Pipeline(settings, batch=True)
 
 
-def _guard_lost_deliveries(payload: object, redelivered: bool) -> tuple[str | None, Verdict | None]:
-    """For a redelivered message, count its lost deliveries; the key to clear once this one
-    completes, and the verdict when it must be parked instead of tried again."""
-    if not redelivered:
-        return None, None
-    key = policy.message_key(payload)
-    lost = _with_backoff(lambda: runtime.current().count_lost_delivery(key))
-    return key, policy.lost_deliveries_verdict(lost, settings.lost_delivery_limit)
+class _CeleryDelivery(Delivery):
+    """What both kinds of delivery share: a retry goes to the retry queue as a task of its
+    own (where the pool takes it, in either mode), with the count carried on."""
+
+    def retry(self, command: object, countdown: float) -> None:
+        app.send_task(
+            APPLY_COMMAND_TASK,
+            args=[command],
+            queue=RETRY_QUEUE,
+            retries=self.retries + 1,
+            countdown=countdown,
+            # Once, within PUBLISH_TIMEOUT: when the broker cannot take it now the pipeline
+            # puts the command back on its queue instead, its count unchanged.
+            retry=False,
+        )
+        self.ack()
+
+
+class TaskDelivery(_CeleryDelivery):
+    """A command delivered as a Celery task to a pool process (per-task mode, and the retry
+    queue in either mode). Celery settles the message when the task returns: acknowledged,
+    unless :meth:`requeue` was called (then the task raises ``Reject``)."""
+
+    def __init__(self, task: Task, args: Any, kwargs: Any) -> None:
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs
+        self.requeued = False
+
+    @property
+    def redelivered(self) -> bool:
+        return bool((self.task.request.delivery_info or {}).get("redelivered"))
+
+    @property
+    def retries(self) -> int:
+        return int(self.task.request.retries or 0)
+
+    @property
+    def headers(self) -> Mapping[str, Any] | None:
+        traceparent = getattr(self.task.request, TRACEPARENT, None)
+        return {TRACEPARENT: traceparent} if traceparent else None
+
+    def decode(self) -> Decoded:
+        return decode_arguments(list(self.args), self.kwargs)
+
+    def ack(self, *, multiple: bool = False) -> None:
+        pass  # the task returns normally: Celery acknowledges (late)
+
+    def requeue(self) -> None:
+        self.requeued = True
+
+    def park(self, reason: ParkReason) -> None:
+        request = self.task.request
+        park_message(
+            deadletter.letter_from_arguments(list(self.args), self.kwargs),
+            reason,
+            task_headers(request.id, request.retries),
+        )
+        self.ack()
+
+
+class MessageDelivery(_CeleryDelivery):
+    """A raw message the worker's main process read: by the batch consumer, or one Celery's
+    consumer could not turn into a task."""
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+    @property
+    def redelivered(self) -> bool:
+        return bool((self.message.delivery_info or {}).get("redelivered"))
+
+    @property
+    def retries(self) -> int:
+        return int((self.message.headers or {}).get("retries") or 0)
+
+    @property
+    def headers(self) -> Mapping[str, Any] | None:
+        headers = self.message.headers
+        return headers if isinstance(headers, Mapping) else None
+
+    def decode(self) -> Decoded:
+        return _decode(self.message)
+
+    def ack(self, *, multiple: bool = False) -> None:
+        self.message.ack(multiple=multiple)
+
+    def requeue(self) -> None:
+        self.message.reject(requeue=True)
+
+    def park(self, reason: ParkReason) -> None:
+        raw = self.message.body
+        body = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogateescape")
+        letter = deadletter.letter_from_message(
+            self.message.headers, body, self.message.content_type
+        )
+        task = self.headers or {}
+        headers = task_headers(task.get("id"), task.get("retries")) if "id" in task else None
+        park_message(letter, reason, headers)
+        self.ack()
 
 
 @app.task(
@@ -190,58 +276,14 @@ def _guard_lost_deliveries(payload: object, redelivered: bool) -> tuple[str | No
     ignore_result=True,
     max_retries=None,
 )
-def apply_command(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
-    """Apply one transition command; its outcome goes out as an event, never as a result."""
-    problem = arguments_problem(args, kwargs)
-    if problem is not None:
-        _park_task(self, args, kwargs, problem)
-        return None
-    payload = args[0]
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    key: str | None = None
-    try:
-        key, lost = _guard_lost_deliveries(payload, redelivered)
-        if lost is not None:
-            _park_task(self, args, kwargs, lost.reason)
-            return None
-        with observer.task_run(payload, self.request) as run:
-            stored = _with_backoff(lambda: runtime.current().handle(payload))
-            run.finished([stored])
-    except Exception as exc:
-        verdict = policy.on_failure(exc, self.request.retries or 0, settings.poison_retry_limit)
-        if verdict.action is Action.REQUEUE:
-            observer.infrastructure_retry(exc, "requeue")
-            # Not a rejection: the broker keeps the command and delivers it again.
-            raise Reject(exc, requeue=True) from exc
-        if verdict.action is Action.PARK:
-            _park_task(self, args, kwargs, verdict.reason)
-            return None
-        if duplicate_key(payload) is not None:
-            # Celery's retry re-encodes the arguments, each key once (see _after_failure).
-            _park_task(self, args, kwargs, f"{verdict.reason}; not retried: a key is given twice")
-            return None
-        raise self.retry(exc=exc, countdown=verdict.countdown) from exc
-    finally:
-        if key is not None:
-            runtime.current().forget_delivery(key)
-    return {"event_id": stored.event["event_id"], "sequence": stored.sequence}
-
-
-def _task_headers(task_id: object, retries: object) -> dict[str, Any]:
-    """What a dead letter keeps of the task that carried it, whichever mode parked it."""
-    return {"x-governance-task-id": task_id, "x-governance-retries": retries}
-
-
-def _park_task(self: Task, args: Any, kwargs: Any, reason: str) -> None:
-    headers = _task_headers(self.request.id, self.request.retries)
-    try:
-        runtime.current().dead_letter(
-            deadletter.letter_from_arguments(list(args), kwargs), reason, headers
-        )
-    except InfrastructureError as exc:
-        raise Reject(exc, requeue=True) from exc
-    observer.parked(reason)
-    return None
+def apply_command(self: Task, *args: Any, **kwargs: Any) -> None:
+    """Apply one transition command, a batch of one through the delivery pipeline; its
+    outcome goes out as an event, never as a result."""
+    delivery = TaskDelivery(self, args, kwargs)
+    TASKS.deliver([delivery])
+    if delivery.requeued:
+        # Not a rejection: the broker keeps the command and delivers it again.
+        raise Reject("returned to the queue", requeue=True)
 
 
 @app.task(name=EXPIRE_DUE_TASK, acks_late=False, ignore_result=True)
@@ -287,34 +329,38 @@ class GovernanceConsumer(Consumer):
             if not step.endswith(":DelayedDelivery")
         ]
 
+    def connection_for_read(self, heartbeat: Any = None) -> Any:
+        # Nothing the worker publishes on the connection it consumes from needs a confirm
+        # (replies to control commands such as ``inspect ping``): waiting for one would hold
+        # the event loop for as long as the broker blocks publishing (a whole memory alarm).
+        # Its reads are the event loop's, which polls: no socket timeout either.
+        return self.ensure_connected(
+            self.app.connection_for_read(
+                heartbeat=heartbeat,
+                transport_options={
+                    "confirm_publish": False,
+                    "read_timeout": None,
+                    "write_timeout": None,
+                },
+            )
+        )
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        _park_message(message, f"undecodable message: {exc}")
+        _park_message(message, ParkCause.UNDECODABLE, f"undecodable message: {exc}")
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        _park_message(message, "not a task message (no task header)")
+        _park_message(message, ParkCause.NOT_A_TASK, "not a task message (no task header)")
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
-        _park_message(message, f"unknown task: {exc}")
+        _park_message(message, ParkCause.UNKNOWN_TASK, f"unknown task: {exc}")
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        _park_message(message, f"invalid task message: {exc}")
+        _park_message(message, ParkCause.INVALID_TASK, f"invalid task message: {exc}")
 
 
-def _park_message(message: Any, reason: str) -> None:
-    """Dead-letter a raw message and acknowledge it; back to the queue if that fails."""
-    raw = message.body
-    body = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogateescape")
-    letter = deadletter.letter_from_message(message.headers, body, message.content_type)
-    task = message.headers if isinstance(message.headers, dict) else {}
-    headers = _task_headers(task.get("id"), task.get("retries")) if "id" in task else None
-    try:
-        runtime.current().dead_letter(letter, reason, headers)
-    except Exception:
-        log.exception("could not dead-letter; returning the message to the queue")
-        message.reject(requeue=True)
-        return
-    message.ack()
-    observer.parked(reason)
+def _park_message(message: Any, cause: ParkCause, text: str) -> None:
+    """Park a message Celery's consumer could not turn into a task."""
+    TASKS.park(MessageDelivery(message), ParkReason(cause, text))
 
 
 class BatchCommandConsumer(bootsteps.ConsumerStep):
@@ -407,85 +453,8 @@ class BatchCommandConsumer(bootsteps.ConsumerStep):
 
     def flush(self) -> None:
         messages, self.buffer = self.buffer, []
-        fresh: list[tuple[Any, object]] = []
-        for message in messages:
-            decoded = _decode(message)
-            if decoded.problem is not None:
-                _park_message(message, decoded.problem)
-            elif message.delivery_info.get("redelivered"):
-                self._apply([(message, decoded.command)], redelivered=True)
-            else:
-                fresh.append((message, decoded.command))
-        if fresh:
-            self._apply(fresh, redelivered=False)
-
-    def _apply(self, commands: list[tuple[Any, object]], *, redelivered: bool) -> None:
-        key: str | None = None
-        try:
-            if redelivered:
-                key, lost = _guard_lost_deliveries(commands[0][1], True)
-                if lost is not None:
-                    _park_message(commands[0][0], lost.reason)
-                    return
-            with observer.batch_run(commands) as run:
-                results = _with_backoff(
-                    lambda: runtime.current().handle_batch([payload for _, payload in commands])
-                )
-                run.finished(results)
-        except InfrastructureError as exc:
-            observer.infrastructure_retry(exc, "requeue")
-            log.warning("batch of %d returned to the queue: %s", len(commands), exc)
-            for message, _ in commands:
-                message.reject(requeue=True)
-            return
-        except Exception as exc:
-            # Not from one command (those fail alone, inside the batch): every message of
-            # the batch meets the same policy, on its own from here on.
-            log.exception("a batch of %d failed", len(commands))
-            for message, payload in commands:
-                self._after_failure(message, payload, exc)
-            return
-        finally:
-            if key is not None:
-                runtime.current().forget_delivery(key)
-        if not redelivered and not any(
-            isinstance(r, (batching.Failed, NotACommand)) for r in results
-        ):
-            # One frame for the whole batch. The fresh commands are applied last in a flush,
-            # so every earlier delivery of this channel is settled by now (and none read
-            # after them is covered).
-            commands[-1][0].ack(multiple=True)
-            return
-        for (message, payload), result in zip(commands, results, strict=True):
-            if isinstance(result, batching.Failed):
-                self._after_failure(message, payload, result.error)
-            elif isinstance(result, NotACommand):
-                self._after_failure(message, payload, result)
-            else:
-                message.ack()
-
-    def _after_failure(self, message: Any, payload: object, exc: BaseException) -> None:
-        retries = int((message.headers or {}).get("retries") or 0)
-        verdict = policy.on_failure(exc, retries, settings.poison_retry_limit)
-        if verdict.action is Action.RETRY and duplicate_key(payload) is not None:
-            # A copy re-encoded for the retry queue would name each key once: a command
-            # that must be refused would read as a valid one there. Parked as it came.
-            _park_message(message, f"{verdict.reason}; not retried: a key is given twice")
-        elif verdict.action is Action.PARK:
-            _park_message(message, verdict.reason)
-        elif verdict.action is Action.REQUEUE:
-            message.reject(requeue=True)
-        else:
-            # Alone on the retry queue, where the task path takes it, with the same policy
-            # and the count carried on.
-            app.send_task(
-                APPLY_COMMAND_TASK,
-                args=[payload],
-                queue=RETRY_QUEUE,
-                retries=retries + 1,
-                countdown=verdict.countdown,
-            )
-            message.ack()
+        if messages:
+            BATCHES.deliver([MessageDelivery(message) for message in messages])
 
 
 def _decode(message: Any) -> Decoded:
@@ -500,7 +469,8 @@ def _decode(message: Any) -> Decoded:
             message.decode()
         except Exception as exc:
             kind = "invalid task message" if task else "undecodable message"
-            return Decoded(problem=f"{kind}: {exc}")
+            cause = ParkCause.INVALID_TASK if task else ParkCause.UNDECODABLE
+            return Decoded(problem=f"{kind}: {exc}", cause=cause)
     return decode_task_message(message.headers, message.body, message.content_type)
 
 

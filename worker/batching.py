@@ -1,7 +1,8 @@
 """Adaptive batches, the default: many commands per transaction, one savepoint per command.
 
-The per-task path (``GOVERNANCE_BATCH_SIZE=1``) pays Celery's per-message work, two database
-round trips, a commit (a WAL flush) and a publisher confirm for every command. By default a
+Per-task mode (``GOVERNANCE_BATCH_SIZE=1``, every batch of one command) pays Celery's
+per-message work, two database round trips, a commit (a WAL flush) and a publisher confirm
+for every command. By default a
 consumer step of the worker's main process takes what has arrived, up to
 ``GOVERNANCE_BATCH_SIZE`` command messages, each time its event loop is about to wait, runs
 them through the same guarded transaction — two round trips and one commit for the whole
@@ -22,7 +23,7 @@ from typing import Any
 import psycopg
 
 from governance.authentication import SIGNED, Trust
-from worker.errors import InfrastructureError
+from worker.errors import InfrastructureError, translate
 from worker.transaction import NotACommand, StoredOutcome, apply_commands
 
 log = logging.getLogger(__name__)
@@ -50,16 +51,26 @@ def apply_batch(
     """
     try:
         return list(apply_commands(conn, payloads, trust))
-    except InfrastructureError:
-        raise
-    except Exception:
+    except Exception as exc:
+        fault = _classified(exc)
+        if len(payloads) == 1:
+            return [Failed(fault)]  # alone already (per-task mode is a batch of one)
         log.exception("a batch of %d failed; applying its commands one by one", len(payloads))
     results: list[BatchResult] = []
     for payload in payloads:
         try:
             results.extend(apply_commands(conn, [payload], trust))
-        except InfrastructureError:
-            raise
         except Exception as exc:
-            results.append(Failed(exc))
+            results.append(Failed(_classified(exc)))
     return results
+
+
+def _classified(exc: Exception) -> Exception:
+    """``exc`` as the worker's error tree names it (a driver error met outside the guarded
+    transaction's own translation, say); infrastructure faults are raised."""
+    fault = translate(exc)
+    if isinstance(fault, InfrastructureError):
+        if fault is exc:
+            raise exc
+        raise fault from exc
+    return fault if isinstance(fault, Exception) else exc

@@ -16,9 +16,11 @@ from typing import Any
 import kombu
 
 from governance.commands import encode_json
+from governance.parking import ParkReason
 from governance.task_message import CONTENT_TYPE, carried_command, decode_task_message
 from governance.topology import (
     APPLY_COMMAND_TASK,
+    DEAD_LETTER_CAUSE_HEADER,
     DEAD_LETTER_QUEUE,
     DEAD_LETTER_REASON_HEADER,
     queue_arguments,
@@ -110,15 +112,19 @@ def letter_from_arguments(args: Any, kwargs: Any) -> Letter:
 
 
 def publish(
-    publisher: EventPublisher, letter: Letter, reason: str, headers: Mapping[str, Any]
+    publisher: EventPublisher, letter: Letter, reason: ParkReason, headers: Mapping[str, Any]
 ) -> None:
-    """Put ``letter`` on ``governance.commands.dead`` with the reason in a header; returns once
-    the broker confirmed it."""
+    """Put ``letter`` on ``governance.commands.dead`` with its cause and the sentence of its
+    reason in headers; returns once the broker confirmed it."""
     publisher.publish_raw(
         letter.body,
         exchange="",
         routing_key=DEAD_LETTER_QUEUE,
         content_type=letter.content_type,
-        headers={**headers, DEAD_LETTER_REASON_HEADER: reason[:MAX_REASON_LENGTH]},
+        headers={
+            **headers,
+            DEAD_LETTER_CAUSE_HEADER: reason.cause.value,
+            DEAD_LETTER_REASON_HEADER: reason.text[:MAX_REASON_LENGTH],
+        },
         declare=[DEAD_LETTERS],
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,12 +46,24 @@ class EventPublisher:
     A batch is published in one go and its confirms awaited together, which costs about as
     much as one confirmed message. One per process; thread-safe. After a broker fault it
     reconnects on the next call (and, within a call, tries once more on a fresh connection).
+
+    Every wait is bounded: a publish returns or raises :class:`PublishFailed` within
+    :attr:`CONFIRM_TIMEOUT` per attempt (plus the connect timeout), and at once while the
+    broker blocks publishing (a memory or disk alarm: RabbitMQ stops reading a publishing
+    connection and says so with ``connection.blocked``). A connection given up is dropped
+    without the closing handshake, which a blocked connection would never answer.
     """
 
+    #: The longest wait for the broker's confirms of one publish attempt, in seconds.
     CONFIRM_TIMEOUT = 10.0
+    #: The longest wait for a graceful close (:meth:`close`); past it the socket is dropped.
+    CLOSE_TIMEOUT = 2.0
+    #: One connection attempt, in seconds.
+    CONNECT_TIMEOUT = 5.0
 
-    def __init__(self, broker_url: str) -> None:
+    def __init__(self, broker_url: str, *, confirm_timeout: float | None = None) -> None:
         self._broker_url = broker_url
+        self._confirm_timeout = confirm_timeout or self.CONFIRM_TIMEOUT
         self._lock = threading.Lock()
         self._connection: kombu.Connection | None = None
         self._producer: kombu.Producer | None = None
@@ -58,6 +71,8 @@ class EventPublisher:
         self._published = 0
         self._acked = 0
         self._nacked = False
+        #: Why the broker blocks this connection (``connection.blocked``), or None.
+        self._blocked: str | None = None
 
     def publish(self, event: Mapping[str, Any], routing_key: str) -> None:
         """Publish one event and return once the broker has confirmed it; raise if it can't."""
@@ -122,12 +137,19 @@ class EventPublisher:
             try:
                 self._send_confirmed(messages)
             except Exception as first:
-                log.info("publish failed (%s); retrying on a fresh connection", first)
+                blocked = self._blocked
                 self._reset()
+                if blocked is not None:
+                    # A fresh connection would be blocked as well: say so now.
+                    raise PublishFailed(f"the broker blocks publishing: {blocked}") from first
+                log.info("publish failed (%s); retrying on a fresh connection", first)
                 try:
                     self._send_confirmed(messages)
                 except Exception as exc:
+                    blocked = self._blocked
                     self._reset()
+                    if blocked is not None:
+                        raise PublishFailed(f"the broker blocks publishing: {blocked}") from exc
                     raise PublishFailed(str(exc)) from exc
 
     def _send_confirmed(self, messages: list[dict[str, Any]]) -> None:
@@ -139,10 +161,20 @@ class EventPublisher:
             return  # the in-memory transport has no confirms: a publish is already there
         target = self._published
         assert self._connection is not None
+        deadline = time.monotonic() + self._confirm_timeout
         while self._acked < target:
             if self._nacked:
                 raise PublishFailed("the broker refused (nacked) a message")
-            self._connection.drain_events(timeout=self.CONFIRM_TIMEOUT)
+            if self._blocked is not None:
+                raise PublishFailed(f"the broker blocks publishing: {self._blocked}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PublishFailed(f"not confirmed within {self._confirm_timeout:g}s")
+            try:
+                # Returns after any frame (a heartbeat, connection.blocked): hence the deadline.
+                self._connection.drain_events(timeout=remaining)
+            except TimeoutError:
+                continue
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         # Confirms come in order; with ``multiple`` one covers every earlier tag too.
@@ -151,9 +183,28 @@ class EventPublisher:
     def _on_nack(self, delivery_tag: int, multiple: bool, *_: Any) -> None:
         self._nacked = True
 
+    def _on_blocked(self, reason: str) -> None:
+        self._blocked = reason or "connection blocked"
+        log.warning("the broker blocks publishing: %s", self._blocked)
+
+    def _on_unblocked(self) -> None:
+        self._blocked = None
+        log.info("the broker takes publishes again")
+
     def _ensure_producer(self) -> kombu.Producer:
         if self._producer is None:
-            self._connection = kombu.Connection(self._broker_url, connect_timeout=5)
+            self._connection = kombu.Connection(
+                self._broker_url,
+                connect_timeout=self.CONNECT_TIMEOUT,
+                transport_options={
+                    "on_blocked": self._on_blocked,
+                    "on_unblocked": self._on_unblocked,
+                    # A socket the broker stopped reading fills up: a write waits no longer
+                    # than a confirm would.
+                    "write_timeout": self._confirm_timeout,
+                },
+            )
+            self._blocked = None
             channel = self._connection.channel()
             self._confirms = hasattr(channel, "confirm_select")
             if self._confirms:
@@ -167,14 +218,24 @@ class EventPublisher:
         return self._producer
 
     def _reset(self) -> None:
+        """Give the connection up without the closing handshake: a connection the broker
+        blocks (or that is broken) would never answer it."""
         self._producer = None
-        if self._connection is not None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
             with contextlib.suppress(Exception):
-                self._connection.release()
-            self._connection = None
+                connection.collect()
 
     def close(self) -> None:
+        """Close the connection, waiting at most :attr:`CLOSE_TIMEOUT` for the broker."""
         with self._lock:
+            connection = self._connection
+            if connection is not None and self._blocked is None:
+                with contextlib.suppress(Exception):
+                    transport = connection.connection.transport
+                    with transport.having_timeout(self.CLOSE_TIMEOUT):
+                        connection.release()
+                    self._connection = None
             self._reset()
 
 

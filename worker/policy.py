@@ -1,7 +1,7 @@
 """The one error policy: how a delivery that produced no outcome ends, on every path.
 
-The task path (one Celery task per command) and the batch consumer ask the same question
-here and act on the same answer:
+The delivery pipeline (:mod:`worker.delivery`) asks it for both the per-task and the batch
+mode, and acts on the answer:
 
 - the surroundings failed (:class:`InfrastructureError`: connection lost, database down or
   partitioned away, a deadlock): **requeue**, however often; nothing is counted against the
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from governance.commands import command_id_of
+from governance.parking import ParkCause, ParkReason
 from worker.errors import InfrastructureError
 from worker.transaction import NotACommand
 
@@ -39,17 +40,28 @@ class Verdict:
     reason: str
     #: For ``RETRY``: seconds to wait before the next attempt.
     countdown: float = 0.0
+    #: For ``PARK``: the cause it is parked for.
+    cause: ParkCause | None = None
+
+    @property
+    def park_reason(self) -> ParkReason:
+        """Why the message is parked (for a ``PARK`` verdict)."""
+        return ParkReason(self.cause or ParkCause.POISON, self.reason)
 
 
 def on_failure(exc: BaseException, retries: int, retry_limit: int) -> Verdict:
     """The verdict for a delivery whose handling raised ``exc`` after ``retries`` earlier
     counted retries."""
     if isinstance(exc, NotACommand):
-        return Verdict(Action.PARK, str(exc))
+        return Verdict(Action.PARK, str(exc), cause=ParkCause.NOT_A_COMMAND)
     if isinstance(exc, InfrastructureError):
         return Verdict(Action.REQUEUE, str(exc))
     if retries >= retry_limit:
-        return Verdict(Action.PARK, f"the handler failed {retries + 1} times: {exc!r}")
+        return Verdict(
+            Action.PARK,
+            f"the handler failed {retries + 1} times: {exc!r}",
+            cause=ParkCause.POISON,
+        )
     return Verdict(Action.RETRY, repr(exc), countdown=min(30.0, 0.5 * 2**retries))
 
 
@@ -62,7 +74,13 @@ def lost_deliveries_verdict(lost: int, limit: int) -> Verdict | None:
         Action.PARK,
         f"delivered {lost + 1} times and the worker was lost during each of the last {lost} "
         "(the message kills its worker)",
+        cause=ParkCause.LOST_DELIVERIES,
     )
+
+
+def not_retried(verdict: Verdict, why: str) -> Verdict:
+    """A ``RETRY`` verdict turned into parking: the message cannot be retried (``why``)."""
+    return Verdict(Action.PARK, f"{verdict.reason}; not retried: {why}", cause=ParkCause.POISON)
 
 
 def message_key(payload: object) -> str:

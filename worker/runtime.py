@@ -16,10 +16,11 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from governance.authentication import Policy, Trust
+from governance.parking import ParkReason
 from worker import batching, database, deadletter, expiry, outbox, retention, sql
 from worker.config import Settings
 from worker.errors import InfrastructureError, translate
-from worker.transaction import StoredOutcome, apply_command
+from worker.transaction import NotACommand, StoredOutcome
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +44,19 @@ class Runtime:
         )
 
     def handle(self, payload: object) -> StoredOutcome:
-        """Apply one command, then publish its outcome (left to the relay if the broker is
-        unavailable). Raises ``NotACommand`` or ``InfrastructureError``."""
-        try:
-            with self.pool.connection() as conn:
-                stored = apply_command(conn, payload, self.trust)
-                outbox.publish_outcomes(conn, self.publisher, [stored])
-        except psycopg.Error as exc:
-            raise translate(exc) from exc
-        return stored
+        """Apply one command (a batch of one) and publish its outcome, for callers outside
+        the delivery pipeline. Raises ``NotACommand``, ``InfrastructureError`` or what the
+        command itself made fail."""
+        (result,) = self.handle_batch([payload])
+        if isinstance(result, NotACommand):
+            raise result
+        if isinstance(result, batching.Failed):
+            raise result.error
+        return result
 
     def handle_batch(self, payloads: list[object]) -> list[batching.BatchResult]:
-        """Apply a batch of commands in one transaction, then publish their outcomes.
-        Raises ``InfrastructureError`` (nothing of the batch committed)."""
+        """Apply a batch of commands (one, in per-task mode) in one transaction, then publish
+        their outcomes. Raises ``InfrastructureError`` (nothing of the batch committed)."""
         try:
             with self.pool.connection() as conn:
                 results = batching.apply_batch(conn, payloads, self.trust)
@@ -100,11 +101,11 @@ class Runtime:
             raise translate(exc) from exc
 
     def dead_letter(
-        self, letter: deadletter.Letter, reason: str, headers: dict[str, Any] | None = None
+        self, letter: deadletter.Letter, reason: ParkReason, headers: dict[str, Any] | None = None
     ) -> None:
         """Park a message on the dead-letter queue; raises ``InfrastructureError`` when the
         broker cannot take it (the message then goes back to its queue)."""
-        log.error("dead-lettering message: %s", reason)
+        log.error("dead-lettering message (%s): %s", reason.cause.value, reason.text)
         try:
             deadletter.publish(self.publisher, letter, reason, headers or {})
         except Exception as exc:

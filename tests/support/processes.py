@@ -156,6 +156,53 @@ class WorkerProcess:
             self.process.wait(10)
 
 
+class BeatProcess:
+    """One ``celery -A APP beat`` process (the scheduler of the maintenance runs), its schedule
+    file under ``directory``."""
+
+    def __init__(
+        self,
+        database_url: str,
+        broker_url: str,
+        directory: Path,
+        *,
+        app: str = "worker",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.log_path = directory / "beat.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                app,
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(directory / "beat-schedule"),
+            ],
+            cwd=PROJECT_ROOT,
+            env=service_env(database_url, broker_url, **(extra_env or {})),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop it; kill its process group if it does not go."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self._log.close()
+
+
 #: pytest-timeout's bound for a test that starts services and workers of its own: a guard
 #: against a hang, well above the sum of the test's own bounded waits, so that on a loaded
 #: machine a test fails on the wait that did not end, with its message, never on this.

@@ -43,6 +43,8 @@ from worker.app import app
 __all__ = ["app"]
 
 _FAULT_DIR = os.environ.get("GOVERNANCE_TEST_FAULT_DIR")
+#: The worker's main process (imported there; pool children inherit it).
+_MAIN_PID = os.getpid()
 _EXPIRE_KILL_AFTER = int(os.environ.get("GOVERNANCE_TEST_EXPIRE_KILL_AFTER", "20"))
 #: Fails with ProgramLimitExceeded (54000): an array larger than PostgreSQL allows.
 _OVER_A_LIMIT = "SELECT array_fill(1, ARRAY[200000000])"
@@ -96,34 +98,6 @@ def _decide(current: Any, command: Any, now: Any, *args: Any, **kwargs: Any) -> 
     return _real_decide(current, command, now, *args, **kwargs)
 
 
-_real_apply = runtime.apply_command
-
-
-def _apply_then_maybe_die(conn: Any, payload: object, *args: Any) -> Any:
-    command_id = _command_id(payload)
-    if command_id is not None and command_id.startswith(LIMIT_PREFIX):
-        conn.execute(_OVER_A_LIMIT)
-    stored = _real_apply(conn, payload, *args)
-    # Committed; nothing published yet.
-    if _take("before_publish", str(stored.event["command_id"])):
-        _kill_worker()
-    return stored
-
-
-_real_handle = runtime.Runtime.handle
-
-
-def _handle(self: runtime.Runtime, payload: object) -> Any:
-    command_id = _command_id(payload)
-    if command_id is not None and command_id.startswith(POISON_PREFIX):
-        raise RuntimeError(f"the test poisoned command {command_id}")
-    stored = _real_handle(self, payload)
-    # Committed and published; Celery acknowledges only after this returns.
-    if command_id is not None and _take("after_commit", command_id):
-        _die()
-    return stored
-
-
 _real_apply_commands = batching.apply_commands
 
 
@@ -153,15 +127,15 @@ _real_handle_batch = runtime.Runtime.handle_batch
 
 def _handle_batch(self: runtime.Runtime, payloads: list[object]) -> Any:
     results = _real_handle_batch(self, payloads)
-    # Committed and published; the consumer acknowledges only after this returns.
+    # Committed and published; the message is acknowledged only after this returns.
     if any(_take("after_commit", _command_id(p) or "") for p in payloads):
+        if os.getpid() != _MAIN_PID:
+            _die()  # a pool child (per-task mode, the retry queue): that child alone
         _kill_worker()
     return results
 
 
 transaction.decide = _decide  # type: ignore[assignment]
-runtime.apply_command = _apply_then_maybe_die  # type: ignore[assignment]
-runtime.Runtime.handle = _handle  # type: ignore[method-assign]
 batching.apply_commands = _apply_commands  # type: ignore[assignment]
 batching.apply_batch = _apply_batch_then_maybe_die  # type: ignore[assignment]
 runtime.Runtime.handle_batch = _handle_batch  # type: ignore[method-assign]

@@ -99,6 +99,58 @@ class PrivateRabbitMQ:
         self.stop()
         self.start()
 
+    def ctl(self, *args: str) -> str:
+        """Run ``rabbitmqctl`` against this node; its output (raises if it fails)."""
+        done = subprocess.run(
+            ["rabbitmqctl", "-n", self.node, "-q", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    def alarms(self) -> str:
+        """The node's resource alarms in force, as RabbitMQ lists them."""
+        return self.ctl("eval", "rabbit_alarm:get_alarms().")
+
+    @contextlib.contextmanager
+    def memory_alarm(self, timeout: float = 30.0) -> Iterator[None]:
+        """Hold a memory alarm (a high watermark of 0) while the block runs: the node blocks
+        every connection that publishes. Returns once the alarm is in force."""
+        with self._alarm("memory", ("set_vm_memory_high_watermark", "0"), timeout):
+            yield
+
+    @contextlib.contextmanager
+    def disk_alarm(self, timeout: float = 60.0) -> Iterator[None]:
+        """Hold a disk alarm (a free disk limit far above what any disk has) while the block
+        runs. Returns once the alarm is in force."""
+        with self._alarm("disk", ("set_disk_free_limit", "1000000GB"), timeout):
+            yield
+
+    @contextlib.contextmanager
+    def _alarm(self, kind: str, raised: tuple[str, ...], timeout: float) -> Iterator[None]:
+        self.ctl(*raised)
+        try:
+            self._await_alarm(kind, timeout)
+            yield
+        finally:
+            self.ctl("set_vm_memory_high_watermark", "0.4")
+            self.ctl("set_disk_free_limit", "50MB")
+            self._await_alarm(None, timeout)
+
+    def _await_alarm(self, kind: str | None, timeout: float) -> None:
+        """Wait until a ``kind`` alarm is in force, or (``None``) until none is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            alarms = self.alarms()
+            if (kind in alarms) if kind is not None else ("resource_limit" not in alarms):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"alarms still {alarms.strip()!r}, waiting for {kind}")
+            time.sleep(0.2)
+
     def queue_depth(self, name: str) -> tuple[int, int] | None:
         """(ready, unacknowledged) messages of a queue of this node; None when the queue is
         not listed or ``rabbitmqctl`` failed, never "empty": a wait for a drained queue must

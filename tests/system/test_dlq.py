@@ -84,6 +84,36 @@ def test_dlq_list_shows_each_dead_letter_with_its_reason_and_leaves_the_queue_un
     assert "untrusted content of type text/x" in reasons[garbage]
 
 
+def test_dlq_list_names_the_cause_each_letter_was_parked_for(
+    broker_url: str, dead_lettered: tuple[Sender, list[dict[str, Any]]]
+) -> None:
+    _, poisoned = dead_lettered
+    # When the dead letters are listed, as JSON and as text
+    as_json = governance(broker_url, "list", "--json")
+    as_text = governance(broker_url, "list")
+
+    # Then each names its cause, as its cause header carries it
+    assert as_json.exit_code == 0 and as_text.exit_code == 0, as_json.output + as_text.output
+    causes = {
+        letter["key"]: letter["cause"]
+        for letter in (json.loads(line) for line in as_json.stdout.splitlines())
+    }
+    garbage = next(key for key in causes if key.startswith("sha256:"))
+    assert causes == {
+        poisoned[0]["command_id"]: "poison",
+        poisoned[1]["command_id"]: "poison",
+        garbage: "undecodable",
+    }
+    assert sorted(line.split("\t")[3] for line in as_text.stdout.splitlines()) == [
+        "poison",
+        "poison",
+        "poison",
+        "undecodable",
+    ]
+    shown = json.loads(governance(broker_url, "show", garbage).stdout)
+    assert shown["headers"]["x-governance-dead-letter-cause"] == "undecodable"
+
+
 def test_dlq_show_prints_the_command_its_headers_and_its_reason(
     broker_url: str, dead_lettered: tuple[Sender, list[dict[str, Any]]]
 ) -> None:

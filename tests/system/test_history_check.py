@@ -108,6 +108,21 @@ def test_a_dead_letter_beside_an_event_is_reported(
     assert kinds(report) == ["event_and_dead_letter"]
 
 
+def test_a_committed_command_that_was_also_dead_lettered_is_reported_without_its_event(
+    database_url: str, history: tuple[list[dict[str, Any]], list[dict[str, Any]]]
+) -> None:
+    commands, events = history
+    parked = commands[2]["command_id"]
+    letter = DeadLetterRecord(parked, "delivered 6 times (the message kills its worker)")
+    report = check_history(
+        commands=commands,
+        events=[e for e in events if e["command_id"] != parked],
+        database_url=database_url,
+        dead_letters=[letter],
+    )
+    assert kinds(report) == ["committed_and_dead_lettered"]
+
+
 def test_a_revision_that_does_not_match_the_applied_events_is_reported(
     database_url: str, history: tuple[list[dict[str, Any]], list[dict[str, Any]]]
 ) -> None:

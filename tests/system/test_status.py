@@ -16,7 +16,7 @@ import kombu
 import psycopg
 import pytest
 
-from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE
+from governance.topology import COMMANDS_QUEUE, DEAD_LETTER_QUEUE, MAINTENANCE_QUEUE
 from producer._amqp import worker_queue
 from tests.conftest import migrated_database, purge_queues
 from tests.support import identities
@@ -24,7 +24,7 @@ from tests.support.commands import new_id, submit
 from tests.support.events import EventListener
 from tests.support.identities import sign
 from tests.support.policies import apply_policy
-from tests.support.processes import PROJECT_ROOT, WorkerProcess, service_env
+from tests.support.processes import PROJECT_ROOT, BeatProcess, WorkerProcess, service_env
 from tests.support.services import (
     broker_user_who_cannot_publish_events,
     fresh_database,
@@ -322,3 +322,65 @@ def test_an_active_policy_the_registry_no_longer_satisfies_needs_attention(
     )
     assert f"approval policy: version {version} (1 rule(s)), UNSATISFIABLE" in text.stdout
     assert f"governance: needs attention: {problem}" in text.stderr
+
+
+#: Beat sending a relay run and an expiry sweep every half second: with the expiry they
+#: used to carry (twice the interval), a run waited a second at most before the broker
+#: dead-lettered it.
+FAST_MAINTENANCE = {"GOVERNANCE_RELAY_INTERVAL": "0.5", "GOVERNANCE_EXPIRY_INTERVAL": "0.5"}
+
+
+def test_the_status_stays_healthy_after_the_workers_were_down_while_beat_ran(
+    private_database: str, quiet_broker: str, tmp_path: Path
+) -> None:
+    beat = BeatProcess(private_database, quiet_broker, tmp_path, extra_env=FAST_MAINTENANCE)
+    try:
+        # Given beat running and no worker up, until forty maintenance runs are queued
+        # (twenty seconds of them, ten times what they used to live)
+        wait_until(
+            lambda: depth(quiet_broker, MAINTENANCE_QUEUE) >= 40,
+            "maintenance runs queued",
+            timeout=90,
+        )
+        # When a worker is back, and has run what was queued
+        worker = running(private_database, quiet_broker, tmp_path)
+        try:
+            wait_until(
+                lambda: depth(quiet_broker, MAINTENANCE_QUEUE) < 5, "the runs taken", timeout=60
+            )
+            code, document, _ = status(private_database, quiet_broker, *INSPECT_WAIT)
+        finally:
+            worker.stop()
+    finally:
+        beat.stop()
+    # Then nothing was dead-lettered, and the status is healthy
+    assert depth(quiet_broker, DEAD_LETTER_QUEUE) == 0
+    assert (code, document["problems"]) == (0, [])
+
+
+def test_a_beat_whose_clock_is_behind_still_gets_an_unpublished_event_relayed(
+    private_database: str, publish_blocked_broker_url: str, quiet_broker: str, tmp_path: Path
+) -> None:
+    # Given an event a worker committed but could not publish
+    blocked = running(private_database, publish_blocked_broker_url, tmp_path)
+    try:
+        send(quiet_broker, [sign(submit(new_id(), actor="checked"))])
+        wait_until(lambda: unpublished(private_database) == 1, "the event left unpublished")
+    finally:
+        blocked.stop()
+    # When a worker that can publish runs, and beat's clock is ten seconds behind its own
+    worker = running(private_database, quiet_broker, tmp_path)
+    beat = BeatProcess(
+        private_database,
+        quiet_broker,
+        tmp_path,
+        app="tests.system.skewed_beat_app",
+        extra_env={"GOVERNANCE_TEST_CLOCK_SKEW": "10", **FAST_MAINTENANCE},
+    )
+    try:
+        # Then the relay publishes the event
+        wait_until(lambda: unpublished(private_database) == 0, "the event relayed", timeout=30)
+    finally:
+        beat.stop()
+        worker.stop()
+    assert depth(quiet_broker, DEAD_LETTER_QUEUE) == 0

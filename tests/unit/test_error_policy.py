@@ -7,8 +7,9 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
+from governance.parking import ParkCause
 from worker.errors import InfrastructureError, MessageFault, TransientConflict, translate
-from worker.policy import Action, lost_deliveries_verdict, message_key, on_failure
+from worker.policy import Action, lost_deliveries_verdict, message_key, not_retried, on_failure
 from worker.transaction import NotACommand
 
 
@@ -111,3 +112,23 @@ def test_lost_deliveries_are_counted_per_command_id_or_per_content() -> None:
     assert message_key([1, 2]) == message_key([1, 2])
     assert message_key([1, 2]).startswith("sha256:")
     assert message_key([1, 2]) != message_key([2, 1])
+
+
+def test_each_park_verdict_names_its_cause() -> None:
+    not_a_command = on_failure(NotACommand("no command_id"), retries=0, retry_limit=5)
+    poison = on_failure(RuntimeError("boom"), retries=5, retry_limit=5)
+    lost = lost_deliveries_verdict(4, limit=3)
+    assert lost is not None
+    assert [v.park_reason.cause for v in (not_a_command, poison, lost)] == [
+        ParkCause.NOT_A_COMMAND,
+        ParkCause.POISON,
+        ParkCause.LOST_DELIVERIES,
+    ]
+    assert poison.park_reason.text == poison.reason
+
+
+def test_a_retry_that_cannot_be_sent_as_it_came_is_parked_as_poison() -> None:
+    retry = on_failure(RuntimeError("boom"), retries=0, retry_limit=5)
+    parked = not_retried(retry, "a key is given twice")
+    assert (parked.action, parked.park_reason.cause) == (Action.PARK, ParkCause.POISON)
+    assert parked.reason.endswith("not retried: a key is given twice")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from governance.parking import ParkCause
 from governance.task_message import (
     carried_command,
     decode_task_message,
@@ -66,3 +67,32 @@ def test_only_a_command_object_is_carried() -> None:
     assert carried_command(["not an object"]) is None
     assert carried_command([]) is None
     assert carried_command("nope") is None
+
+
+def test_each_problem_names_the_cause_it_is_parked_for() -> None:
+    message = encode_task_message(COMMAND)
+    causes = [
+        decode_task_message(headers, body, content_type).cause
+        for headers, body, content_type in (
+            ({}, message.body, message.content_type),
+            ({"task": "other.task"}, message.body, message.content_type),
+            (message.headers, b"\xff", message.content_type),
+            (message.headers, message.body, "text/plain"),
+            (message.headers, "[1, 2]", message.content_type),
+            (message.headers, json.dumps([[COMMAND], {"x": 1}, {}]), message.content_type),
+        )
+    ]
+    assert causes == [
+        ParkCause.NOT_A_TASK,
+        ParkCause.UNKNOWN_TASK,
+        ParkCause.UNDECODABLE,
+        ParkCause.UNDECODABLE,
+        ParkCause.INVALID_TASK,
+        ParkCause.WRONG_ARGUMENTS,
+    ]
+
+
+def test_a_command_carried_as_it_should_be_has_no_park_reason() -> None:
+    message = encode_task_message(COMMAND)
+    decoded = decode_task_message(message.headers, message.body, message.content_type)
+    assert decoded.park_reason is None

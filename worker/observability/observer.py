@@ -2,7 +2,7 @@
 log lines and spans; the periodic tasks' runs are recorded for ``governance status``.
 
 :func:`install` connects the worker's signals (logging set up, worker ready, pool process
-exit). :func:`task_run` and :func:`batch_run` observe a run of the guarded transaction;
+exit). :class:`Run` observes a run of the guarded transaction (a batch of one in per-task mode);
 :func:`parked`, :func:`infrastructure_retry`, :func:`relay_ran` and :func:`expiry_ran` the
 rest. None of it changes what the worker does.
 """
@@ -21,6 +21,7 @@ import psycopg
 from celery import signals
 
 from governance.commands import CommandType
+from governance.parking import ParkCause
 from worker import runtime
 from worker.config import Settings
 from worker.observability import context, logs, metrics, tracing
@@ -30,18 +31,6 @@ log = logging.getLogger(__name__)
 
 #: A command type label for anything that is not a known type.
 INVALID_TYPE = "invalid"
-
-#: Dead-letter causes, by how the worker's reasons begin (any other is ``other``).
-_PARK_CAUSES = (
-    ("undecodable", "undecodable"),
-    ("not a task message", "not_a_task"),
-    ("unknown task", "unknown_task"),
-    ("invalid task message", "invalid_task"),
-    ("expected exactly one positional", "wrong_arguments"),
-    ("the message is not an object", "not_a_command"),
-    ("the handler failed", "poison"),
-    ("delivered ", "lost_deliveries"),
-)
 
 #: Records that a periodic task finished, and reads the outbox's backlog in the same trip.
 RECORD_RUN = """
@@ -85,7 +74,9 @@ def install(settings: Settings) -> None:
 
 class Run:
     """Observes one run of the guarded transaction: use it as a context manager around the
-    run and call :meth:`finished` with its results."""
+    run and call :meth:`finished` with its results. ``headers`` are each command's message
+    headers (their ``traceparent`` continues the sender's trace); ``batch`` says which mode
+    the run is timed under (``batch`` or ``task``)."""
 
     __slots__ = ("_batch", "_done", "_payloads", "_spans", "_start", "_token")
 
@@ -156,22 +147,6 @@ class Run:
                 tracing.finish_command_span(self._spans[index], fields)
 
 
-def task_run(payload: object, request: Any) -> Run:
-    """Observe a command applied as its own Celery task (``request`` is the task's)."""
-    traceparent = getattr(request, tracing.TRACEPARENT, None)
-    headers = {tracing.TRACEPARENT: traceparent} if traceparent else None
-    return Run([payload], [headers], batch=False)
-
-
-def batch_run(commands: Sequence[tuple[Any, object]]) -> Run:
-    """Observe a batch of ``(message, payload)`` applied by the batch consumer."""
-    return Run(
-        [payload for _, payload in commands],
-        [message.headers for message, _ in commands],
-        batch=True,
-    )
-
-
 def outcome_fields(payload: object, result: object) -> dict[str, Any] | None:
     """What the metrics, the log line and the span say of one command's result."""
     raw = payload if isinstance(payload, Mapping) else {}
@@ -212,18 +187,10 @@ def _text(value: object) -> str | None:
     return value[:200] if isinstance(value, str) else None
 
 
-def parked(reason: str) -> None:
-    """A message was parked on the dead-letter queue."""
+def parked(cause: ParkCause) -> None:
+    """A message was parked on the dead-letter queue for ``cause``."""
     if metrics.ENABLED:
-        metrics.DEAD_LETTERS.labels(park_cause(reason)).inc()
-
-
-def park_cause(reason: str) -> str:
-    """The bounded cause of a dead-letter reason."""
-    for prefix, cause in _PARK_CAUSES:
-        if reason.startswith(prefix):
-            return cause
-    return "other"
+        metrics.DEAD_LETTERS.labels(cause.value).inc()
 
 
 def infrastructure_retry(error: BaseException, action: str) -> None:
