@@ -18,25 +18,25 @@ until pg_isready -q; do
     sleep 1
 done
 
-psql -v ON_ERROR_STOP=1 -q -tA \
-    -v login="$GOVERNANCE_DB_WORKER_USER" -v password="$GOVERNANCE_DB_WORKER_PASSWORD" <<'SQL'
+# make_login LOGIN PASSWORD GROUP_COLUMN: LOGIN (made if missing, its password set again) as a
+# member of the role deployment_settings records in GROUP_COLUMN, and of nothing more.
+make_login() {
+    psql -v ON_ERROR_STOP=1 -q -tA -v login="$1" -v password="$2" -v group="$3" <<'SQL'
 SELECT format('CREATE ROLE %I LOGIN', :'login')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'login') \gexec
 SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
               'NOBYPASSRLS PASSWORD %L', :'login', :'password') \gexec
-SELECT format('GRANT %I TO %I', worker_role, :'login') FROM deployment_settings \gexec
-SELECT format('%s is a member of %s', :'login', worker_role) FROM deployment_settings;
+SELECT format('GRANT %I TO %I', role, :'login')
+  FROM (SELECT CASE :'group' WHEN 'worker_role' THEN worker_role ELSE reader_role END AS role
+          FROM deployment_settings) AS recorded \gexec
+SELECT format('%s is a member of %s', :'login',
+              CASE :'group' WHEN 'worker_role' THEN worker_role ELSE reader_role END)
+  FROM deployment_settings;
 SQL
+}
 
+make_login "$GOVERNANCE_DB_WORKER_USER" "$GOVERNANCE_DB_WORKER_PASSWORD" worker_role
 if [ -n "${GOVERNANCE_DB_CONSOLE_USER:-}" ]; then
     : "${GOVERNANCE_DB_CONSOLE_PASSWORD:?set GOVERNANCE_DB_CONSOLE_PASSWORD}"
-    psql -v ON_ERROR_STOP=1 -q -tA \
-        -v login="$GOVERNANCE_DB_CONSOLE_USER" -v password="$GOVERNANCE_DB_CONSOLE_PASSWORD" <<'SQL'
-SELECT format('CREATE ROLE %I LOGIN', :'login')
- WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'login') \gexec
-SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
-              'NOBYPASSRLS PASSWORD %L', :'login', :'password') \gexec
-SELECT format('GRANT %I TO %I', reader_role, :'login') FROM deployment_settings \gexec
-SELECT format('%s is a member of %s', :'login', reader_role) FROM deployment_settings;
-SQL
+    make_login "$GOVERNANCE_DB_CONSOLE_USER" "$GOVERNANCE_DB_CONSOLE_PASSWORD" reader_role
 fi

@@ -413,13 +413,10 @@ def test_the_worker_role_cannot_write_the_policy_the_settings_or_the_records_awa
 # --- the deployment's login ------------------------------------------------------------------
 
 
-def test_the_deployments_worker_login_script_makes_a_member_of_the_worker_role_only(
-    db: psycopg.Connection[Any], database_url: str
-) -> None:
+def run_login_script(database_url: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """The compose files' one-shot login step, run as the owner of ``database_url``."""
     if shutil.which("psql") is None:
         unavailable("psql is not installed: cannot run the deployment's login script")
-    worker, _ = recorded_roles(db)
-    login, password = f"gov_test_login_{secrets.token_hex(4)}", secrets.token_hex(12)
     parts = urlsplit(database_url)
     environment = {
         "PATH": os.environ.get("PATH", ""),
@@ -428,19 +425,30 @@ def test_the_deployments_worker_login_script_makes_a_member_of_the_worker_role_o
         "PGUSER": parts.username or "postgres",
         "PGPASSWORD": parts.password or "",
         "PGDATABASE": parts.path.lstrip("/"),
-        "GOVERNANCE_DB_WORKER_USER": login,
-        "GOVERNANCE_DB_WORKER_PASSWORD": password,
+        **variables,
     }
+    return subprocess.run(
+        ["sh", str(PROJECT_ROOT / "deploy" / "postgres" / "worker-login.sh")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE * 2,
+        check=False,
+    )
+
+
+def test_the_deployments_worker_login_script_makes_a_member_of_the_worker_role_only(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    worker, _ = recorded_roles(db)
+    login, password = f"gov_test_login_{secrets.token_hex(4)}", secrets.token_hex(12)
     try:
         # When the compose file's one-shot step runs, twice (each start of the deployment)
         runs = [
-            subprocess.run(
-                ["sh", str(PROJECT_ROOT / "deploy" / "postgres" / "worker-login.sh")],
-                env=environment,
-                capture_output=True,
-                text=True,
-                timeout=PATIENCE * 2,
-                check=False,
+            run_login_script(
+                database_url,
+                GOVERNANCE_DB_WORKER_USER=login,
+                GOVERNANCE_DB_WORKER_PASSWORD=password,
             )
             for _ in range(2)
         ]
@@ -461,3 +469,27 @@ def test_the_deployments_worker_login_script_makes_a_member_of_the_worker_role_o
                 conn.execute("UPDATE outbox_events SET body = '{}' WHERE false")
     finally:
         db.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(login)))
+
+
+def test_the_deployments_login_script_makes_the_console_a_member_of_the_reader_role(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    worker, reader = recorded_roles(db)
+    names = [f"gov_test_{kind}_{secrets.token_hex(4)}" for kind in ("worker", "console")]
+    try:
+        run = run_login_script(
+            database_url,
+            GOVERNANCE_DB_WORKER_USER=names[0],
+            GOVERNANCE_DB_WORKER_PASSWORD=secrets.token_hex(12),
+            GOVERNANCE_DB_CONSOLE_USER=names[1],
+            GOVERNANCE_DB_CONSOLE_PASSWORD=secrets.token_hex(12),
+        )
+
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split("\n")[:2] == [
+            f"{names[0]} is a member of {worker}",
+            f"{names[1]} is a member of {reader}",
+        ]
+    finally:
+        for name in names:
+            db.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
