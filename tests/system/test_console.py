@@ -249,6 +249,38 @@ def test_a_console_that_alters_a_command_before_relaying_it_gets_unauthenticated
     assert "clientDataJSON.challenge" in refused
 
 
+def test_an_approval_signed_at_an_origin_the_workers_do_not_accept_is_unauthenticated(
+    deployment: Deployment, browser: Any, approvers: list[Approver]
+) -> None:
+    # Given a second console, at an origin the workers were not told to accept (the same
+    # relying party, localhost, so the passkey it enrolls is a valid one)
+    port = reserve_port()
+    elsewhere = f"http://localhost:{port}"
+    settings = ConsoleSettings(
+        reader_login_url(deployment.database_url), deployment.broker_url, origin=elsewhere
+    )
+    with served_console(settings, port):
+        actor_id = new_id("approver")
+        register(deployment.database_url, actor_id, roles=("approver",))
+        with psycopg.connect(deployment.database_url, autocommit=True) as conn:
+            link = enrollment.issue_link(conn, actor_id)
+        alice = Approver(browser, elsewhere)
+        approvers.append(alice)
+        alice.enroll(f"{elsewhere}/enroll/{link.token}")
+        alice.sign_in()
+        request_id = pending_request(
+            deployment.database_url, [{"approval_id": "ap-1", "approver_id": actor_id}]
+        )
+        # When an approver approves there with a real passkey
+        alice.open_request(request_id)
+        alice.review("Approve")
+        alice.sign_and_send()
+        refused = alice.outcome("unauthenticated")
+
+    # Then the worker refuses it, naming the check
+    assert "clientDataJSON.origin" in refused
+
+
 def test_an_export_of_a_passkey_approved_request_verifies_with_no_database(
     deployment: Deployment, browser: Any, approvers: list[Approver], tmp_path: Path
 ) -> None:
