@@ -32,6 +32,9 @@ class ParkCause(StrEnum):
     POISON = "poison"
     #: The worker was lost during each of the message's last deliveries.
     LOST_DELIVERIES = "lost_deliveries"
+    #: Applying it kept ending in a statement or lock timeout or an internal error, more
+    #: often than a passing fault of the database would explain.
+    KEEPS_TIMING_OUT = "keeps_timing_out"
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,9 @@ class Settings:
     relay_grace_seconds: float = 2.0
     #: Attempts for a command whose handler raises something unexpected, before dead-lettering.
     poison_retry_limit: int = 5
+    #: Counted retries of a command whose transaction keeps ending in a statement or lock
+    #: timeout or an internal error (the database's fault or the command's), then parked.
+    suspect_retry_limit: int = 20
     #: ``signed`` (the default): every command's author is proved by its signature and the
     #: roles table applies; ``off``: development only, the actor is taken as asserted.
     auth: str = "signed"
@@ -141,6 +144,7 @@ class Settings:
             relay_interval=_float(env, "GOVERNANCE_RELAY_INTERVAL", 2.0),
             relay_grace_seconds=_float(env, "GOVERNANCE_RELAY_GRACE_SECONDS", 2.0),
             poison_retry_limit=_int(env, "GOVERNANCE_POISON_RETRY_LIMIT", 5, minimum=0),
+            suspect_retry_limit=_int(env, "GOVERNANCE_SUSPECT_RETRY_LIMIT", 20, minimum=0),
             auth=_choice(env, "GOVERNANCE_AUTH", "signed", ("signed", "off")),
             worker_key=env.get("GOVERNANCE_WORKER_KEY") or None,
             approval_policy=_choice(

@@ -32,7 +32,7 @@ from governance.parking import ParkReason
 from governance.task_message import Decoded
 from worker import batching, deadletter, policy, runtime
 from worker.config import Settings
-from worker.errors import InfrastructureError
+from worker.errors import InfrastructureError, SuspectFault
 from worker.observability import observer
 from worker.policy import Action
 from worker.transaction import NotACommand
@@ -177,6 +177,13 @@ class Pipeline:
             with run:
                 results = self.with_backoff(lambda: runtime.current().handle_batch(payloads))
                 run.finished(results)
+        except SuspectFault as exc:
+            # Perhaps one of them causes it: each is retried alone, counted, so that the one
+            # that does is parked in the end and the others are applied.
+            log.warning("%d command(s) to be retried one by one: %s", len(commands), exc)
+            for delivery, command in commands:
+                self._after_failure(delivery, command, exc)
+            return
         except InfrastructureError as exc:
             observer.infrastructure_retry(exc, "requeue")
             log.warning("%d command(s) returned to the queue: %s", len(commands), exc)
@@ -209,7 +216,12 @@ class Pipeline:
 
     def _after_failure(self, delivery: Delivery, command: object, exc: BaseException) -> None:
         """Settle a delivery that produced no outcome as the error policy says."""
-        verdict = policy.on_failure(exc, delivery.retries, self.settings.poison_retry_limit)
+        verdict = policy.on_failure(
+            exc,
+            delivery.retries,
+            self.settings.poison_retry_limit,
+            self.settings.suspect_retry_limit,
+        )
         if verdict.action is Action.RETRY and duplicate_key(command) is not None:
             # A copy re-encoded for the retry queue would name each key once: a command
             # that must be refused would read as a valid one there. Parked as it came.

@@ -9,6 +9,9 @@ mode, and acts on the answer:
 - the message cannot be answered by an event (:class:`NotACommand`): **park** it at once;
 - anything else is the message's own doing (:class:`MessageFault`, or the handler raising):
   **retry** it later, a bounded number of times, then **park** it with the reason;
+- a fault either side may cause (:class:`SuspectFault`: a statement or lock timeout, an
+  internal error): **retry** it later, counted, up to a generous bound (longer than a
+  passing fault of the database lasts), then **park** it;
 - a message whose earlier deliveries never completed (the worker died each time, which no
   exception reports): counted in the database, and **parked** past the bound.
 """
@@ -22,7 +25,7 @@ from enum import Enum
 
 from governance.commands import command_id_of
 from governance.parking import ParkCause, ParkReason
-from worker.errors import InfrastructureError
+from worker.errors import InfrastructureError, SuspectFault
 from worker.transaction import NotACommand
 
 
@@ -49,11 +52,21 @@ class Verdict:
         return ParkReason(self.cause or ParkCause.POISON, self.reason)
 
 
-def on_failure(exc: BaseException, retries: int, retry_limit: int) -> Verdict:
+def on_failure(
+    exc: BaseException, retries: int, retry_limit: int, suspect_retry_limit: int = 20
+) -> Verdict:
     """The verdict for a delivery whose handling raised ``exc`` after ``retries`` earlier
     counted retries."""
     if isinstance(exc, NotACommand):
         return Verdict(Action.PARK, str(exc), cause=ParkCause.NOT_A_COMMAND)
+    if isinstance(exc, SuspectFault):
+        if retries >= suspect_retry_limit:
+            return Verdict(
+                Action.PARK,
+                f"applying it failed {retries + 1} times, the last with {exc}",
+                cause=ParkCause.KEEPS_TIMING_OUT,
+            )
+        return Verdict(Action.RETRY, str(exc), countdown=min(30.0, 0.5 * 2**retries))
     if isinstance(exc, InfrastructureError):
         return Verdict(Action.REQUEUE, str(exc))
     if retries >= retry_limit:

@@ -8,7 +8,13 @@ import pytest
 from psycopg import errors as pg_errors
 
 from governance.parking import ParkCause
-from worker.errors import InfrastructureError, MessageFault, TransientConflict, translate
+from worker.errors import (
+    InfrastructureError,
+    MessageFault,
+    SuspectFault,
+    TransientConflict,
+    translate,
+)
 from worker.policy import Action, lost_deliveries_verdict, message_key, not_retried, on_failure
 from worker.transaction import NotACommand
 
@@ -132,3 +138,31 @@ def test_a_retry_that_cannot_be_sent_as_it_came_is_parked_as_poison() -> None:
     parked = not_retried(retry, "a key is given twice")
     assert (parked.action, parked.park_reason.cause) == (Action.PARK, ParkCause.POISON)
     assert parked.reason.endswith("not retried: a key is given twice")
+
+
+@pytest.mark.parametrize(
+    "sqlstate",
+    [
+        "57014",  # query canceled (statement_timeout)
+        "55P03",  # lock_timeout expired
+        "XX000",  # internal error
+        "XX001",  # data corrupted
+    ],
+)
+def test_faults_either_side_may_cause_are_suspect(sqlstate: str) -> None:
+    assert isinstance(translate(driver_error(sqlstate)), SuspectFault)
+
+
+def test_a_suspect_fault_is_retried_counted_until_its_limit() -> None:
+    verdict = on_failure(SuspectFault("57014"), retries=3, retry_limit=5, suspect_retry_limit=4)
+
+    assert verdict.action is Action.RETRY
+    assert verdict.countdown == 4.0
+
+
+def test_a_suspect_fault_past_its_limit_is_parked_as_keeping_timing_out() -> None:
+    verdict = on_failure(SuspectFault("57014"), retries=4, retry_limit=5, suspect_retry_limit=4)
+
+    assert verdict.action is Action.PARK
+    assert verdict.cause is ParkCause.KEEPS_TIMING_OUT
+    assert "failed 5 times, the last with 57014" in verdict.reason
