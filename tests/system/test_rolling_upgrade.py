@@ -7,6 +7,7 @@ newest migration was added (a ``git worktree`` of that commit), run from its che
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -91,11 +92,18 @@ def dead_letters(broker_url: str) -> int:
 def test_the_previous_release_s_workers_go_on_while_migrate_moves_the_schema(
     postgres_server_url: str, broker_url: str, previous_release: Path, tmp_path: Path
 ) -> None:
-    with fresh_database(postgres_server_url) as url, spare_vhost(broker_url) as vhost:
+    with (
+        fresh_database(postgres_server_url) as url,
+        contextlib.ExitStack() as stack,
+        spare_vhost(broker_url) as vhost,
+    ):
         # Given a deployment of the previous release, its workers applying commands
         governance(previous_release, url, vhost, "migrate")
         apply_policy(url)
         identities.track(url)
+        # (untracked before the database is dropped: the tests' signing registers actors in
+        # every tracked database)
+        stack.callback(identities.untrack, url)
         worker = WorkerProcess(
             url, vhost, log_path=tmp_path / "worker.log", release=previous_release, as_owner=True
         )
